@@ -1,0 +1,22 @@
+"""Library of the U-Net capacity study: one module per stage of the study.
+
+Stages, in the order the data flows: cohort (read LVSC-layout folders), phantom
+(write a synthetic cohort in that layout), prepare (the prepared image store),
+splits (holdout, subsets, folds), train (one training run), metrics (DICE, BCE,
+metrics.json, the merged table), stats and figures (the analysis).
+"""
+
+import os
+
+# segmentation-models must use tf.keras (legacy Keras 2 through tf-keras); these have to be
+# set before anything imports TensorFlow. Users may override them from the environment.
+os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class UnetcapError(Exception):
+    """A problem the user can fix: bad input data, a bad config value, a bad results file.
+
+    The message says what is wrong, where (file, key) and what would fix it.
+    """

@@ -20,3 +20,14 @@ class UnetcapError(Exception):
 
     The message says what is wrong, where (file, key) and what would fix it.
     """
+
+
+def log_to(path) -> None:
+    """Send this process's stderr and the library's log lines (INFO and up, timestamped)
+    to the rule's log file, line by line so a user can follow a running job."""
+    import logging
+    import sys
+
+    sys.stderr = open(path, "a", buffering=1)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

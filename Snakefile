@@ -1,0 +1,23 @@
+# U-Net capacity vs dataset size: Toledo et al. 2021 as a workflow.
+# cohort -> prepared store -> splits per size -> training runs -> metrics -> statistics, figures, report
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/splits.smk"
+
+
+rule all:
+    input:
+        "results/prepared/store.json",
+        split_manifests(),

@@ -1,0 +1,30 @@
+# Stage 1: the cohort. With `cohort.source: phantom` the workflow first writes a synthetic
+# cohort in the LVSC layout; either way the same reader scans it into the cohort index.
+
+
+rule phantom:
+    output:
+        directory(PHANTOM_DIR),
+    log:
+        "logs/phantom.log",
+    params:
+        patients=config["cohort"]["patients"],
+        seed=config["cohort"]["phantom"]["seed"],
+        slices=config["cohort"]["phantom"]["slices"],
+        phases=config["cohort"]["phantom"]["phases"],
+        matrix=config["cohort"]["phantom"]["matrix"],
+    script:
+        "../scripts/phantom.py"
+
+
+rule cohort:
+    input:
+        cohort=cohort_dir(),
+    output:
+        index="results/cohort/index.csv",
+    log:
+        "logs/cohort.log",
+    params:
+        images_per_patient=config["images_per_patient"],
+    script:
+        "../scripts/cohort.py"

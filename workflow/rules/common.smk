@@ -1,0 +1,75 @@
+# The config turned into the study's grid, wildcard constraints and input functions.
+import re
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+# Rule scripts run in their own Python processes: let them import the library too.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+
+from unetcap import UnetcapError
+from unetcap.provenance import sha256_json
+from unetcap.splits import check_sizes
+from unetcap.study import BACKBONES, format_number
+
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+PHANTOM_DIR = "results/phantom"
+RUN_DIR = "results/runs/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}"
+# Every output records the config it came from.
+CONFIG_SHA256 = sha256_json(config)
+
+
+def cohort_dir():
+    """The folder the cohort is read from: the LVSC data, or the phantom written by this workflow."""
+    if config["cohort"]["source"] == "phantom":
+        return PHANTOM_DIR
+    return config["cohort"]["path"]
+
+
+def cohort_patients():
+    """Patients in the cohort: counted when the LVSC folder is there, else from the config."""
+    path = Path(cohort_dir())
+    if config["cohort"]["source"] == "lvsc" and path.is_dir():
+        return sum(1 for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return config["cohort"]["patients"]
+
+
+def one_of(values):
+    """A wildcard regex that matches exactly the configured values' path texts."""
+    return "|".join(re.escape(v) for v in values)
+
+
+try:
+    check_sizes(config["sizes"], cohort_patients(), config["folds"],
+                config["images_per_patient"], config["holdout_fraction"])
+except UnetcapError as err:
+    raise WorkflowError(str(err))
+
+
+wildcard_constraints:
+    size=one_of(str(s) for s in config["sizes"]),
+    backbone=one_of(config["backbones"]),
+    lr=one_of(format_number(x) for x in config["lrs"]),
+    reg=one_of(format_number(x) for x in config["regs"]),
+    fold=one_of(str(f) for f in range(config["folds"])),
+
+
+def split_manifests():
+    return expand("results/splits/size{size}.json", size=config["sizes"])
+
+
+def run_dirs():
+    """Every training run of the grid: sizes x backbones x lrs x regs x folds."""
+    return expand(
+        RUN_DIR,
+        size=config["sizes"],
+        backbone=config["backbones"],
+        lr=[format_number(x) for x in config["lrs"]],
+        reg=[format_number(x) for x in config["regs"]],
+        fold=range(config["folds"]),
+    )

@@ -1,0 +1,18 @@
+# Stage 2: decode the sampled images into one prepared store (float32 in [0, 1], binary masks).
+
+
+rule prepare:
+    input:
+        index="results/cohort/index.csv",
+    output:
+        images="results/prepared/images.npy",
+        masks="results/prepared/masks.npy",
+        store=report("results/prepared/store.json", caption="../report/store.rst", category="Data"),
+    log:
+        "logs/prepare.log",
+    params:
+        image_size=config["image_size"],
+        workers=config["prepare"]["workers"],
+    threads: config["prepare"]["workers"]
+    script:
+        "../scripts/prepare.py"

@@ -1,0 +1,18 @@
+# Stage 3: one split manifest per dataset size: holdout test patients, development
+# patients and their folds (patient-disjoint, nested across sizes).
+
+
+rule splits:
+    input:
+        index="results/cohort/index.csv",
+    output:
+        "results/splits/size{size}.json",
+    log:
+        "logs/splits/size{size}.log",
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
+        images_per_patient=config["images_per_patient"],
+        holdout_fraction=config["holdout_fraction"],
+    script:
+        "../scripts/splits.py"

@@ -13,6 +13,8 @@ rule phantom:
         slices=config["cohort"]["phantom"]["slices"],
         phases=config["cohort"]["phantom"]["phases"],
         matrix=config["cohort"]["phantom"]["matrix"],
+    conda:
+        "../../envs/cohort.yaml"
     script:
         "../scripts/phantom.py"
 
@@ -26,5 +28,7 @@ rule cohort:
         "logs/cohort.log",
     params:
         images_per_patient=config["images_per_patient"],
+    conda:
+        "../../envs/cohort.yaml"
     script:
         "../scripts/cohort.py"

@@ -14,5 +14,7 @@ rule prepare:
         image_size=config["image_size"],
         workers=config["prepare"]["workers"],
     threads: config["prepare"]["workers"]
+    conda:
+        "../../envs/cohort.yaml"
     script:
         "../scripts/prepare.py"

@@ -14,5 +14,7 @@ rule splits:
         seed=config["seed"],
         images_per_patient=config["images_per_patient"],
         holdout_fraction=config["holdout_fraction"],
+    conda:
+        "../../envs/cohort.yaml"
     script:
         "../scripts/splits.py"

@@ -1,0 +1,44 @@
+"""The conda environments pin what the lock pins."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# The conda train environment takes the CUDA-capable tensorflow where the CPU lock has tensorflow-cpu.
+SAME_PACKAGE = {"tensorflow": "tensorflow-cpu"}
+
+
+def normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[normal(name)] = version
+    return pins
+
+
+def test_every_conda_pin_matches_the_lock():
+    pins = lock()
+    envs = sorted((ROOT / "envs").glob("*.yaml"))
+    assert envs
+    for env in envs:
+        spec = yaml.safe_load(env.read_text())
+        pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+        assert "python=3.11" in spec["dependencies"]
+        for requirement in pip:
+            name, version = requirement.split("==")
+            name = SAME_PACKAGE.get(normal(name), normal(name))
+            assert pins.get(name) == version, f"{env.name}: {requirement} but requirements.txt pins {pins.get(name)}"
+
+
+def test_every_rule_names_an_existing_environment():
+    rules = (ROOT / "workflow/rules")
+    for smk in rules.glob("*.smk"):
+        for env in re.findall(r'conda:\s*\n\s*"([^"]+)"', smk.read_text()):
+            assert (rules / env).resolve().is_file(), f"{smk.name}: conda env {env} missing"

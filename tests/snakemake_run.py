@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ["Snakefile", "config", "workflow", "profiles", "src"]
+WORKFLOW_PARTS = ["Snakefile", "config", "workflow", "profiles", "src", "envs"]
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +127,10 @@ def write_manifest(index_csv, out_json, **kwargs) -> dict:
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_name(out_json.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    text = json.dumps(manifest, indent=1)
+    # one line per list of store rows, so the manifest stays readable
+    text = re.sub(r"\[\n\s*([\d,\s]*?)\n\s*\]", lambda m: "[" + " ".join(m[1].split()) + "]", text)
+    tmp.write_text(text + "\n")
     os.replace(tmp, out_json)
     return manifest
 

@@ -120,3 +120,7 @@ def test_empty_cohort_and_empty_patient_folder(tmp_path):
     (root / "DET0000101").mkdir()
     assert "DET0000101: no short-axis images" in _problems(root)
     assert "does not exist" in _problems(tmp_path / "missing")
+
+
+def test_two_workers_give_the_same_index(cohort):
+    assert scan_cohort(cohort, M, workers=2).equals(scan_cohort(cohort, M, workers=1))

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SHORT_AXIS = re.compile(r"^(?P<patient>.+)_SA(?P<slice>\d+)_ph(?P<phase>\d+)\.dcm$", re.IGNORECASE)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNDEFINED_LENGTH = 0xFFFFFFFF
+PIXEL_DATA = 0x7FE00010
 
 # Columns of the cohort index, one row per sampled image, in store order.
 INDEX_COLUMNS = [
@@ -73,6 +74,17 @@ class Problems:
             raise UnetcapError(f"{self.what}: {len(self.items)} problem(s)\n  {lines}")
 
 
+def parallel_map(fn, items, workers: int, chunksize: int = 1):
+    """fn over items, in order, in `workers` processes (in this one when workers is 1)."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(fn, items, chunksize=chunksize)
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     """(rows, columns) read from a PNG's IHDR chunk, without decoding the image."""
     with open(path, "rb") as f:
@@ -83,51 +95,59 @@ def _png_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def _slice_normal(orientation) -> np.ndarray:
-    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
-    normal = np.cross(row, col)
-    norm = np.linalg.norm(normal)
-    if len(orientation) != 6 or not norm > 0:
+def _slice_normal(orientation) -> tuple[float, float, float]:
+    """Unit normal of a slice: the cross product of ImageOrientationPatient's row and column cosines."""
+    if len(orientation) != 6:
         raise ValueError(f"ImageOrientationPatient {list(orientation)} is not two direction cosines")
-    return normal / norm
+    (a, b, c), (d, e, f) = map(float, orientation[:3]), map(float, orientation[3:])
+    normal = (b * f - c * e, c * d - a * f, a * e - b * d)
+    norm = math.sqrt(sum(x * x for x in normal))
+    if not norm > 0:
+        raise ValueError(f"ImageOrientationPatient {list(orientation)} has parallel direction cosines")
+    return normal[0] / norm, normal[1] / norm, normal[2] / norm
+
+
+HEADER_TAGS = ["Rows", "Columns", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+               "Manufacturer", "MagneticFieldStrength", "SamplesPerPixel", "BitsAllocated", "PixelData"]
 
 
 def read_header(path: Path) -> dict:
-    """The header fields the study needs, checked; raises ValueError with a readable reason."""
+    """The header fields the study needs, checked; raises ValueError with a readable reason.
+    Pixel data is located (and its length checked against the file) but not read."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.tag import Tag
 
     try:
-        ds = pydicom.dcmread(path, defer_size=256)
+        ds = pydicom.dcmread(path, defer_size=256, specific_tags=HEADER_TAGS)
     except InvalidDicomError as err:
         raise ValueError(f"not a DICOM file ({err})") from None
     except Exception as err:  # pydicom raises many kinds on corrupt files
         raise ValueError(f"unreadable DICOM ({type(err).__name__}: {err})") from None
-    if Tag("PixelData") not in ds:
+    if PIXEL_DATA not in ds:
         raise ValueError("DICOM without pixel data (no PixelData element)")
-    missing = [k for k in ("Rows", "Columns", "ImagePositionPatient", "ImageOrientationPatient")
-               if k not in ds]
+    missing = [k for k in HEADER_TAGS[:4] if k not in ds]
     if missing:
         raise ValueError(f"DICOM header lacks {', '.join(missing)}")
-    pixels = ds._dict[Tag("PixelData")]
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    pixels = ds._dict[PIXEL_DATA]
     length = getattr(pixels, "length", None)
     if length is not None and length != UNDEFINED_LENGTH:
         size = os.path.getsize(path)
         end = getattr(pixels, "value_tell", 0) + length
-        needed = ds.Rows * ds.Columns * ds.get("SamplesPerPixel", 1) * ds.get("BitsAllocated", 16) // 8
+        needed = rows * columns * ds.get("SamplesPerPixel", 1) * ds.get("BitsAllocated", 16) // 8
         if end > size:
             raise ValueError(f"truncated: pixel data needs {end} bytes, file has {size}")
-        if "TransferSyntaxUID" in ds.file_meta and not ds.file_meta.TransferSyntaxUID.is_compressed \
-                and length < needed:
-            raise ValueError(f"truncated: {length} bytes of pixel data, {ds.Rows}x{ds.Columns} needs {needed}")
+        if length < needed and not ds.file_meta.TransferSyntaxUID.is_compressed:
+            raise ValueError(f"truncated: {length} bytes of pixel data, {rows}x{columns} needs {needed}")
     normal = _slice_normal(ds.ImageOrientationPatient)
     spacing = ds.get("PixelSpacing") or [1.0, 1.0]
+    field = ds.get("MagneticFieldStrength")
     return {
-        "rows": int(ds.Rows), "columns": int(ds.Columns),
-        "position": float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)),
+        "rows": rows, "columns": columns,
+        "position": sum(float(p) * n for p, n in zip(ds.ImagePositionPatient, normal)),
         "spacing_row": float(spacing[0]), "spacing_col": float(spacing[1]),
-        "vendor": str(ds.get("Manufacturer", "")), "field_strength": float(ds.get("MagneticFieldStrength", math.nan) or math.nan),
+        "vendor": str(ds.get("Manufacturer", "")),
+        "field_strength": float(field) if field not in (None, "") else math.nan,
     }
 
 
@@ -142,9 +162,10 @@ def patient_folders(root: Path) -> list[Path]:
     return folders
 
 
-def scan_patient(folder: Path, problems: Problems) -> list[Image]:
-    """Every readable short-axis image of one patient folder, in study order; problems collected."""
-    images = []
+def scan_patient(folder: Path) -> tuple[list[Image], list[tuple[Path, str]]]:
+    """Every good short-axis image of one patient folder in study order, and (file, problem)
+    for every bad one."""
+    images, problems = [], []
     files = {p.name.lower(): p for p in folder.iterdir()}
     for path in sorted(files.values()):
         match = SHORT_AXIS.match(path.name)
@@ -154,23 +175,23 @@ def scan_patient(folder: Path, problems: Problems) -> list[Image]:
         try:
             header = read_header(path)
         except ValueError as err:
-            problems.add(path, str(err))
+            problems.append((path, str(err)))
             continue
         if mask is None:
-            problems.add(path, f"image without a mask (expected {path.stem}.png beside it)")
+            problems.append((path, f"image without a mask (expected {path.stem}.png beside it)"))
             continue
         try:
             mask_shape = _png_size(mask)
         except (OSError, ValueError) as err:
-            problems.add(mask, f"unreadable mask ({err})")
+            problems.append((mask, f"unreadable mask ({err})"))
             continue
         if mask_shape != (header["rows"], header["columns"]):
-            problems.add(mask, f"mask is {mask_shape[0]}x{mask_shape[1]} but its image "
-                               f"{path.name} is {header['rows']}x{header['columns']}")
+            problems.append((mask, f"mask is {mask_shape[0]}x{mask_shape[1]} but its image "
+                                   f"{path.name} is {header['rows']}x{header['columns']}"))
             continue
         images.append(Image(patient=folder.name, slice_label=int(match["slice"]),
                             phase=int(match["phase"]), source=str(path), mask=str(mask), **header))
-    return study_order(images)
+    return study_order(images), problems
 
 
 def study_order(images: list[Image]) -> list[Image]:
@@ -190,39 +211,42 @@ def sample_indices(n: int, m: int) -> list[int]:
     return [i * n // m for i in range(m)]
 
 
-def scan_cohort(root, images_per_patient: int) -> pd.DataFrame:
+def scan_cohort(root, images_per_patient: int, workers: int = 1) -> pd.DataFrame:
     """The cohort index: for each patient (sorted by id), its `images_per_patient` sampled
     images in study order, with the columns of INDEX_COLUMNS.
 
-    Reads headers only. Every bad file and every patient with too few images is collected
-    and reported in one UnetcapError before anything is returned.
+    Reads headers only, patients spread over `workers` processes. Every bad file and every
+    patient with too few images is collected and reported in one UnetcapError.
     """
     problems = Problems(f"cohort {root}")
     rows = []
-    for folder in patient_folders(Path(root)):
-        images = scan_patient(folder, problems)
-        log.info("%s: %d short-axis images", folder.name, len(images))
-        if not images:
-            problems.add(folder, "no short-axis images (<PATIENT>_SA<slice>_ph<phase>.dcm)")
-            continue
-        try:
-            picks = sample_indices(len(images), images_per_patient)
-        except ValueError as err:
-            problems.add(folder, f"patient with too few readable short-axis images: {err} "
-                                 f"(images_per_patient)")
-            continue
-        slice_rank = {label: rank for rank, label in
-                      enumerate(dict.fromkeys(i.slice_label for i in images))}
-        for k in picks:
-            image = images[k]
-            rows.append({**asdict(image), "slice": slice_rank[image.slice_label]})
+    folders = patient_folders(Path(root))
+    for folder, (images, bad) in zip(folders, parallel_map(scan_patient, folders, workers)):
+        for path, message in bad:
+            problems.add(path, message)
+        rows.extend(_sample_patient(folder, images, images_per_patient, problems))
     problems.raise_if_any()
-    return pd.DataFrame(rows)[INDEX_COLUMNS]
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
-def write_index(root, out_csv, images_per_patient: int) -> pd.DataFrame:
+def _sample_patient(folder: Path, images: list[Image], images_per_patient: int, problems: Problems) -> list[dict]:
+    """Index rows of one patient's sampled images (none, with a problem noted, if it cannot give them)."""
+    log.info("%s: %d short-axis images", folder.name, len(images))
+    if not images:
+        problems.add(folder, "no short-axis images (<PATIENT>_SA<slice>_ph<phase>.dcm)")
+        return []
+    try:
+        picks = sample_indices(len(images), images_per_patient)
+    except ValueError as err:
+        problems.add(folder, f"patient with too few readable short-axis images: {err} (images_per_patient)")
+        return []
+    slice_rank = {label: rank for rank, label in enumerate(dict.fromkeys(i.slice_label for i in images))}
+    return [{**asdict(images[k]), "slice": slice_rank[images[k].slice_label]} for k in picks]
+
+
+def write_index(root, out_csv, images_per_patient: int, workers: int = 1) -> pd.DataFrame:
     """Scan the cohort and write its index atomically; returns it."""
-    index = scan_cohort(root, images_per_patient)
+    index = scan_cohort(root, images_per_patient, workers)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(out_csv.name + ".tmp")

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from unetcap import UnetcapError
-from unetcap.cohort import Problems, read_image, read_index, read_mask
+from unetcap.cohort import Problems, parallel_map, read_image, read_index, read_mask
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +97,13 @@ def prepare_store(index_csv, out_dir, image_size: int, workers: int = 1) -> dict
     problems = Problems(f"preparing {index_csv}")
     jobs = [(s, m, size) for s, m in zip(index.source, index["mask"])]
     try:
-        with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
-            for i, (image, mask, error) in enumerate(pool.map(_prepare_pair, jobs, chunksize=64)):
-                if error:
-                    problems.add(*error)
-                    continue
-                images[i], masks[i] = image, mask
-                if (i + 1) % 1000 == 0 or i + 1 == n:
-                    log.info("prepared %d / %d images", i + 1, n)
+        for i, (image, mask, error) in enumerate(parallel_map(_prepare_pair, jobs, workers, chunksize=64)):
+            if error:
+                problems.add(*error)
+                continue
+            images[i], masks[i] = image, mask
+            if (i + 1) % 1000 == 0 or i + 1 == n:
+                log.info("prepared %d / %d images", i + 1, n)
         problems.raise_if_any()
         images.flush(), masks.flush()
         del images, masks
@@ -120,20 +118,6 @@ def prepare_store(index_csv, out_dir, image_size: int, workers: int = 1) -> dict
     (out_dir / "store.json.tmp").write_text(json.dumps(store, indent=1) + "\n")
     os.replace(out_dir / "store.json.tmp", out_dir / "store.json")
     return store
-
-
-class _Serial:
-    """A stand-in for a process pool that maps in this process."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def map(fn, items, chunksize=1):
-        return map(fn, items)
 
 
 def load_store(store_dir) -> tuple[np.ndarray, np.ndarray, dict]:

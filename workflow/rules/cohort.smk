@@ -28,6 +28,8 @@ rule cohort:
         "logs/cohort.log",
     params:
         images_per_patient=config["images_per_patient"],
+        workers=config["prepare"]["workers"],
+    threads: config["prepare"]["workers"]
     conda:
         "../../envs/cohort.yaml"
     script:

@@ -9,7 +9,7 @@ import pytest
 
 from lvsc_fixture import write_cohort
 from unetcap import UnetcapError
-from unetcap.cohort import write_index
+from unetcap.cohort import read_table, write_sample
 from unetcap.prepare import (interpolation, load_store, prepare_image, prepare_mask,
                              prepare_store, rescale, resize_pad)
 
@@ -57,27 +57,32 @@ def test_masks_stay_binary():
 
 def test_store_holds_every_indexed_image(tmp_path):
     root = write_cohort(tmp_path / "lvsc")
-    index = write_index(root, tmp_path / "index.csv", 6)
-    store = prepare_store(tmp_path / "index.csv", tmp_path / "prepared", image_size=32, workers=2)
+    sample = write_sample(root, tmp_path / "sample.csv", 6)
+    store = prepare_store(tmp_path / "sample.csv", tmp_path / "prepared", image_size=32, workers=2)
     images, masks, meta = load_store(tmp_path / "prepared")
     assert meta == store == json.loads((tmp_path / "prepared/store.json").read_text())
-    assert images.shape == masks.shape == (len(index), 32, 32)
+    assert images.shape == masks.shape == (len(sample), 32, 32)
     assert images.dtype == np.float32 and masks.dtype == np.uint8
     assert images.min() >= 0 and images.max() <= 1 and set(np.unique(masks)) == {0, 1}
     assert set(meta["sha256"]) == {"images.npy", "masks.npy", "index.csv"}
     # same input, same bytes (one worker or two)
-    prepare_store(tmp_path / "index.csv", tmp_path / "again", image_size=32, workers=1)
+    prepare_store(tmp_path / "sample.csv", tmp_path / "again", image_size=32, workers=1)
     assert json.loads((tmp_path / "again/store.json").read_text())["sha256"] == meta["sha256"]
+    # the store's index: the sample plus what each image's own header says
+    index = read_table(tmp_path / "prepared/index.csv")
+    assert index[sample.columns].equals(sample)
+    assert (index.rows == 64).all() and (index.cols == 64).all()
+    assert (index.spacing_row > 0).all() and index.vendor.notna().all()
 
 
 def test_failed_preparation_leaves_nothing_half_written(tmp_path):
     root = write_cohort(tmp_path / "lvsc")
-    index = write_index(root, tmp_path / "index.csv", 6)
-    for source in index.source[:2]:  # break two sampled images after the scan
+    sample = write_sample(root, tmp_path / "sample.csv", 6)
+    for source in sample.source[1:3]:  # break two sampled images (not read by the scan)
         open(source, "r+b").truncate(900)
     with pytest.raises(UnetcapError) as err:
-        prepare_store(tmp_path / "index.csv", tmp_path / "prepared", image_size=32)
+        prepare_store(tmp_path / "sample.csv", tmp_path / "prepared", image_size=32, workers=2)
     assert "2 problem(s)" in str(err.value)
-    for source in index.source[:2]:
-        assert source in str(err.value)
+    for source in sample.source[1:3]:
+        assert f"{source}: " in str(err.value)  # truncated: no or too little pixel data
     assert list((tmp_path / "prepared").iterdir()) == []

@@ -76,9 +76,9 @@ def test_subsets_are_nested_by_patient(manifests):
 
 
 def test_manifests_are_byte_identical_and_depend_on_the_seed(index, tmp_path):
-    index.to_csv(tmp_path / "index.csv", index=False)
-    a = write_manifest(tmp_path / "index.csv", tmp_path / "a.json", size=1000, **PARAMS)
-    write_manifest(tmp_path / "index.csv", tmp_path / "b.json", size=1000, **PARAMS)
+    index.to_csv(tmp_path / "sample.csv", index=False)
+    a = write_manifest(tmp_path / "sample.csv", tmp_path / "a.json", size=1000, **PARAMS)
+    write_manifest(tmp_path / "sample.csv", tmp_path / "b.json", size=1000, **PARAMS)
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
     c = make_manifest(index, size=1000, **{**PARAMS, "seed": 124})
     assert patients(a, "dev") != patients(c, "dev")

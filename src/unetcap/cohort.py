@@ -6,9 +6,14 @@ same stem and ``.png``. Numbers are not zero padded, extensions may be upper cas
 long-axis files (``_LA``) and anything else are ignored. The order of the slices
 comes from the DICOM geometry, never from the file names.
 
-Reading happens in two passes: :func:`scan_cohort` reads headers only (and the 24
-header bytes of each mask PNG) and checks everything it can before a single pixel
-is decoded; :func:`read_image` and :func:`read_mask` decode one sampled image.
+Reading happens in two passes. :func:`scan_cohort` chooses the sample from file names
+and headers: every file gets cheap checks (a DICOM preamble, a mask beside it whose PNG
+header matches its slice's matrix) and the first phase of each slice is parsed, header
+only, for the slice's position. Then :func:`read_dicom` reads each sampled image once,
+checks its header in full (pixel data present and not truncated, geometry) and decodes
+it. So the cost grows with the sampled images, not with the cohort's files; a defect
+inside an image that is never sampled (truncated pixel data, say) goes unnoticed,
+because that image is never used.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import math
 import os
 import re
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,29 +39,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNDEFINED_LENGTH = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
 
-# Columns of the cohort index, one row per sampled image, in store order.
-INDEX_COLUMNS = [
-    "patient", "slice", "phase", "slice_label", "position", "source", "mask",
-    "rows", "columns", "spacing_row", "spacing_col", "vendor", "field_strength",
-]
-
-
-@dataclass(frozen=True)
-class Image:
-    """One short-axis image of a patient, as its DICOM header and file names describe it."""
-
-    patient: str
-    slice_label: int  # the SA number in the file name
-    phase: int  # the ph number in the file name
-    source: str  # DICOM path
-    mask: str  # PNG path
-    rows: int
-    columns: int
-    position: float  # ImagePositionPatient projected on the slice normal (mm)
-    spacing_row: float
-    spacing_col: float
-    vendor: str
-    field_strength: float
+# The cohort's sample: one row per sampled image, in store order. `position` is the slice's.
+SAMPLE_COLUMNS = ["patient", "slice", "phase", "slice_label", "position", "source", "mask"]
+# What the prepared store's index adds from each sampled image's own header.
+HEADER_COLUMNS = ["rows", "cols", "spacing_row", "spacing_col", "vendor", "field_strength"]
 
 
 class Problems:
@@ -109,20 +96,25 @@ def _slice_normal(orientation) -> tuple[float, float, float]:
 
 HEADER_TAGS = ["Rows", "Columns", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
                "Manufacturer", "MagneticFieldStrength", "SamplesPerPixel", "BitsAllocated", "PixelData"]
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR little endian
 
 
-def read_header(path: Path) -> dict:
-    """The header fields the study needs, checked; raises ValueError with a readable reason.
-    Pixel data is located (and its length checked against the file) but not read."""
+def _dcmread(path, **kwargs):
+    """pydicom.dcmread with a readable ValueError for anything that is not a readable DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, defer_size=256, specific_tags=HEADER_TAGS)
+        return pydicom.dcmread(path, **kwargs)
     except InvalidDicomError as err:
         raise ValueError(f"not a DICOM file ({err})") from None
     except Exception as err:  # pydicom raises many kinds on corrupt files
         raise ValueError(f"unreadable DICOM ({type(err).__name__}: {err})") from None
+
+
+def check_header(ds, path) -> dict:
+    """The header fields the study needs from a dataset read from `path`; raises ValueError
+    with a readable reason when pixel data is missing or truncated or geometry is absent."""
     if PIXEL_DATA not in ds:
         raise ValueError("DICOM without pixel data (no PixelData element)")
     missing = [k for k in HEADER_TAGS[:4] if k not in ds]
@@ -143,12 +135,42 @@ def read_header(path: Path) -> dict:
     spacing = ds.get("PixelSpacing") or [1.0, 1.0]
     field = ds.get("MagneticFieldStrength")
     return {
-        "rows": rows, "columns": columns,
+        "rows": rows, "cols": columns,
         "position": sum(float(p) * n for p, n in zip(ds.ImagePositionPatient, normal)),
         "spacing_row": float(spacing[0]), "spacing_col": float(spacing[1]),
         "vendor": str(ds.get("Manufacturer", "")),
         "field_strength": float(field) if field not in (None, "") else math.nan,
     }
+
+
+def read_header(path) -> dict:
+    """`check_header` of a file, reading its header only (pixel data located, not read)."""
+    return check_header(_dcmread(path, defer_size=256, specific_tags=HEADER_TAGS), path)
+
+
+def read_dicom(path) -> tuple[dict, np.ndarray]:
+    """(`check_header` fields, pixels as float32) of one DICOM file, read once.
+
+    Native little-endian 16-bit grey images are taken straight from the pixel bytes; every
+    other transfer syntax goes through pydicom's decoders (pylibjpeg for JPEG, JPEG-LS,
+    JPEG 2000; RLE built in)."""
+    ds = _dcmread(path)
+    header = check_header(ds, path)
+    rows, columns = header["rows"], header["cols"]
+    native = (ds.file_meta.get("TransferSyntaxUID") in NATIVE_SYNTAXES and ds.get("BitsAllocated") == 16
+              and ds.get("SamplesPerPixel", 1) == 1 and int(ds.get("NumberOfFrames", 1) or 1) == 1
+              and (ds.get("PixelRepresentation", 0) == 0 or ds.get("BitsStored") == 16))
+    try:
+        if native:
+            dtype = "<i2" if ds.get("PixelRepresentation", 0) else "<u2"
+            pixels = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * columns).reshape(rows, columns)
+        else:
+            pixels = ds.pixel_array
+    except Exception as err:
+        raise ValueError(f"cannot decode the pixel data ({type(err).__name__}: {err})") from None
+    if pixels.ndim != 2:
+        raise ValueError(f"expected one grey-level frame, got pixel data of shape {pixels.shape}")
+    return header, pixels.astype(np.float32)
 
 
 def patient_folders(root: Path) -> list[Path]:
@@ -162,21 +184,31 @@ def patient_folders(root: Path) -> list[Path]:
     return folders
 
 
-def scan_patient(folder: Path) -> tuple[list[Image], list[tuple[Path, str]]]:
-    """Every good short-axis image of one patient folder in study order, and (file, problem)
-    for every bad one."""
-    images, problems = [], []
+@dataclass(frozen=True)
+class Candidate:
+    """A short-axis image as its file names describe it, before its header is read."""
+
+    slice_label: int  # the SA number in the file name
+    phase: int  # the ph number in the file name
+    source: Path
+    mask: Path
+    mask_shape: tuple[int, int]  # (rows, columns) from the PNG header
+
+
+def find_images(folder: Path) -> tuple[list[Candidate], list[tuple[Path, str]]]:
+    """The short-axis images of a patient folder, by file name, with the cheap checks that
+    every file gets: a DICOM preamble, a mask beside it, a readable PNG header."""
+    candidates, problems = [], []
     files = {p.name.lower(): p for p in folder.iterdir()}
     for path in sorted(files.values()):
         match = SHORT_AXIS.match(path.name)
         if not match:
             continue
+        with open(path, "rb") as f:
+            if f.read(132)[128:] != b"DICM":
+                problems.append((path, "not a DICOM file (no DICM preamble)"))
+                continue
         mask = files.get(path.stem.lower() + ".png")
-        try:
-            header = read_header(path)
-        except ValueError as err:
-            problems.append((path, str(err)))
-            continue
         if mask is None:
             problems.append((path, f"image without a mask (expected {path.stem}.png beside it)"))
             continue
@@ -185,23 +217,52 @@ def scan_patient(folder: Path) -> tuple[list[Image], list[tuple[Path, str]]]:
         except (OSError, ValueError) as err:
             problems.append((mask, f"unreadable mask ({err})"))
             continue
-        if mask_shape != (header["rows"], header["columns"]):
-            problems.append((mask, f"mask is {mask_shape[0]}x{mask_shape[1]} but its image "
-                                   f"{path.name} is {header['rows']}x{header['columns']}"))
+        candidates.append(Candidate(int(match["slice"]), int(match["phase"]), path, mask, mask_shape))
+    return candidates, problems
+
+
+def scan_patient(folder: Path, images_per_patient: int) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """Sample rows of one patient, and (file, problem) for every bad file found on the way.
+
+    Every file gets the cheap checks of `find_images`. The first phase of each slice is read
+    (header only) for the slice's position and matrix, and every mask must match its slice's
+    matrix. The images are put in study order (slices by position along the slice normal,
+    phases by number) and `images_per_patient` of them sampled. The sampled images' own
+    headers are checked in full when they are decoded (`read_dicom`, in the prepare stage).
+    """
+    candidates, problems = find_images(folder)
+    by_slice: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        by_slice.setdefault(c.slice_label, []).append(c)
+    slices = []  # (position, label, phases in order)
+    for label, phases in by_slice.items():
+        phases.sort(key=lambda c: c.phase)
+        try:
+            header = read_header(phases[0].source)
+        except ValueError as err:
+            problems.append((phases[0].source, str(err)))
             continue
-        images.append(Image(patient=folder.name, slice_label=int(match["slice"]),
-                            phase=int(match["phase"]), source=str(path), mask=str(mask), **header))
-    return study_order(images), problems
-
-
-def study_order(images: list[Image]) -> list[Image]:
-    """Slice-major, phase-minor: slices by position along the slice normal (ascending),
-    phases by their number. A slice's position is the mean over its phases."""
-    by_slice: dict[int, list[Image]] = {}
-    for image in images:
-        by_slice.setdefault(image.slice_label, []).append(image)
-    slices = sorted(by_slice.values(), key=lambda s: (np.mean([i.position for i in s]), s[0].slice_label))
-    return [image for s in slices for image in sorted(s, key=lambda i: i.phase)]
+        matrix = (header["rows"], header["cols"])
+        for c in phases:
+            if c.mask_shape != matrix:
+                problems.append((c.mask, f"mask is {c.mask_shape[0]}x{c.mask_shape[1]} but its image "
+                                         f"{c.source.name} is {matrix[0]}x{matrix[1]}"))
+        slices.append((header["position"], label, phases))
+    slices.sort(key=lambda s: (s[0], s[1]))
+    ordered = [(rank, position, c) for rank, (position, _, phases) in enumerate(slices) for c in phases]
+    log.info("%s: %d short-axis images in %d slices", folder.name, len(ordered), len(slices))
+    if not ordered:
+        if not problems:
+            problems.append((folder, "no short-axis images (<PATIENT>_SA<slice>_ph<phase>.dcm)"))
+        return [], problems
+    try:
+        picks = sample_indices(len(ordered), images_per_patient)
+    except ValueError as err:
+        problems.append((folder, f"patient with too few readable short-axis images: {err} (images_per_patient)"))
+        return [], problems
+    return [{"patient": folder.name, "slice": rank, "phase": c.phase, "slice_label": c.slice_label,
+             "position": position, "source": str(c.source), "mask": str(c.mask)}
+            for rank, position, c in (ordered[k] for k in picks)], problems
 
 
 def sample_indices(n: int, m: int) -> list[int]:
@@ -212,62 +273,45 @@ def sample_indices(n: int, m: int) -> list[int]:
 
 
 def scan_cohort(root, images_per_patient: int, workers: int = 1) -> pd.DataFrame:
-    """The cohort index: for each patient (sorted by id), its `images_per_patient` sampled
-    images in study order, with the columns of INDEX_COLUMNS.
+    """The cohort's sample: for each patient (sorted by id), its `images_per_patient` sampled
+    images in study order, with the columns of SAMPLE_COLUMNS.
 
-    Reads headers only, patients spread over `workers` processes. Every bad file and every
-    patient with too few images is collected and reported in one UnetcapError.
+    Reads headers only (see `scan_patient` for which), patients spread over `workers`
+    processes. Every bad file and every patient that cannot give its images is collected
+    and reported in one UnetcapError.
     """
     problems = Problems(f"cohort {root}")
     rows = []
     folders = patient_folders(Path(root))
-    for folder, (images, bad) in zip(folders, parallel_map(scan_patient, folders, workers)):
+    scans = parallel_map(partial(scan_patient, images_per_patient=images_per_patient), folders, workers)
+    for patient_rows, bad in scans:
         for path, message in bad:
             problems.add(path, message)
-        rows.extend(_sample_patient(folder, images, images_per_patient, problems))
+        rows.extend(patient_rows)
     problems.raise_if_any()
-    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
 
 
-def _sample_patient(folder: Path, images: list[Image], images_per_patient: int, problems: Problems) -> list[dict]:
-    """Index rows of one patient's sampled images (none, with a problem noted, if it cannot give them)."""
-    log.info("%s: %d short-axis images", folder.name, len(images))
-    if not images:
-        problems.add(folder, "no short-axis images (<PATIENT>_SA<slice>_ph<phase>.dcm)")
-        return []
-    try:
-        picks = sample_indices(len(images), images_per_patient)
-    except ValueError as err:
-        problems.add(folder, f"patient with too few readable short-axis images: {err} (images_per_patient)")
-        return []
-    slice_rank = {label: rank for rank, label in enumerate(dict.fromkeys(i.slice_label for i in images))}
-    return [{**asdict(images[k]), "slice": slice_rank[images[k].slice_label]} for k in picks]
+def write_sample(root, out_csv, images_per_patient: int, workers: int = 1) -> pd.DataFrame:
+    """Scan the cohort and write its sample atomically; returns it."""
+    sample = scan_cohort(root, images_per_patient, workers)
+    write_table(sample, out_csv)
+    log.info("%d patients, %d sampled images -> %s", sample.patient.nunique(), len(sample), out_csv)
+    return sample
 
 
-def write_index(root, out_csv, images_per_patient: int, workers: int = 1) -> pd.DataFrame:
-    """Scan the cohort and write its index atomically; returns it."""
-    index = scan_cohort(root, images_per_patient, workers)
+def write_table(table: pd.DataFrame, out_csv) -> None:
+    """A CSV written atomically, with stable bytes."""
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(out_csv.name + ".tmp")
-    index.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     os.replace(tmp, out_csv)
-    log.info("%d patients, %d sampled images -> %s", index.patient.nunique(), len(index), out_csv)
-    return index
 
 
-def read_index(path) -> pd.DataFrame:
+def read_table(path) -> pd.DataFrame:
+    """The cohort sample or the store's index (patient ids stay text)."""
     return pd.read_csv(path, dtype={"patient": str})
-
-
-def read_image(path) -> np.ndarray:
-    """The pixel data of a DICOM file as float32 (any transfer syntax pydicom can decode)."""
-    import pydicom
-
-    pixels = pydicom.dcmread(path).pixel_array
-    if pixels.ndim != 2:
-        raise UnetcapError(f"{path}: expected one grey-level frame, got pixel data of shape {pixels.shape}")
-    return pixels.astype(np.float32)
 
 
 def read_mask(path) -> np.ndarray:

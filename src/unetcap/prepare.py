@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from unetcap import UnetcapError
-from unetcap.cohort import Problems, parallel_map, read_image, read_index, read_mask
+from unetcap.cohort import HEADER_COLUMNS, Problems, parallel_map, read_dicom, read_mask, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -66,54 +68,81 @@ def prepare_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return resize_pad(mask.astype(np.uint8), size, cv2.INTER_NEAREST)
 
 
-def _prepare_pair(job: tuple[str, str, int]):
-    """(image, mask, None) prepared, or (None, None, (path, what is wrong))."""
-    source, mask_path, size = job
+# Each worker process opens the output arrays once (memory-mapped, shared with the file).
+_OUTPUTS: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _outputs(images_path: str, masks_path: str) -> tuple[np.ndarray, np.ndarray]:
+    key = (images_path, masks_path)
+    if key not in _OUTPUTS:
+        _OUTPUTS.clear()
+        _OUTPUTS[key] = (np.load(images_path, mmap_mode="r+"), np.load(masks_path, mmap_mode="r+"))
+    return _OUTPUTS[key]
+
+
+def _prepare_one(job: tuple[int, str, str, int, str, str]):
+    """Read, check and prepare one sampled image into row `row` of the output arrays.
+    Returns (its header fields, None) or (None, (path, what is wrong))."""
+    row, source, mask_path, size, images_path, masks_path = job
     try:
-        pixels, mask = read_image(source), read_mask(mask_path)
-    except Exception as err:  # collected and reported together by the caller
-        return None, None, (source, f"cannot decode ({type(err).__name__}: {err})")
+        header, pixels = read_dicom(source)
+    except ValueError as err:
+        return None, (source, str(err))
+    try:
+        mask = read_mask(mask_path)
+    except UnetcapError as err:
+        return None, (mask_path, str(err).removeprefix(f"{mask_path}: "))
     if pixels.shape != mask.shape:
-        return None, None, (mask_path, f"mask is {mask.shape} but its image is {pixels.shape}")
-    return prepare_image(pixels, size), prepare_mask(mask, size), None
+        return None, (mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image "
+                                 f"{Path(source).name} is {pixels.shape[0]}x{pixels.shape[1]}")
+    images, masks = _outputs(images_path, masks_path)
+    images[row] = prepare_image(pixels, size)
+    masks[row] = prepare_mask(mask, size)
+    return header, None
 
 
-def prepare_store(index_csv, out_dir, image_size: int, workers: int = 1) -> dict:
-    """Decode and prepare every image of the cohort index into `out_dir`:
-    images.npy (float32, N x S x S), masks.npy (uint8 0/1) and store.json (shapes, sha256).
+def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dict:
+    """Read, check and prepare every sampled image of the cohort into `out_dir`:
+    images.npy (float32, N x S x S), masks.npy (uint8 0/1), index.csv (the sample with each
+    image's original shape, pixel spacing, vendor and field strength) and store.json
+    (shapes, sha256 of each file).
 
-    Only the images in the index are decoded. Every image that fails to decode is collected
-    and reported in one UnetcapError; nothing is left at the final names in that case.
+    Each sampled file is read once, spread over `workers` processes. Every image that fails
+    its checks or its decoding is collected and reported in one UnetcapError; nothing is
+    left at the final names in that case.
     """
     from unetcap.provenance import sha256_file, sha256_json
 
-    index = read_index(index_csv)
+    sample = read_table(sample_csv)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n, size = len(index), int(image_size)
-    tmp = {name: out_dir / f".{name}.tmp" for name in ("images.npy", "masks.npy")}
-    images = np.lib.format.open_memmap(tmp["images.npy"], mode="w+", dtype=np.float32, shape=(n, size, size))
-    masks = np.lib.format.open_memmap(tmp["masks.npy"], mode="w+", dtype=np.uint8, shape=(n, size, size))
-    problems = Problems(f"preparing {index_csv}")
-    jobs = [(s, m, size) for s, m in zip(index.source, index["mask"])]
+    n, size = len(sample), int(image_size)
+    names = ("images.npy", "masks.npy", "index.csv")
+    tmp = {name: out_dir / f".{name}.tmp" for name in names}
+    for name, dtype in (("images.npy", np.float32), ("masks.npy", np.uint8)):
+        np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=(n, size, size)).flush()
+    jobs = [(row, source, mask, size, str(tmp["images.npy"]), str(tmp["masks.npy"]))
+            for row, (source, mask) in enumerate(zip(sample.source, sample["mask"]))]
+    problems = Problems(f"preparing {sample_csv}")
+    headers = []
     try:
-        for i, (image, mask, error) in enumerate(parallel_map(_prepare_pair, jobs, workers, chunksize=64)):
+        for i, (header, error) in enumerate(parallel_map(_prepare_one, jobs, workers, chunksize=32)):
             if error:
                 problems.add(*error)
-                continue
-            images[i], masks[i] = image, mask
+            headers.append(header)
             if (i + 1) % 1000 == 0 or i + 1 == n:
                 log.info("prepared %d / %d images", i + 1, n)
+        _OUTPUTS.clear()
         problems.raise_if_any()
-        images.flush(), masks.flush()
-        del images, masks
+        index = pd.concat([sample, pd.DataFrame(headers)[HEADER_COLUMNS]], axis=1)
+        write_table(index, tmp["index.csv"])
+        with ThreadPoolExecutor(len(names)) as pool:  # hashing releases the GIL
+            sha = dict(zip(names, pool.map(sha256_file, tmp.values())))
         for name, path in tmp.items():
             os.replace(path, out_dir / name)
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
-    sha = {name: sha256_file(out_dir / name) for name in ("images.npy", "masks.npy")}
-    sha["index.csv"] = sha256_file(index_csv)
     store = {"schema": 1, "n_images": n, "image_size": size, "sha256": sha, "data_sha256": sha256_json(sha)}
     (out_dir / "store.json.tmp").write_text(json.dumps(store, indent=1) + "\n")
     os.replace(out_dir / "store.json.tmp", out_dir / "store.json")

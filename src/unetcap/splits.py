@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from unetcap import UnetcapError
-from unetcap.cohort import read_index
+from unetcap.cohort import read_table
 
 SCHEMA = 1
 
@@ -93,17 +93,17 @@ def spaced(share: int, m: int) -> list[int]:
     return [j * m // share for j in range(share)]
 
 
-def make_manifest(index, size: int, folds: int, seed: int, images_per_patient: int,
+def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: int,
                   holdout_fraction: float) -> dict:
-    """The split manifest of one dataset size (see docs/contracts.md) from the cohort index
+    """The split manifest of one dataset size (see docs/contracts.md) from the cohort sample
     (a data frame with a `patient` column, `images_per_patient` consecutive rows each)."""
     m = images_per_patient
     rows: dict[str, list[int]] = {}
-    for row, patient in enumerate(index["patient"]):
+    for row, patient in enumerate(sample["patient"]):
         rows.setdefault(str(patient), []).append(row)
     wrong = [p for p, r in rows.items() if len(r) != m]
     if wrong:
-        raise UnetcapError(f"cohort index: patients {wrong} do not have {m} images (images_per_patient)")
+        raise UnetcapError(f"cohort sample: patients {wrong} do not have {m} images (images_per_patient)")
     test_pool, dev_pool = pools(list(rows), seed, holdout_fraction)
     check_sizes([size], len(rows), folds, m, holdout_fraction)
     plan = plan_subset(size, folds, m, holdout_fraction)
@@ -121,9 +121,9 @@ def make_manifest(index, size: int, folds: int, seed: int, images_per_patient: i
             "dev": dev, "test": test}
 
 
-def write_manifest(index_csv, out_json, **kwargs) -> dict:
-    """Make the manifest from the cohort index file and write it atomically (stable bytes)."""
-    manifest = make_manifest(read_index(index_csv), **kwargs)
+def write_manifest(sample_csv, out_json, **kwargs) -> dict:
+    """Make the manifest from the cohort sample file and write it atomically (stable bytes)."""
+    manifest = make_manifest(read_table(sample_csv), **kwargs)
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_name(out_json.name + ".tmp")

@@ -1,5 +1,6 @@
 # Stage 1: the cohort. With `cohort.source: phantom` the workflow first writes a synthetic
-# cohort in the LVSC layout; either way the same reader scans it into the cohort index.
+# cohort in the LVSC layout; either way the same reader chooses its sample (file names and
+# one header per slice; no pixels).
 
 
 rule phantom:
@@ -23,7 +24,7 @@ rule cohort:
     input:
         cohort=cohort_dir(),
     output:
-        index="results/cohort/index.csv",
+        sample="results/cohort/sample.csv",
     log:
         "logs/cohort.log",
     params:

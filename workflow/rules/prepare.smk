@@ -1,12 +1,14 @@
-# Stage 2: decode the sampled images into one prepared store (float32 in [0, 1], binary masks).
+# Stage 2: read, check and decode the sampled images into one prepared store (float32 in
+# [0, 1], binary masks) with its index table.
 
 
 rule prepare:
     input:
-        index="results/cohort/index.csv",
+        sample="results/cohort/sample.csv",
     output:
         images="results/prepared/images.npy",
         masks="results/prepared/masks.npy",
+        index="results/prepared/index.csv",
         store=report("results/prepared/store.json", caption="../report/store.rst", category="Data"),
     log:
         "logs/prepare.log",

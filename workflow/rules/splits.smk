@@ -4,7 +4,7 @@
 
 rule splits:
     input:
-        index="results/cohort/index.csv",
+        sample="results/cohort/sample.csv",
     output:
         "results/splits/size{size}.json",
     log:

@@ -1,5 +1,5 @@
 from unetcap import log_to
-from unetcap.cohort import write_index
+from unetcap.cohort import write_sample
 
 log_to(snakemake.log[0])
-write_index(snakemake.input.cohort, snakemake.output.index, **snakemake.params)
+write_sample(snakemake.input.cohort, snakemake.output.sample, **snakemake.params)

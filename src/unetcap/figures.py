@@ -1,0 +1,421 @@
+"""The study's figures (DESIGN §10), from the merged tables and the statistics' files.
+
+- Figure 2 left: DICE and BCE per dataset size, one box (median, IQR) per model;
+- Figure 2 right: mean DICE per model and size with the Tukey HSD 95 % intervals;
+- Figure 3: the OLS's predicted DICE per model and size, connected, over the observed runs;
+- learning curves from the per-epoch histories;
+- the GAM's partial dependence per term.
+
+Models appear in the paper's order (B0, B5, R18, R50, V16, V19) with one colour pair per
+family (light: short, dark: long). Every figure is written as PNG and PDF with fixed
+metadata, so the same tables give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unetcap import UnetcapError
+from unetcap.stats import model_frame, read_metrics
+from unetcap.study import BACKBONES, FIGURE_ORDER
+
+log = logging.getLogger(__name__)
+# seaborn's categorical sizes make matplotlib log one INFO line per box plot: not news.
+logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
+
+FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial")
+FIGURE_FILES = tuple(f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf"))
+HISTORY_COLUMNS = ("size", "backbone", "lr", "reg", "fold", "epoch", "loss", "val_loss", "val_dice")
+DPI = 150
+# No date, software version or host in the files: a rebuild is byte-identical.
+PNG_METADATA = {"Software": None}
+PDF_METADATA = {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None}
+
+
+def model_names(backbones) -> list[str]:
+    """The short names of `backbones`, in the paper's figure order."""
+    present = set(backbones)
+    return [BACKBONES[b].short for b in FIGURE_ORDER if b in present]
+
+
+def palette() -> dict[str, tuple]:
+    """Colour per short model name: a light/dark pair per family."""
+    import seaborn as sns
+
+    colours = sns.color_palette("Paired", 6)
+    return {BACKBONES[b].short: colours[i] for i, b in enumerate(FIGURE_ORDER)}
+
+
+def _theme():
+    """The figures' style, applied only inside the `with` block (no global state)."""
+    import contextlib
+
+    import matplotlib as mpl
+    import seaborn as sns
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(sns.axes_style("whitegrid"))
+    stack.enter_context(sns.plotting_context("notebook", font_scale=0.85))
+    stack.enter_context(mpl.rc_context({"svg.hashsalt": "unetcap", "pdf.fonttype": 42,
+                                        "figure.dpi": 100, "savefig.dpi": DPI}))
+    return stack
+
+
+def _figure(figsize, nrows=1, ncols=1, **kw):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def save(fig, stem) -> list[Path]:
+    """Write `stem`.png and `stem`.pdf (each to a temporary name, then renamed)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext, metadata in (("png", PNG_METADATA), ("pdf", PDF_METADATA)):
+        path = stem.with_name(f"{stem.name}.{ext}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format=ext, metadata=metadata, dpi=DPI)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def _size_labels(sizes) -> list[str]:
+    return [f"{int(s):,}" for s in sizes]
+
+
+def _top_legend(fig, ax, title, ncol):
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, title=title, loc="outside upper center", ncol=ncol, frameon=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Figure 2
+# ---------------------------------------------------------------------------------------
+
+def figure2_left(data: pd.DataFrame, split: str = "test"):
+    """DICE (top) and BCE (bottom) per dataset size, one box (median, IQR; whiskers 1.5
+    IQR) per model. `data` is the merged metrics table with a `model` column."""
+    import seaborn as sns
+
+    models = model_names(data["backbone"].unique())
+    sizes = sorted(data["size"].unique())
+    colours = palette()
+    with _theme():
+        fig, axes = _figure((max(7.0, 1.5 * len(sizes) + 2), 7.5), 2, 1, sharex=True)
+        for ax, column, label in ((axes[0, 0], f"{split}_dice", f"{split.capitalize()} DICE"),
+                                  (axes[1, 0], f"{split}_bce", f"{split.capitalize()} BCE")):
+            with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert`
+                warnings.simplefilter("ignore", DeprecationWarning)
+                sns.boxplot(data=data, x="size", y=column, hue="model", order=sizes, hue_order=models,
+                            palette=colours, fliersize=2, linewidth=0.8, ax=ax)
+            ax.set_ylabel(label)
+            ax.set_xlabel("")
+        axes[1, 0].set_xticks(range(len(sizes)), _size_labels(sizes))
+        axes[1, 0].set_xlabel("Dataset size (images)")
+        _top_legend(fig, axes[0, 0], "Model", len(models))
+        axes[1, 0].get_legend().remove()
+    return fig
+
+
+def figure2_right(groups: pd.DataFrame, metric: str = "test_dice"):
+    """Mean DICE per model and size, each with its Tukey HSD simultaneous 95 % interval
+    (hsd_groups.csv); models whose intervals do not overlap differ significantly."""
+    models = [m for m in model_names(groups["backbone"].unique())]
+    sizes = sorted(groups["size"].unique())
+    colours = palette()
+    width = 0.8 / max(len(models), 1)
+    with _theme():
+        fig, axes = _figure((max(7.0, 1.5 * len(sizes) + 2), 4.8))
+        ax = axes[0, 0]
+        for j, model in enumerate(models):
+            block = groups[groups["model"] == model].set_index("size").reindex(sizes)
+            x = np.arange(len(sizes)) + (j - (len(models) - 1) / 2) * width
+            err = block["halfwidth"].to_numpy(dtype=float)
+            ax.errorbar(x, block["mean"], yerr=None if np.isnan(err).all() else err, fmt="o",
+                        color=colours[model], markersize=5, capsize=3, elinewidth=1.2, label=model)
+        ax.set_xticks(range(len(sizes)), _size_labels(sizes))
+        ax.set_xlim(-0.5, len(sizes) - 0.5)
+        ax.set_xlabel("Dataset size (images)")
+        ax.set_ylabel(f"Mean {_metric_label(metric)} (HSD 95 % interval)")
+        _top_legend(fig, ax, "Model", len(models))
+    return fig
+
+
+def _metric_label(metric: str) -> str:
+    return {"test_dice": "test DICE", "val_dice": "validation DICE"}.get(metric, metric)
+
+
+# ---------------------------------------------------------------------------------------
+# Figure 3
+# ---------------------------------------------------------------------------------------
+
+def figure3(data: pd.DataFrame, predictions: pd.DataFrame, metric: str = "test_dice"):
+    """Per model (one panel each): every run's DICE (grey dots), the observed mean per size
+    (black bars) and the OLS's predicted mean DICE (averaged over the lr x reg grid) with its
+    95 % interval, connected across sizes; hollow marks are sizes that were not trained."""
+    models = model_names(data["backbone"].unique())
+    colours = palette()
+    ncols = min(3, len(models))
+    nrows = math.ceil(len(models) / ncols)
+    trained = sorted(set(data["size"]))
+    rng = np.random.default_rng(0)  # jitter only: fixed, so the figure is reproducible
+    with _theme():
+        fig, axes = _figure((4.2 * ncols, 3.6 * nrows), nrows, ncols, sharex=True, sharey=True)
+        for ax, model in zip(axes.flat, models):
+            runs = data[data["model"] == model]
+            jitter = np.exp(rng.uniform(-0.07, 0.07, len(runs)))
+            ax.scatter(runs["size"] * jitter, runs["DICE"], s=5, color="0.6", alpha=0.5,
+                       linewidths=0, label="runs", rasterized=True)
+            means = runs.groupby("size")["DICE"].mean()
+            ax.scatter(means.index, means.to_numpy(), marker="_", s=220, color="black",
+                       linewidths=1.8, label="observed mean", zorder=3)
+            pred = predictions[predictions["model"] == model].sort_values("size")
+            colour = colours[model]
+            ax.fill_between(pred["size"], pred["low"], pred["high"], color=colour, alpha=0.25,
+                            linewidth=0)
+            ax.plot(pred["size"], pred["predicted"], "-", color=colour, linewidth=1.6, zorder=4)
+            done = pred[pred["trained"]]
+            ax.plot(done["size"], done["predicted"], "o", color=colour, markersize=6, zorder=5,
+                    label="OLS prediction")
+            new = pred[~pred["trained"]]
+            ax.plot(new["size"], new["predicted"], "o", markerfacecolor="white", color=colour,
+                    markersize=6, markeredgewidth=1.5, zorder=5)
+            for size, value in zip(new["size"], new["predicted"]):
+                ax.annotate(f"{int(size):,}", (size, value), xytext=(4, -7), textcoords="offset points",
+                            ha="left", va="top", fontsize="x-small", color="0.25")
+            ax.set_title(f"{model} ({_backbone_of(model)})")
+            ax.set_xscale("log")
+            ax.set_xticks(trained, _size_labels(trained))
+            ax.minorticks_off()
+            ax.tick_params(axis="x", labelrotation=45)
+        for ax in axes.flat[len(models):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("Dataset size (images, log scale)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel(_metric_label(metric).capitalize().replace("dice", "DICE"))
+        fig.legend(handles=_figure3_legend(bool((~predictions["trained"]).any())),
+                   loc="outside upper center", ncol=5, frameon=False)
+    return fig
+
+
+def _figure3_legend(untrained: bool) -> list:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    grey = "0.3"
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color="0.6", markersize=4, label="runs"),
+        Line2D([], [], marker="_", linestyle="", color="black", markersize=14, markeredgewidth=1.8,
+               label="observed mean"),
+        Line2D([], [], marker="o", color=grey, markersize=6, label="OLS prediction"),
+        Patch(color=grey, alpha=0.25, label="OLS 95 % interval"),
+    ]
+    if untrained:
+        handles.append(Line2D([], [], marker="o", linestyle="", color=grey, markerfacecolor="white",
+                              markeredgewidth=1.5, markersize=6, label="OLS, size not trained"))
+    return handles
+
+
+def _backbone_of(model: str) -> str:
+    return next(b for b, v in BACKBONES.items() if v.short == model)
+
+
+# ---------------------------------------------------------------------------------------
+# Learning curves
+# ---------------------------------------------------------------------------------------
+
+def read_histories(path) -> pd.DataFrame:
+    """The merged per-epoch histories, checked for the columns the curves need."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnetcapError(f"{path}: the merged histories table is missing; run the merge rule first")
+    table = pd.read_csv(path)
+    missing = [c for c in HISTORY_COLUMNS if c not in table.columns]
+    if missing:
+        raise UnetcapError(f"{path}: missing column(s) {', '.join(missing)}")
+    unknown = sorted(set(table["backbone"].astype(str)) - set(BACKBONES))
+    if unknown:
+        raise UnetcapError(f"{path}: unknown backbone(s) {', '.join(unknown)}")
+    return table
+
+
+def learning_curves(histories: pd.DataFrame):
+    """Per model (columns) the median over runs, per epoch, of training loss, validation
+    loss and validation DICE (rows), one line per dataset size; a run counts only for the
+    epochs it trained (early stopping), so late epochs show the longer runs."""
+    import seaborn as sns
+
+    models = model_names(histories["backbone"].unique())
+    sizes = sorted(histories["size"].unique())
+    colours = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
+    h = histories.assign(model=histories["backbone"].map(lambda b: BACKBONES[b].short))
+    med = h.groupby(["model", "size", "epoch"])[["loss", "val_loss", "val_dice"]].median().reset_index()
+    rows = (("loss", "Training loss (BCE)", True), ("val_loss", "Validation loss (BCE)", True),
+            ("val_dice", "Validation DICE", False))
+    with _theme():
+        fig, axes = _figure((2.6 * len(models) + 1, 7.5), len(rows), len(models), sharex=True, sharey="row")
+        for j, model in enumerate(models):
+            for i, (col, label, logy) in enumerate(rows):
+                ax = axes[i, j]
+                for size in sizes:
+                    block = med[(med["model"] == model) & (med["size"] == size)]
+                    ax.plot(block["epoch"], block[col], color=colours[size], linewidth=1.3,
+                            label=f"{int(size):,}")
+                if logy:
+                    _log_axis(ax)
+                if i == 0:
+                    ax.set_title(model)
+                if j == 0:
+                    ax.set_ylabel(label)
+                if i == len(rows) - 1:
+                    ax.set_xlabel("Epoch")
+        _top_legend(fig, axes[0, 0], "Dataset size (images); lines: median over runs", len(sizes))
+    return fig
+
+
+def _log_x(ax):
+    """A log x axis labelled with plain numbers at 1, 2, 5 x 10^k."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _log_axis(ax):
+    """A log y axis labelled with plain numbers, major ticks only."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+# ---------------------------------------------------------------------------------------
+# GAM partial dependence
+# ---------------------------------------------------------------------------------------
+
+def gam_partial(partial: pd.DataFrame):
+    """One panel per GAM term (gam_partial.csv): the spline on dataset size as a curve with
+    its 95 % band, factor terms as points with 95 % intervals. Each panel has its own y
+    scale."""
+    terms = list(dict.fromkeys(partial["term"]))
+    colours = palette()
+    ncols = min(4, max(len(terms), 1))
+    nrows = max(1, math.ceil(len(terms) / ncols))
+    with _theme():
+        fig, axes = _figure((4.0 * ncols, 3.4 * nrows), nrows, ncols)
+        for ax, term in zip(axes.flat, terms):
+            block = partial[partial["term"] == term]
+            if term.startswith("s("):
+                ax.fill_between(block["Dataset"], block["low"], block["high"], color="C0", alpha=0.25,
+                                linewidth=0)
+                ax.plot(block["Dataset"], block["effect"], color="C0")
+                _log_x(ax)
+                ax.set_xlabel("Dataset size (images, log scale)")
+            else:
+                _factor_panel(ax, term, block, colours)
+            ax.axhline(0, color="0.5", linewidth=0.8, zorder=0)
+            ax.set_title(term)
+            if ax in axes[:, 0]:
+                ax.set_ylabel("Partial effect on DICE")
+        for ax in axes.flat[len(terms):]:
+            ax.set_visible(False)
+        if not terms:
+            axes[0, 0].set_visible(True)
+            axes[0, 0].text(0.5, 0.5, "GAM has no term", ha="center", va="center")
+    return fig
+
+
+def _level_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _factor_panel(ax, term, block, colours):
+    """Points with intervals for a factor or an interaction of factors."""
+    variables = [v for v in ("lr", "ls", "Family", "reg") if v in term]
+    by_model = "ls" in variables and "Family" in variables
+    if by_model:
+        order = [m for m in model_names(_backbones(block)) if m in set(block["model"])]
+        other = [v for v in variables if v not in ("ls", "Family")]
+        groups = [None] if not other else sorted(block[other[0]].dropna().unique())
+        width = 0.7 / len(groups)
+        for g, level in enumerate(groups):
+            sub = block if level is None else block[block[other[0]] == level]
+            sub = sub.set_index("model").reindex(order)
+            x = np.arange(len(order)) + (g - (len(groups) - 1) / 2) * width
+            err = np.vstack([sub["effect"] - sub["low"], sub["high"] - sub["effect"]])
+            kwargs = ({"color": "0.2"} if level is None else
+                      {"color": f"C{g}", "label": f"{other[0]} = {_level_text(level)}"})
+            ax.errorbar(x, sub["effect"], yerr=err, fmt="o", capsize=3, markersize=4, **kwargs)
+        ax.set_xticks(range(len(order)), order)
+        ax.set_xlabel("Model")
+        if groups != [None]:
+            low, high = ax.get_ylim()
+            ax.set_ylim(low, high + 0.3 * (high - low))  # room for the legend above the marks
+            ax.legend(loc="upper center", ncol=len(groups), fontsize="x-small", frameon=False,
+                      handletextpad=0.2, columnspacing=0.8)
+    else:
+        var = variables[0]
+        levels = list(block[var])
+        err = np.vstack([block["effect"] - block["low"], block["high"] - block["effect"]])
+        ax.errorbar(range(len(levels)), block["effect"], yerr=err, fmt="o", capsize=3, color="0.2")
+        ax.set_xticks(range(len(levels)), [_level_text(v) for v in levels])
+        ax.set_xlim(-0.5, len(levels) - 0.5)
+        ax.set_xlabel(var)
+
+
+def _backbones(block) -> list[str]:
+    shorts = set(block["model"])
+    return [b for b, v in BACKBONES.items() if v.short in shorts]
+
+
+# ---------------------------------------------------------------------------------------
+# Everything, written
+# ---------------------------------------------------------------------------------------
+
+def write_figures(metrics_path, histories_path, groups_path, predictions_path, partial_path,
+                  outdir, metric: str = "test_dice") -> list[Path]:
+    """Draw every figure of FIGURES into `outdir` from the merged tables (metrics.csv,
+    histories.csv) and the statistics' files (hsd_groups.csv, predictions.csv,
+    gam_partial.csv)."""
+    metrics = read_metrics(metrics_path)
+    metrics = metrics.assign(model=metrics["backbone"].map(lambda b: BACKBONES[b].short))
+    frame = model_frame(metrics, metric).data
+    groups, predictions, partial = (_read(p) for p in (groups_path, predictions_path, partial_path))
+    histories = read_histories(histories_path)
+    out = Path(outdir)
+    split = metric.split("_")[0]
+    written = []
+    for name, draw in (("figure2_left", lambda: figure2_left(metrics, split)),
+                       ("figure2_right", lambda: figure2_right(groups, metric)),
+                       ("figure3", lambda: figure3(frame, predictions, metric)),
+                       ("learning_curves", lambda: learning_curves(histories)),
+                       ("gam_partial", lambda: gam_partial(partial))):
+        log.info("drawing %s", name)
+        written += save(draw(), out / name)
+    return written
+
+
+def _read(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise UnetcapError(f"{path}: missing; the stats rule writes it")
+    return pd.read_csv(path)

@@ -1,0 +1,165 @@
+"""The figures (unetcap.figures) and the analysis rules: every figure file from a generated
+table, byte-identical rebuilds, and a rebuild through Snakemake from the merged tables alone
+that schedules no training job."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import synthetic
+from snakemake_run import copy_workflow
+from unetcap import figures, stats
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_GRID = {"sizes": (200, 1000), "backbones": ("resnet18", "resnet50", "vgg16"), "lrs": (0.01, 0.001),
+              "regs": (0.0001, 1e-06), "folds": 2}
+TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs": (0.001,), "regs": (0.0001,),
+             "folds": 2}
+
+
+def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
+    return figures.write_figures(metrics_csv, histories_csv, analysis / "hsd_groups.csv",
+                                 analysis / "predictions.csv", analysis / "gam_partial.csv", out)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_every_figure_from_the_full_grid(tmp_path):
+    from PIL import Image
+
+    _, histories_csv, _, analysis = synthetic.analysed(seed=0)
+    written = draw(analysis.parent / "in" / "metrics.csv", histories_csv, analysis, tmp_path)
+    assert sorted(p.name for p in written) == sorted(figures.FIGURE_FILES)
+    for name in figures.FIGURES:
+        png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
+        with Image.open(png) as image:
+            assert image.width > 800 and image.height > 500
+            assert "Software" not in image.info
+        head = pdf.read_bytes()
+        assert head.startswith(b"%PDF") and b"CreationDate" not in head and b"Producer" not in head
+
+
+def _small(tmp_path, seed=0, **grid):
+    metrics_csv, histories_csv = synthetic.write_tables(tmp_path / "in", seed=seed, **grid)
+    stats.write_analysis(metrics_csv, tmp_path / "analysis")
+    return metrics_csv, histories_csv, tmp_path / "analysis"
+
+
+def test_the_test_config_grid_gives_every_figure_and_identical_redraws(tmp_path):
+    metrics_csv, histories_csv, analysis = _small(tmp_path, seed=1, **TEST_GRID)
+    written = draw(metrics_csv, histories_csv, analysis, tmp_path / "fig")
+    assert sorted(p.name for p in written) == sorted(figures.FIGURE_FILES)
+    first = digests(tmp_path / "fig")
+    draw(metrics_csv, histories_csv, analysis, tmp_path / "fig")
+    assert digests(tmp_path / "fig") == first
+
+
+def test_models_in_the_papers_order_and_family_colours():
+    assert figures.model_names(["vgg19", "resnet50", "efficientnetb0", "vgg16"]) == ["B0", "R50", "V16", "V19"]
+    colours = figures.palette()
+    assert list(colours) == ["B0", "B5", "R18", "R50", "V16", "V19"]
+    assert len(set(colours.values())) == 6
+
+
+def test_histories_without_needed_columns_are_refused(tmp_path):
+    from unetcap import UnetcapError
+
+    path = tmp_path / "histories.csv"
+    pd.DataFrame({"size": [200], "backbone": ["vgg16"], "epoch": [1]}).to_csv(path, index=False)
+    with pytest.raises(UnetcapError, match="histories.csv: missing column"):
+        figures.read_histories(path)
+
+
+# ------------------------------------------------------------------------------ Snakemake
+
+SNAKEFILE = """\
+# Throwaway Snakefile: the analysis rules, and stand-ins for training and merge that must
+# never run when the analysis is rebuilt from the merged tables.
+import os
+import sys
+
+from snakemake.utils import validate
+
+SRC = {src!r}
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = SRC
+
+configfile: "config/config.yaml"
+validate(config, schema="workflow/schemas/config.schema.yaml", set_default=True)
+
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule train:
+    output:
+        "results/runs/done.txt",
+    shell:
+        "touch {{output}}"
+
+
+rule merge:
+    input:
+        "results/runs/done.txt",
+    output:
+        "results/metrics.csv",
+        "results/histories.csv",
+    shell:
+        "exit 1"
+"""
+REBUILD = ["analysis", "--cores", "2", "--allowed-rules", "stats", "figures", "analysis",
+           "--forcerun", "stats", "figures"]
+
+
+def snakemake(workdir, *args):
+    env = dict(os.environ, PYTHONPATH=str(Path(workdir) / "src"))
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    counts, table = {}, stdout.split("Job stats:", 1)[-1].splitlines()[3:]
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_rebuild_from_the_merged_tables_alone(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    (work / "Snakefile").write_text(SNAKEFILE.format(src=str(work / "src")))
+    synthetic.write_tables(work / "results", seed=2, **SMALL_GRID)
+    # A training output newer than the merged tables: a plain run would retrain and merge.
+    (work / "results/runs").mkdir()
+    (work / "results/runs/done.txt").touch()
+    plain = snakemake(work, "analysis", "-n", "--cores", "1")
+    assert plain.returncode == 0, plain.stderr
+    assert {"train", "merge"} & set(job_counts(plain.stdout))
+
+    run = snakemake(work, *REBUILD)
+    assert run.returncode == 0, run.stderr
+    assert job_counts(run.stderr + run.stdout) == {"analysis": 1, "figures": 1, "stats": 1, "total": 3}
+    outputs = [work / "results/analysis" / n for n in stats.ANALYSIS_FILES]
+    outputs += [work / "results/figures" / n for n in figures.FIGURE_FILES]
+    assert all(p.is_file() for p in outputs)
+    assert (work / "logs/analysis/stats.log").is_file()
+    first = digests(work / "results/analysis") | digests(work / "results/figures")
+
+    again = snakemake(work, *REBUILD)
+    assert again.returncode == 0, again.stderr
+    assert digests(work / "results/analysis") | digests(work / "results/figures") == first
+
+    report = snakemake(work, "analysis", "--allowed-rules", "stats", "figures", "analysis",
+                       "--report", "report.html")
+    assert report.returncode == 0, report.stderr
+    assert (work / "report.html").stat().st_size > 100_000

@@ -1,0 +1,357 @@
+"""The statistics (unetcap.stats) on generated merged tables: the paper's full 1620-run grid,
+an unbalanced one with runs missing, and degenerate demo/test grids."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+import synthetic
+from unetcap import UnetcapError, stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PAPER_TERMS = [
+    "Intercept", "ls[T.short]",
+    "ls[long]:Family[T.ResNet]", "ls[short]:Family[T.ResNet]",
+    "ls[long]:Family[T.VGG]", "ls[short]:Family[T.VGG]",
+    "log(Dataset)",
+    "log(lr):ls[long]:Family[EfficientNet]", "log(lr):ls[short]:Family[EfficientNet]",
+    "log(lr):ls[long]:Family[ResNet]", "log(lr):ls[short]:Family[ResNet]",
+    "log(lr):ls[long]:Family[VGG]", "log(lr):ls[short]:Family[VGG]",
+    "log(reg)",
+]
+ANOVA_TERMS = ["ls", "ls:Family", "log(Dataset)", "log(lr):ls:Family", "log(reg)", "Residuals"]
+DEMO_GRID = {"sizes": (200, 400), "lrs": (0.001,), "regs": (0.0001,), "folds": 2}
+TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs": (0.001,), "regs": (0.0001,),
+             "folds": 2}
+
+
+@pytest.fixture(scope="module")
+def full():
+    return synthetic.analysed(seed=0)
+
+
+@pytest.fixture(scope="module")
+def unbalanced():
+    return synthetic.analysed(seed=1, missing=0.15)
+
+
+def paper_design(data: pd.DataFrame) -> np.ndarray:
+    """The paper's OLS design matrix built by hand (treatment coding, reference long and
+    EfficientNet), independent of patsy."""
+    long_, short = (data["ls"] == "long").to_numpy(float), (data["ls"] == "short").to_numpy(float)
+    fam = {f: (data["Family"] == f).to_numpy(float) for f in ("EfficientNet", "ResNet", "VGG")}
+    loglr = np.log(data["lr"].to_numpy())
+    cols = [np.ones(len(data)), short,
+            long_ * fam["ResNet"], short * fam["ResNet"], long_ * fam["VGG"], short * fam["VGG"],
+            np.log(data["Dataset"].to_numpy())]
+    for f in ("EfficientNet", "ResNet", "VGG"):
+        cols += [loglr * long_ * fam[f], loglr * short * fam[f]]
+    cols.append(np.log(data["reg"].to_numpy()))
+    return np.column_stack(cols)
+
+
+# ------------------------------------------------------------------------------ OLS, Table 1
+
+def test_generated_tables_have_the_paper_grid(full, unbalanced):
+    assert len(full[0]) == 1620
+    assert 1200 < len(unbalanced[0]) < 1500
+    assert full[2]["frame"].data["DICE"].between(0, 1).all()
+
+
+@pytest.mark.parametrize("which", ["full", "unbalanced"])
+def test_ols_term_names_are_the_papers_and_match_numpy_least_squares(which, request):
+    result = request.getfixturevalue(which)[2]
+    data, res = result["frame"].data, result["ols"].results
+    assert list(res.params.index) == PAPER_TERMS
+    assert list(result["coef"]["term"]) == PAPER_TERMS
+    X = paper_design(data)
+    beta, *_ = np.linalg.lstsq(X, data["DICE"].to_numpy(), rcond=None)
+    np.testing.assert_allclose(res.params.to_numpy(), beta, rtol=1e-7, atol=1e-10)
+
+
+def test_table1_standard_errors_t_and_p(full):
+    result = full[2]
+    coef, res = result["coef"], result["ols"].results
+    data = result["frame"].data
+    X = paper_design(data)
+    resid = data["DICE"].to_numpy() - X @ coef["estimate"].to_numpy()
+    df = len(data) - X.shape[1]
+    se = np.sqrt(np.diag(np.linalg.inv(X.T @ X)) * (resid @ resid) / df)
+    np.testing.assert_allclose(coef["std_error"], se, rtol=1e-7)
+    np.testing.assert_allclose(coef["t"], coef["estimate"] / coef["std_error"], rtol=1e-10)
+    np.testing.assert_allclose(coef["p"], 2 * st.t.sf(np.abs(coef["t"]), df), rtol=1e-8, atol=1e-300)
+    assert res.df_resid == df == 1606
+
+
+def test_aic_convention_counts_the_variance_like_r(full):
+    result = full[2]
+    aic, ols, glm = result["aic"], result["ols"].results, result["glm"].results
+    row = aic.set_index("model")
+    # statsmodels' OLS AIC leaves the variance parameter out; the table's (R's) counts it.
+    assert row.at["OLS", "aic_statsmodels"] == pytest.approx(ols.aic, rel=1e-12)
+    assert row.at["OLS", "aic"] - ols.aic == pytest.approx(2.0)
+    assert (row["aic"] - row["aic_statsmodels"]).tolist() == pytest.approx([2.0, 2.0])
+    assert row.at["OLS", "k"] == 14 and row.at["GLM", "k"] == 14
+    # Both likelihoods at the maximum-likelihood variance RSS/n of the same response, DICE.
+    y = result["frame"].data["DICE"].to_numpy()
+    n = len(y)
+    for name, res in (("OLS", ols), ("GLM", glm)):
+        rss = np.sum((y - res.fittedvalues) ** 2)
+        assert row.at[name, "loglik"] == pytest.approx(-n / 2 * (np.log(2 * np.pi * rss / n) + 1), rel=1e-12)
+        assert row.at[name, "aic"] == pytest.approx(-2 * row.at[name, "loglik"] + 2 * (14 + 1), rel=1e-12)
+    assert ols.llf == pytest.approx(row.at["OLS", "loglik"], rel=1e-12)
+    assert row["delta_aic"].min() == 0
+    assert "R's" in stats.AIC_CONVENTION
+
+
+def test_glm_uses_the_log_link_on_dice(full):
+    import statsmodels.api as sm
+
+    glm = full[2]["glm"]
+    assert glm.link == "log" and glm.response == "DICE"
+    assert isinstance(glm.results.model.family.link, sm.families.links.Log)
+    assert glm.formula == stats.PAPER_GLM
+    assert "lr:ls[long]:Family[EfficientNet]" in glm.results.params.index
+    assert glm.results.converged
+
+
+# ------------------------------------------------------------------------------ ANOVA, Table 2
+
+@pytest.mark.parametrize("which", ["full", "unbalanced"])
+def test_anova_rows_and_partial_eta_squared(which, request):
+    result = request.getfixturevalue(which)[2]
+    anova, res = result["anova"], result["ols"].results
+    assert list(anova["term"]) == ANOVA_TERMS
+    assert list(anova["df"][:-1]) == [1, 4, 1, 6, 1]
+    resid = anova.set_index("term").loc["Residuals"]
+    assert resid["sum_sq"] == pytest.approx(res.ssr) and resid["df"] == res.df_resid
+    terms = anova[anova["term"] != "Residuals"]
+    np.testing.assert_allclose(terms["partial_eta_sq"], terms["sum_sq"] / (terms["sum_sq"] + res.ssr))
+    np.testing.assert_allclose(terms["F"], terms["sum_sq"] / terms["df"] / (res.ssr / res.df_resid))
+    assert np.isnan(resid["partial_eta_sq"]) and np.isnan(resid["F"])
+
+
+def _ssr(formula, data):
+    return stats.fit_ols(data, formula).results.ssr
+
+
+def test_anova_is_type2_equal_to_type1_on_the_full_grid_not_with_runs_missing(full, unbalanced):
+    from statsmodels.stats.anova import anova_lm
+
+    res = full[2]["ols"].results
+    for typ in (1, 2):
+        np.testing.assert_allclose(full[2]["anova"]["sum_sq"], anova_lm(res, typ=typ)["sum_sq"], rtol=1e-8)
+    res = unbalanced[2]["ols"].results
+    t2 = anova_lm(res, typ=2)
+    np.testing.assert_allclose(unbalanced[2]["anova"]["sum_sq"], t2["sum_sq"], rtol=1e-8)
+    np.testing.assert_allclose(unbalanced[2]["anova"]["p"][:-1], t2["PR(>F)"][:-1], rtol=1e-6)
+    t1 = anova_lm(res, typ=1)["sum_sq"].to_numpy()
+    assert not np.allclose(t1[:-1], t2["sum_sq"].to_numpy()[:-1], rtol=1e-6)
+
+
+def test_anova_by_model_comparison_when_a_family_lacks_a_depth():
+    """Without vgg19 the long x VGG cell is empty: the design is rank-deficient, the cell's
+    coefficients are blank, and type 2 SS and df still come from model comparisons."""
+    metrics = synthetic.metrics_table(seed=8, sizes=(200, 1000), lrs=(0.01, 0.001),
+                                      backbones=("resnet18", "resnet50", "vgg16"), folds=2)
+    data = stats.model_frame(metrics).data
+    ols = stats.fit_ols(data)
+    assert any("rank 8 < 10 columns" in n for n in ols.notes)
+    coef = stats.coefficient_table(ols).set_index("term")
+    assert coef.loc[["ls[long]:Family[T.VGG]", "log(lr):ls[long]:Family[VGG]"]].isna().all().all()
+    anova = stats.anova_table(ols).set_index("term")
+    base = "DICE ~ log(Dataset) + log(reg)"
+    assert anova.at["ls", "sum_sq"] == pytest.approx(_ssr(base, data) - _ssr(base + " + ls", data), rel=1e-8)
+    assert anova.at["ls:Family", "sum_sq"] == pytest.approx(
+        _ssr(base + " + ls", data) - _ssr(base + " + ls + ls:Family", data), rel=1e-8)
+    assert anova.at["ls:Family", "df"] == 1 and anova.at["log(lr):ls:Family", "df"] == 3
+    assert anova.at["log(lr):ls:Family", "sum_sq"] == pytest.approx(
+        _ssr(stats.PAPER_OLS.replace(" + log(lr):ls:Family", ""), data) - ols.results.ssr, rel=1e-8)
+
+
+# ------------------------------------------------------------------------------ Tukey HSD
+
+@pytest.mark.parametrize("which", ["full", "unbalanced"])
+def test_hsd_has_36_groups_and_630_pairs(which, request):
+    result = request.getfixturevalue(which)[2]
+    pairs, groups = result["pairs"], result["groups"]
+    assert len(groups) == 36 and len(pairs) == 630
+    assert list(dict.fromkeys(groups["model"])) == ["B0", "B5", "R18", "R50", "V16", "V19"]
+    data = result["frame"].data
+    means = data.groupby(["model", "size"])["DICE"].mean()
+    np.testing.assert_allclose(groups["mean"], [means[(m, s)] for m, s in zip(groups["model"], groups["size"])])
+    assert groups["n"].sum() == len(data)
+    # meandiff = group2 - group1, inside its interval; reject when the interval misses 0
+    lookup = groups.set_index(["model", "size"])["mean"]
+    diffs = [lookup[(m2, s2)] - lookup[(m1, s1)] for m1, s1, m2, s2 in
+             zip(pairs["model1"], pairs["size1"], pairs["model2"], pairs["size2"])]
+    np.testing.assert_allclose(pairs["meandiff"], diffs, atol=1e-12)
+    assert ((pairs["lower"] <= pairs["meandiff"]) & (pairs["meandiff"] <= pairs["upper"])).all()
+    assert (pairs["reject"] == ((pairs["lower"] > 0) | (pairs["upper"] < 0))).all()
+    assert (pairs["reject"] == (pairs["p_adj"] < 0.05)).all()
+
+
+def test_hsd_intervals_are_statsmodels_simultaneous_intervals():
+    from statsmodels.stats.multicomp import pairwise_tukeyhsd
+
+    metrics = synthetic.metrics_table(seed=2, missing=0.2, sizes=(200, 1000), lrs=(0.01, 0.001))
+    data = stats.model_frame(metrics).data
+    _, groups = stats.tukey_hsd(data)
+    labels = [stats.group_label(m, s) for m, s in zip(data["model"], data["size"])]
+    res = pairwise_tukeyhsd(data["DICE"].to_numpy(), labels)
+    res._simultaneous_ci()  # what statsmodels' plot_simultaneous draws
+    half = dict(zip(res.groupsunique, res.halfwidths))
+    np.testing.assert_allclose(groups["halfwidth"], [half[stats.group_label(m, s)]
+                                                     for m, s in zip(groups["model"], groups["size"])])
+    assert groups["halfwidth"].nunique() > 1  # unequal group sizes, unequal intervals
+
+
+# ------------------------------------------------------------------------------ which model
+
+def test_which_model_per_size(full):
+    result = full[2]
+    which, pairs = result["which"], result["pairs"]
+    assert sorted(which["size"].unique()) == [200, 500, 1000, 2500, 3000, 5000, 10000]
+    for _, block in which.groupby("size"):
+        assert len(block) == 6 and list(block["rank"]) == [1, 2, 3, 4, 5, 6]
+        assert block["best"].iloc[0]
+        key = "mean" if block["trained"].iloc[0] else "predicted"
+        assert block[key].is_monotonic_decreasing
+        assert (block["best"].iloc[1:] == (block["p_vs_top"].iloc[1:] >= 0.05)).all()
+    untrained = which[~which["trained"]]
+    assert (untrained["size"] == 3000).all() and (untrained["basis"] == "OLS prediction").all()
+    assert untrained["mean"].isna().all() and not untrained["extrapolated"].any()
+    assert (untrained["predicted_low"] < untrained["predicted"]).all()
+    # the HSD p against the top model is the pair's p
+    block = which[which["size"] == 200]
+    top, second = block.iloc[0], block.iloc[1]
+    pair = pairs[((pairs["group1"] == f"{top.model} 200") & (pairs["group2"] == f"{second.model} 200")) |
+                 ((pairs["group2"] == f"{top.model} 200") & (pairs["group1"] == f"{second.model} 200"))]
+    assert second["p_vs_top"] == pytest.approx(pair["p_adj"].iloc[0])
+
+
+def test_predictions_average_the_ols_over_the_lr_reg_grid(full):
+    result = full[2]
+    res, pred, data = result["ols"].results, result["predictions"], result["frame"].data
+    row = pred[(pred["backbone"] == "resnet50") & (pred["size"] == 3000)].iloc[0]
+    grid = stats.grid_rows(data, "resnet50", 3000)
+    assert len(grid) == 9
+    assert row["predicted"] == pytest.approx(res.predict(grid).mean(), rel=1e-12)
+    assert not row["trained"] and row["low"] < row["predicted"] < row["high"]
+    assert result["constant_ranking"]  # the paper's OLS has no size x model interaction
+
+
+# ------------------------------------------------------------------------------ GAM
+
+def test_gam_terms_summary_and_partial_dependence(full):
+    result = full[2]
+    gam = result["gam"]
+    assert gam.terms == list(stats.GAM_TERMS)
+    text = stats.gam_summary(gam)
+    assert "LinearGAM" in text and "te(lr, ls, Family)" in text and "1: ls (factor: 0=long, 1=short)" in text
+    partial = result["gam_partial"]
+    assert list(dict.fromkeys(partial["term"])) == [stats._gam_label(t) for t in stats.GAM_TERMS]
+    spline = partial[partial["term"] == "s(log(Dataset))"]
+    assert len(spline) == 100 and spline["effect"].iloc[-1] > spline["effect"].iloc[0]
+    assert (partial["low"] <= partial["effect"]).all() and (partial["effect"] <= partial["high"]).all()
+    assert len(partial[partial["term"] == "te(lr, ls, Family)"]) == 18
+
+
+# ------------------------------------------------------------------------------ degenerate grids
+
+def test_single_level_terms_are_dropped_with_a_note():
+    metrics = synthetic.metrics_table(seed=3, **DEMO_GRID)
+    result = stats.analyse(metrics)
+    ols = result["ols"]
+    assert ols.formula == "DICE ~ ls + ls:Family + log(Dataset)"
+    assert any("`log(lr):ls:Family` dropped" in n and "lr (0.001)" in n for n in ols.notes)
+    assert any("`log(reg)` dropped" in n for n in ols.notes)
+    assert list(result["anova"]["term"]) == ["ls", "ls:Family", "log(Dataset)", "Residuals"]
+    assert result["glm"].formula == "log(DICE) ~ ls + ls:Family + Dataset"
+    assert ("lr",) not in result["gam"].terms and ("lr", "ls", "Family") not in result["gam"].terms
+    assert len(result["groups"]) == 12 and len(result["pairs"]) == 66
+    assert result["which"]["extrapolated"].any()  # 3000 lies outside 200..400
+
+
+def test_test_config_grid_gives_every_file(tmp_path):
+    metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
+    written = stats.write_analysis(metrics_csv, tmp_path / "out")
+    assert sorted(p.name for p in written) == sorted(stats.ANALYSIS_FILES)
+    assert "DICE ~ 1" in (tmp_path / "out" / "table1_ols.md").read_text()
+    notes = (tmp_path / "out" / "notes.md").read_text()
+    assert "`log(Dataset)` dropped: the grid has a single level of Dataset (40)" in notes
+    assert list(pd.read_csv(tmp_path / "out" / "table2_anova.csv")["term"]) == ["Residuals"]
+
+
+# ------------------------------------------------------------------------------ files and formats
+
+def test_written_files_and_formats(full):
+    folder, result = full[3], full[2]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(stats.ANALYSIS_FILES)
+    coef = pd.read_csv(folder / "table1_ols.csv")
+    assert (coef["estimate"].to_numpy() == result["coef"]["estimate"].to_numpy()).all()  # full precision
+    assert len(pd.read_csv(folder / "hsd.csv")) == 630
+    md = (folder / "table1_ols.md").read_text()
+    assert "| ls[T.short] |" in md and "AIC = " in md and "R's AIC()" in md
+    tex = (folder / "table1_ols.tex").read_text()
+    assert r"\toprule" in tex and r"log(lr):ls[long]:Family[EfficientNet]" in tex and "²" not in tex
+    anova_tex = (folder / "table2_anova.tex").read_text()
+    assert r"$\eta^2_p$" in anova_tex and "Residuals" in anova_tex and "Type 2 ANOVA" in anova_tex
+    which = (folder / "which_model.md").read_text()
+    assert which.startswith("# Which model for my data size?")
+    assert "| 3000 | OLS | " in which
+    assert "<table>" in (folder / "which_model.html").read_text()
+
+
+def test_rule_outputs_are_the_files_the_library_writes():
+    smk = (ROOT / "workflow/rules/stats.smk").read_text()
+    listed = re.findall(r'"results/analysis/([^"]+)"', smk)
+    assert sorted(listed) == sorted(stats.ANALYSIS_FILES)
+
+
+def test_validation_dice_by_config():
+    metrics = synthetic.metrics_table(seed=5, **DEMO_GRID)
+    frame = stats.model_frame(metrics, "val_dice")
+    keys = ["backbone", "size", "lr", "reg", "fold"]
+    both = frame.data.merge(metrics, on=keys, validate="one_to_one")
+    assert len(both) == len(metrics) and (both["DICE"] == both["val_dice"]).all()
+    assert frame.notes[0].startswith("Response: val_dice")
+
+
+def test_a_formula_from_the_config():
+    metrics = synthetic.metrics_table(seed=6, **DEMO_GRID)
+    fit = stats.fit_ols(stats.model_frame(metrics).data, "DICE ~ Family + log(Dataset) + log(lr)")
+    assert list(fit.results.params.index) == ["Intercept", "Family[T.ResNet]", "Family[T.VGG]", "log(Dataset)"]
+    assert fit.notes == ["Term `log(lr)` dropped: the grid has a single level of lr (0.001)."]
+
+
+def test_bad_tables_and_settings_are_refused(tmp_path):
+    metrics = synthetic.metrics_table(seed=7, **TEST_GRID)
+    path = tmp_path / "metrics.csv"
+    metrics.drop(columns=["test_dice", "depth"]).to_csv(path, index=False)
+    with pytest.raises(UnetcapError, match=r"metrics.csv: missing column\(s\) depth, test_dice"):
+        stats.read_metrics(path)
+    with pytest.raises(UnetcapError, match="is missing"):
+        stats.read_metrics(tmp_path / "none.csv")
+    with pytest.raises(UnetcapError, match="analysis.metric"):
+        stats.model_frame(metrics, "dice")
+    with pytest.raises(UnetcapError, match="one '~'"):
+        stats.split_formula("DICE + ls")
+    nan = metrics.assign(test_dice=np.nan)
+    with pytest.raises(UnetcapError, match="at least 2 runs"):
+        stats.model_frame(nan)
+    some = metrics.copy()
+    some.loc[0, "test_dice"] = np.nan
+    assert "1 run(s) without a finite test_dice left out." in stats.model_frame(some).notes
+    data = stats.model_frame(synthetic.metrics_table(seed=8, sizes=(200, 1000), regs=(0.0, 1e-4), folds=2)).data
+    with pytest.raises(UnetcapError, match=r"analysis.ols_formula .*a log\(\) needs values > 0"):
+        stats.fit_ols(data)
+    with pytest.raises(UnetcapError, match="analysis.ols_formula 'DICE ~ Familiy'.*Familiy"):
+        stats.fit_ols(data, "DICE ~ Familiy")
+    with pytest.raises(UnetcapError, match="analysis.glm_formula"):
+        stats.fit_glm(data, "log(dice) ~ ls")

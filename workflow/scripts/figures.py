@@ -1,0 +1,9 @@
+from pathlib import Path
+
+from unetcap import log_to
+from unetcap.figures import write_figures
+
+log_to(snakemake.log[0])
+write_figures(snakemake.input.metrics, snakemake.input.histories, snakemake.input.groups,
+              snakemake.input.predictions, snakemake.input.partial,
+              Path(snakemake.output.figure2_left).parent, **snakemake.params)

@@ -15,9 +15,13 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/splits.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
-        "results/prepared/store.json",
-        split_manifests(),
+        "results/metrics.csv",
+        ANALYSIS_OUTPUTS,

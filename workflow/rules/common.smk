@@ -13,15 +13,13 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTH
 from unetcap import UnetcapError
 from unetcap.provenance import sha256_json
 from unetcap.splits import check_sizes
-from unetcap.study import BACKBONES, format_number
+from unetcap.study import format_number
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 PHANTOM_DIR = "results/phantom"
 RUN_DIR = "results/runs/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}"
-# Every output records the config it came from.
-CONFIG_SHA256 = sha256_json(config)
 
 
 def cohort_dir():
@@ -57,10 +55,6 @@ wildcard_constraints:
     lr=one_of(format_number(x) for x in config["lrs"]),
     reg=one_of(format_number(x) for x in config["regs"]),
     fold=one_of(str(f) for f in range(config["folds"])),
-
-
-def split_manifests():
-    return expand("results/splits/size{size}.json", size=config["sizes"])
 
 
 def run_dirs():

@@ -1,0 +1,169 @@
+"""DICE and BCE by hand, the metrics.json schema, the merged tables."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from unetcap import UnetcapError
+from unetcap.metrics import (HISTORY_COLUMNS, METRICS_COLUMNS, Score, bce, check_metrics, dice,
+                             flatten, merge, read_metrics, write_history, write_metrics)
+
+EXAMPLE = {
+    "schema": 1,
+    "run": {"size": 1000, "backbone": "efficientnetb0", "family": "EfficientNet", "depth": "short",
+            "lr": 0.001, "reg": 1e-06, "fold": 2, "seed": 123},
+    "status": "ok", "epochs": 23, "best_epoch": 18, "params": 10114925,
+    "n_images": {"train": 640, "val": 160, "test": 200},
+    "val": {"bce": 0.051, "dice": 0.812}, "test": {"bce": 0.060, "dice": 0.797},
+    "seconds": {"train": 812.4, "eval": 3.1},
+    "provenance": {"data_sha256": "ab", "config_sha256": "cd",
+                   "versions": {"tensorflow": "2.21.0", "segmentation_models": "1.0.1"},
+                   "device": "CPU", "host": "node1"},
+}
+
+
+def example(**run):
+    obj = copy.deepcopy(EXAMPLE)
+    obj["run"].update(run)
+    return obj
+
+
+# ---------------------------------------------------------------- DICE and BCE
+def test_dice_of_empty_masks_and_empty_predictions_is_one():
+    assert dice(np.zeros((2, 4, 4)), np.zeros((2, 4, 4))) == 1.0
+    assert dice(np.zeros((2, 4, 4)), np.full((2, 4, 4), 0.49)) == 1.0
+
+
+def test_dice_of_all_zero_predictions_is_zero():
+    y = np.zeros((1, 4, 4)); y[0, 1:3, 1:3] = 1
+    assert dice(y, np.zeros_like(y)) == 0.0
+    # and predictions where there is no mask
+    assert dice(np.zeros_like(y), y * 0.9) == 0.0
+
+
+def test_dice_known_overlap_rounds_at_half():
+    y = np.array([1, 1, 1, 0, 0, 0])
+    p = np.array([0.9, 0.6, 0.5, 0.7, 0.2, 0.0])  # rounds to 1 1 0 1 0 0 (0.5 -> 0)
+    # intersection 2, sum(y) 3, sum(round p) 3
+    assert dice(y, p) == pytest.approx(2 * 2 / (3 + 3))
+
+
+def test_dice_is_global_over_the_set_not_a_mean_of_images():
+    y = np.zeros((2, 10)); y[0, :8] = 1; y[1, :2] = 1
+    p = np.zeros((2, 10)); p[0, :8] = 1  # image 0 perfect, image 1 missed
+    assert dice(y, p) == pytest.approx(2 * 8 / (10 + 8))
+    score = Score()
+    score.add(y[:1], p[:1]), score.add(y[1:], p[1:])
+    assert score.dice == dice(y, p)
+
+
+def test_bce_by_hand_and_batched():
+    y = np.array([1, 0, 1, 0], dtype=np.uint8)
+    p = np.array([0.5, 0.5, 1.0, 0.0], dtype=np.float32)  # the last two are clipped to 1e-7
+    expected = (2 * math.log(2) + 2 * -math.log1p(-1e-7)) / 4
+    assert bce(y, p) == pytest.approx(expected, rel=1e-6)
+    wrong = np.array([1, 0], dtype=np.uint8), np.array([0.0, 1.0])
+    assert bce(*wrong) == pytest.approx(-math.log(1e-7), rel=1e-6)
+    score = Score()
+    score.add(y[:3], p[:3]), score.add(y[3:], p[3:])
+    assert score.bce == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------- metrics.json
+def test_example_from_the_design_is_valid_and_round_trips(tmp_path):
+    assert check_metrics(EXAMPLE) == []
+    write_metrics(EXAMPLE, tmp_path / "metrics.json")
+    assert read_metrics(tmp_path / "metrics.json") == EXAMPLE
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("path", [("run", "seed"), ("val", "dice"), ("provenance", "host"),
+                                  ("status",), ("n_images", "test")])
+def test_every_field_is_required(tmp_path, path):
+    obj = copy.deepcopy(EXAMPLE)
+    parent = obj
+    for key in path[:-1]:
+        parent = parent[key]
+    del parent[path[-1]]
+    (tmp_path / "metrics.json").write_text(json.dumps(obj))
+    with pytest.raises(UnetcapError, match="missing field " + ".".join(path)) as err:
+        read_metrics(tmp_path / "metrics.json")
+    assert str(tmp_path / "metrics.json") in str(err.value)
+
+
+def test_wrong_types_and_status_are_refused():
+    obj = copy.deepcopy(EXAMPLE)
+    obj["run"]["fold"] = "2"
+    obj["status"] = "crashed"
+    obj["epochs"] = True
+    problems = " ".join(check_metrics(obj))
+    assert "run.fold" in problems and "status" in problems and "epochs" in problems
+
+
+def test_nan_metrics_are_written_as_null(tmp_path):
+    obj = copy.deepcopy(EXAMPLE)
+    obj["status"] = "diverged"
+    obj["test"]["bce"] = float("nan")
+    write_metrics(obj, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())["test"]["bce"] is None
+    assert read_metrics(tmp_path / "m.json")["test"]["bce"] is None
+
+
+def test_flatten_gives_the_contract_columns_in_order():
+    row = flatten(EXAMPLE)
+    assert list(row)[:len(METRICS_COLUMNS)] == METRICS_COLUMNS
+    assert row["val_dice"] == 0.812 and row["n_images_test"] == 200
+    assert row["provenance_versions_tensorflow"] == "2.21.0"
+
+
+# ---------------------------------------------------------------- merge
+def write_run(root, obj, epochs=2):
+    run = obj["run"]
+    folder = root / f"size{run['size']}" / run["backbone"] / f"lr{run['lr']!r}_reg{run['reg']!r}" / f"fold{run['fold']}"
+    write_metrics(obj, folder / "metrics.json")
+    write_history([{"epoch": e, "loss": 1.0 / e, "val_loss": 1.1 / e, "val_dice": 0.1 * e, "lr": run["lr"],
+                    "seconds": 1.5, "val_bce": 0.9 / e} for e in range(1, epochs + 1)], folder / "history.csv")
+    return folder / "metrics.json", folder / "history.csv"
+
+
+def test_merge_one_row_per_run_and_histories_with_run_columns(tmp_path):
+    paths = [write_run(tmp_path, example(fold=f, size=s), epochs=f + 1) for s in (500, 200) for f in (1, 0)]
+    merge([m for m, _ in paths], [h for _, h in paths], tmp_path / "metrics.csv", tmp_path / "histories.csv")
+    table = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(table.columns[:len(METRICS_COLUMNS)]) == METRICS_COLUMNS
+    assert list(zip(table["size"], table["fold"])) == [(200, 0), (200, 1), (500, 0), (500, 1)]
+    histories = pd.read_csv(tmp_path / "histories.csv")
+    epoch_columns = [c if c != "lr" else "epoch_lr" for c in HISTORY_COLUMNS]
+    assert list(histories.columns) == ["size", "backbone", "family", "depth", "lr", "reg", "fold"] + epoch_columns
+    assert len(histories) == 2 * (1 + 2)
+    assert histories.query("size == 200 and fold == 1")["epoch"].tolist() == [1, 2]
+
+
+def test_merge_refuses_a_missing_field_and_another_schema_naming_the_files(tmp_path):
+    good = write_run(tmp_path, example(fold=0))
+    bad_missing, bad_schema = write_run(tmp_path, example(fold=1)), write_run(tmp_path, example(fold=2))
+    obj = json.loads(bad_missing[0].read_text())
+    obj["test"].pop("dice", None)
+    bad_missing[0].write_text(json.dumps(obj))
+    obj = json.loads(bad_schema[0].read_text())
+    obj["schema"] = 2
+    bad_schema[0].write_text(json.dumps(obj))
+    runs = [good, bad_missing, bad_schema]
+    with pytest.raises(UnetcapError) as err:
+        merge([m for m, _ in runs], [h for _, h in runs], tmp_path / "metrics.csv", tmp_path / "histories.csv")
+    message = str(err.value)
+    assert f"{bad_missing[0]}: missing field test.dice" in message
+    assert f"{bad_schema[0]}: schema 2" in message
+    assert str(good[0]) not in message
+    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "histories.csv").exists()
+
+
+def test_merge_refuses_a_history_without_its_columns(tmp_path):
+    m, h = write_run(tmp_path, example())
+    h.write_text("epoch,loss\n1,0.5\n")
+    with pytest.raises(UnetcapError, match=f"{h}: history.csv lacks the columns"):
+        merge([m], [h], tmp_path / "metrics.csv", tmp_path / "histories.csv")

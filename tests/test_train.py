@@ -1,0 +1,235 @@
+"""Training runs with real (tiny) models: the L2 penalty, metrics.json and history.csv,
+determinism, resume after a hard kill, divergence, bad inputs."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tiny_store import write_tiny_store
+from unetcap import UnetcapError, train
+from unetcap.metrics import HISTORY_COLUMNS, read_metrics
+
+THREADS = 1  # every run of this session, in this process and in subprocesses
+SRC = Path(__file__).resolve().parents[1] / "src"
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pinned_tensorflow():
+    train.configure_tensorflow(THREADS)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """8 train, 8 val (fold 0) and 8 test images of 32 x 32."""
+    return write_tiny_store(tmp_path_factory.mktemp("store"), image_size=32, per_patient=4)
+
+
+def run_args(store, run_dir, **settings):
+    args = {"images": str(store["images"]), "masks": str(store["masks"]), "store": str(store["store"]),
+            "manifest": str(store["manifest"]), "metrics": str(Path(run_dir) / "metrics.json"),
+            "history": str(Path(run_dir) / "history.csv"), "size": store["size"],
+            "backbone": "efficientnetb0", "lr": 1e-3, "reg": 1e-4, "fold": 0, "seed": 7,
+            "max_epochs": 4, "patience": 10, "batch_size": 4, "threads": THREADS,
+            "checkpoint_every": 0, "config_sha256": "test"}
+    args.update(settings)
+    return args
+
+
+def run_in_subprocess(args, fault=None):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(TESTS)]))
+    env.pop(train.FAULT_ENV, None)
+    if fault:
+        env[train.FAULT_ENV] = fault
+    code = ("import json, sys; from unetcap.train import train_run; "
+            "train_run(**json.loads(sys.argv[1]))")
+    return subprocess.run([sys.executable, "-c", code, json.dumps(args)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def comparable(metrics: dict) -> dict:
+    """metrics.json without what may differ between identical runs (times, resume count)."""
+    out = {k: v for k, v in metrics.items() if k not in ("seconds", "train")}
+    return json.loads(json.dumps(out))
+
+
+@pytest.fixture(scope="module")
+def reference(store, tmp_path_factory):
+    """An uninterrupted efficientnetb0 run (it has dropout), 4 epochs, in this process."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    return train.train_run(**run_args(store, run_dir)), run_dir
+
+
+# ---------------------------------------------------------------- seeds and the penalty
+def test_run_seed_depends_on_every_wildcard():
+    base = dict(seed=123, size=1000, backbone="resnet18", lr=1e-3, reg=1e-6, fold=2)
+    seeds = {train.run_seed(**base)}
+    for key, other in [("seed", 124), ("size", 500), ("backbone", "vgg16"), ("lr", 1e-2),
+                       ("reg", 1e-4), ("fold", 3)]:
+        seeds.add(train.run_seed(**dict(base, **{key: other})))
+    assert len(seeds) == 7
+    assert train.run_seed(**base) == train.run_seed(**base) < 2**31
+
+
+def test_l2_penalty_covers_every_kernel_including_depthwise_and_is_in_the_loss():
+    import tensorflow as tf
+
+    reg = 1e-2
+    model = train.build_model("efficientnetb0", 32, reg, seed=3)
+    kernels = [w for w in model.trainable_weights if w.name.split("/")[-1].startswith(("kernel", "depthwise_kernel"))]
+    depthwise = [w for w in kernels if "depthwise_kernel" in w.name]
+    assert len(depthwise) == 16 and len(kernels) == 92
+    assert len(model.losses) == len(kernels)
+    expected = reg * sum(float(np.sum(np.square(w.numpy(), dtype=np.float64))) for w in kernels)
+    assert train.penalty(model) == pytest.approx(expected, rel=1e-5)
+    assert {layer.get_config().get("depthwise_regularizer") is not None
+            for layer in model.layers if isinstance(layer, tf.keras.layers.DepthwiseConv2D)} == {True}
+
+    # the loss the train step minimises: same weights and batch, with and without the penalty
+    plain = train.build_model("efficientnetb0", 32, 0.0, seed=3)
+    assert plain.losses == []
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), plain.get_weights()))
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 32, 32, 1), dtype=np.float32)
+    y = (rng.random((2, 32, 32, 1)) > 0.5).astype(np.float32)
+    losses = []
+    for m in (model, plain):
+        train.seed_dropout(m, 5, 1)
+        step, _ = train.make_functions(m, train.make_optimizer("adam", 1e-3, m), 32)
+        losses.append(float(step(x, y)))
+    assert losses[0] - losses[1] == pytest.approx(expected, rel=1e-4)
+
+
+# ---------------------------------------------------------------- a run and its files
+@pytest.mark.slow
+def test_run_writes_valid_metrics_and_history_and_no_checkpoint(reference):
+    metrics, run_dir = reference
+    assert read_metrics(run_dir / "metrics.json") == json.loads(json.dumps(metrics))
+    assert metrics["status"] == "ok" and metrics["epochs"] == 4
+    assert metrics["run"]["family"] == "EfficientNet" and metrics["run"]["depth"] == "short"
+    assert metrics["n_images"] == {"train": 8, "val": 8, "test": 8}
+    assert metrics["params"] == 10114925
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    assert (history["lr"] == 1e-3).all()
+    # the restored weights are those of the best epoch: its validation numbers come back
+    best = history.set_index("epoch").loc[metrics["best_epoch"]]
+    assert best["val_loss"] == history["val_loss"].min()
+    assert metrics["val"]["dice"] == pytest.approx(best["val_dice"], abs=1e-12)
+    assert metrics["val"]["bce"] == pytest.approx(best["val_bce"], abs=1e-12)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv", "metrics.json"]
+
+
+@pytest.mark.slow
+def test_same_run_twice_gives_identical_metrics(store, reference, tmp_path):
+    again = train.train_run(**run_args(store, tmp_path / "run"))
+    assert comparable(again) == comparable(reference[0])
+    assert (tmp_path / "run" / "history.csv").read_text().split("\n")[1].split(",")[:5] == \
+        (reference[1] / "history.csv").read_text().split("\n")[1].split(",")[:5]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint_and_ends_as_if_uninterrupted(store, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    args = run_args(store, run_dir)
+    killed = run_in_subprocess(args, fault="exit_after_epoch:2")
+    assert killed.returncode == train.FAULT_EXIT_CODE, killed.stderr[-2000:]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint"]
+    assert [p.name for p in (run_dir / "checkpoint").iterdir()] == [train.CHECKPOINT_FILE]
+
+    resumed = train.train_run(**args)
+    assert resumed["train"]["resumed"] == 1
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    assert comparable(resumed) == comparable(reference[0])
+    ref_history = pd.read_csv(reference[1] / "history.csv")
+    pd.testing.assert_frame_equal(history.drop(columns="seconds"), ref_history.drop(columns="seconds"))
+    assert not (run_dir / "checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_checkpoint_of_other_settings_is_not_resumed(store, tmp_path):
+    run_dir = tmp_path / "run"
+    killed = run_in_subprocess(run_args(store, run_dir, backbone="resnet18", max_epochs=2),
+                               fault="exit_after_epoch:1")
+    assert killed.returncode == train.FAULT_EXIT_CODE, killed.stderr[-2000:]
+    metrics = train.train_run(**run_args(store, run_dir, backbone="resnet18", max_epochs=2, batch_size=8))
+    assert metrics["train"]["resumed"] == 0 and metrics["epochs"] == 2
+
+
+# ---------------------------------------------------------------- divergence
+@pytest.mark.slow
+def test_divergence_in_the_first_epoch_keeps_the_initial_weights(store, tmp_path):
+    args = run_args(store, tmp_path / "run", backbone="resnet18", lr=1e30, reg=1e-2)
+    metrics = train.train_run(**args)
+    assert metrics["status"] == "diverged"
+    assert (metrics["epochs"], metrics["best_epoch"]) == (1, 0)
+    assert read_metrics(tmp_path / "run" / "metrics.json")["status"] == "diverged"
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["epoch"].tolist() == [1] and not math.isfinite(history["loss"][0])
+    # the metrics are those of the initial weights
+    data = train.load_run_data(args["images"], args["masks"], args["store"], args["manifest"], args["size"], 0)
+    model = train.build_model("resnet18", 32, 1e-2, metrics["run"]["seed"])
+    setup = train.configure_tensorflow(THREADS)
+    _, predict = train.make_functions(model, train.make_optimizer("adam", 1e-3, model), 32,
+                                      setup["grappler_predict"])
+    val = train.score(predict, data.x_val, data.y_val, 4)
+    assert (metrics["val"]["dice"], metrics["val"]["bce"]) == (val.dice, val.bce)
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+@pytest.mark.slow
+def test_divergence_later_keeps_the_best_weights_so_far(store, tmp_path, monkeypatch):
+    monkeypatch.setenv(train.FAULT_ENV, "diverge_at_epoch:3")
+    metrics = train.train_run(**run_args(store, tmp_path / "run", backbone="resnet18", save_model=True))
+    assert metrics["status"] == "diverged" and metrics["epochs"] == 3
+    history = pd.read_csv(tmp_path / "run" / "history.csv").set_index("epoch")
+    assert metrics["best_epoch"] == history["val_loss"].idxmin() in (1, 2)
+    assert metrics["val"]["dice"] == pytest.approx(history.loc[metrics["best_epoch"], "val_dice"], abs=1e-12)
+    # save_model keeps the restored (best) model beside the metrics
+    import tensorflow as tf
+
+    saved = tf.keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert saved.count_params() == metrics["params"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["history.csv", "metrics.json", "model.keras"]
+
+
+# ---------------------------------------------------------------- bad inputs, faults
+def test_bad_inputs_are_refused_before_training_naming_the_file(store, tmp_path):
+    args = run_args(store, tmp_path / "run")
+    with pytest.raises(UnetcapError, match=f"{args['manifest']}: manifest of size {store['size']}"):
+        train.train_run(**dict(args, size=store["size"] + 1))
+    images = np.load(args["images"])
+    images[5, 3, 3] = np.nan  # row 5: patient P01, fold 1, a train image of fold 0
+    bad = tmp_path / "images.npy"
+    np.save(bad, images)
+    with pytest.raises(UnetcapError, match=rf"{bad}: rows \[5\] are not finite values in \[0, 1\]"):
+        train.train_run(**dict(args, images=str(bad)))
+    with pytest.raises(UnetcapError, match="train.optimizer 'adamw'"):
+        train.train_run(**dict(args, optimizer="adamw"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_injected_failure_hits_only_the_chosen_runs(store, tmp_path, monkeypatch):
+    monkeypatch.setenv(train.FAULT_ENV, "fail:lr0.001_reg0.0001/fold1")
+    assert train.faults() == {"fail": ["lr0.001_reg0.0001/fold1"]}
+    chosen = tmp_path / "size24/resnet18/lr0.001_reg0.0001/fold1"
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train.train_run(**run_args(store, chosen, fold=1))
+    monkeypatch.setenv(train.FAULT_ENV, "exit_after_epoch:2:fold1, diverge_at_epoch:3")
+    found = train.faults()
+    assert train._fault_epochs(found, "exit_after_epoch", chosen) == {2}
+    assert train._fault_epochs(found, "exit_after_epoch", tmp_path / "fold0") == set()
+    assert train._fault_epochs(found, "diverge_at_epoch", tmp_path / "fold0") == {3}
+    for bad in ("explode", "exit_after_epoch:two"):
+        monkeypatch.setenv(train.FAULT_ENV, bad)
+        with pytest.raises(UnetcapError, match=f"cannot read '{bad}'"):
+            train.faults()

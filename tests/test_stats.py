@@ -278,6 +278,26 @@ def test_single_level_terms_are_dropped_with_a_note():
     assert result["which"]["extrapolated"].any()  # 3000 lies outside 200..400
 
 
+def test_a_model_that_never_segments_leaves_the_glm_blank_not_a_crash(tmp_path):
+    """Runs that all score DICE 0 (a model that never learnt, as in a short demo): the
+    log-link GLM has no maximum, so it is reported as not fitted; the rest stands."""
+    metrics = synthetic.metrics_table(seed=5, **{**DEMO_GRID, "sizes": (100, 200)})
+    # test DICE of a short demo run on the phantom: B5 and V16 never segmented
+    observed = {"efficientnetb0": [0.186, 0.0, 0.0, 0.0], "efficientnetb5": [0.0, 0.0, 0.0, 0.0],
+                "resnet18": [0.033, 0.042, 0.0, 0.105], "resnet50": [0.0005, 0.047, 0.0, 0.0],
+                "vgg16": [0.0, 0.0, 0.0, 0.0], "vgg19": [0.030, 0.0, 0.087, 0.020]}
+    metrics = metrics.sort_values(["backbone", "size", "fold"])
+    metrics["test_dice"] = np.concatenate([observed[b] for b in sorted(observed)])
+    metrics.to_csv(tmp_path / "metrics.csv", index=False)
+    written = stats.write_analysis(tmp_path / "metrics.csv", tmp_path / "out")
+    assert sorted(p.name for p in written) == sorted(stats.ANALYSIS_FILES)
+    aic = pd.read_csv(tmp_path / "out" / "aic.csv")
+    assert np.isfinite(aic.loc[aic.model == "OLS", "aic"]).all() and aic.loc[aic.model == "GLM", "aic"].isna().all()
+    assert pd.read_csv(tmp_path / "out" / "glm.csv").empty
+    notes = (tmp_path / "out" / "notes.md").read_text()
+    assert "The GLM was not fitted: every run of long EfficientNet, short VGG has DICE = 0" in notes
+
+
 def test_test_config_grid_gives_every_file(tmp_path):
     metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
     written = stats.write_analysis(metrics_csv, tmp_path / "out")

@@ -287,7 +287,24 @@ def fit_glm(data: pd.DataFrame, formula: str = PAPER_GLM) -> Fit:
     with _patsy_engine(), warnings.catch_warnings(), _formula_errors("analysis.glm_formula", formula):
         warnings.simplefilter("ignore", category=sm.tools.sm_exceptions.DomainWarning)
         warnings.simplefilter("ignore", category=SingularMatrixWarning)  # noted below instead
-        results = smf.glm(fitted, data, family=family, eval_env=FORMULA_ENV).fit()
+        model = smf.glm(fitted, data, family=family, eval_env=FORMULA_ENV)
+    if link == "log":
+        # With a log link the fit has no maximum when every run of a model (ls x Family cell)
+        # scored 0: its mean would have to be exp(-inf). A degenerate grid, not a bad formula.
+        cells = data.groupby(["ls", "Family"], observed=True)[response].max()
+        zero = [f"{ls} {family}" for (ls, family), top in cells.items() if top <= 0]
+        if zero:
+            notes.append(f"The GLM was not fitted: every run of {', '.join(zero)} has {response} = 0, "
+                         f"which a log link cannot reach. Its AIC and coefficients are left blank.")
+            return Fit(None, used, formula, terms, notes, link=link, response=response)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = model.fit()
+    except ValueError as err:
+        notes.append(f"The GLM could not be fitted ({str(err).splitlines()[0]}). Its AIC and "
+                     f"coefficients are left blank.")
+        return Fit(None, used, formula, terms, notes, link=link, response=response)
     if not results.converged:
         notes.append("The GLM's IRLS did not converge; its AIC is not reliable.")
     fit = Fit(results, used, formula, terms, notes, link=link, response=response)
@@ -343,6 +360,11 @@ def aic_table(ols: Fit, glm: Fit) -> pd.DataFrame:
     rows = []
     for name, fit in (("OLS", ols), ("GLM", glm)):
         res = fit.results
+        if res is None:  # not fitted (see fit_glm)
+            rows.append({"model": name, "formula": fit.formula, "family": "gaussian", "link": fit.link,
+                         "n": len(ols.results.model.endog), "k": np.nan, "loglik": np.nan, "aic": np.nan,
+                         "aic_statsmodels": np.nan})
+            continue
         y = np.asarray(res.model.endog, dtype=float)
         resid = y - np.asarray(res.fittedvalues, dtype=float)
         k = round(res.df_model) + int(res.k_constant)
@@ -358,8 +380,11 @@ def aic_table(ols: Fit, glm: Fit) -> pd.DataFrame:
 
 
 def coefficient_table(fit: Fit, alpha: float = 0.05) -> pd.DataFrame:
-    """Table 1: term, estimate, std_error, t (or z for a GLM), p, and the 1-alpha interval."""
+    """Table 1: term, estimate, std_error, t (or z for a GLM), p, and the 1-alpha interval
+    (no rows for a model that could not be fitted)."""
     res = fit.results
+    if res is None:
+        return pd.DataFrame(columns=["term", "estimate", "std_error", "z", "p", "ci_low", "ci_high"])
     ci = np.asarray(res.conf_int(alpha=alpha))
     stat = "t" if fit.link == "identity" and hasattr(res, "rsquared") else "z"
     table = pd.DataFrame({
@@ -877,8 +902,11 @@ def format_anova(anova: pd.DataFrame, ols: Fit, notes: list[str]) -> Formatted:
 
 
 def format_aic(aic: pd.DataFrame) -> Formatted:
-    rows = [[r.model, r.formula, r.link, str(r.n), str(r.k), f"{r.loglik:.2f}", f"{r.aic:.2f}",
-             f"{r.aic_statsmodels:.2f}", f"{r.delta_aic:.2f}"] for r in aic.itertuples()]
+    def f2(v):  # blank for a model that could not be fitted
+        return f"{v:.2f}" if np.isfinite(v) else ""
+
+    rows = [[r.model, r.formula, r.link, str(r.n), f"{r.k:.0f}" if np.isfinite(r.k) else "", f2(r.loglik),
+             f2(r.aic), f2(r.aic_statsmodels), f2(r.delta_aic)] for r in aic.itertuples()]
     return Formatted("AIC of the OLS and the log-link gaussian GLM (same response, DICE)",
                      ["Model", "Formula", "Link", "n", "k", "log L", "AIC", "AIC (statsmodels)", "ΔAIC"],
                      rows, [AIC_CONVENTION, "The lower AIC fits better; ΔAIC > 10 is decisive."],

@@ -50,3 +50,42 @@ def test_bad_config_stops_before_any_job_and_names_the_key(change, message, lvsc
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (workdir / "results").exists() and not (workdir / "logs").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The tests' tiny study (config/test.yaml: phantom, 32 px, two encoders, two epochs)
+    run by the real Snakemake from a copy of the workflow."""
+    work = copy_workflow(tmp_path_factory.mktemp("tiny"))
+    result = snakemake(work, "--configfile", "config/test.yaml", "--cores", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work
+
+
+def test_tiny_study_runs_end_to_end(tiny_study):
+    import json
+
+    import pandas as pd
+
+    metrics = pd.read_csv(tiny_study / "results/metrics.csv")
+    # 1 size x 2 backbones x 1 lr x 1 reg x 2 folds
+    assert sorted(zip(metrics.backbone, metrics.fold)) == [
+        ("efficientnetb0", 0), ("efficientnetb0", 1), ("resnet18", 0), ("resnet18", 1)]
+    assert set(metrics.status) <= {"ok", "diverged"}
+    assert metrics[["val_dice", "test_dice"]].apply(lambda c: c.between(0, 1)).all().all()
+    store = json.loads((tiny_study / "results/prepared/store.json").read_text())
+    assert (metrics.provenance_data_sha256 == store["data_sha256"]).all()
+    assert (metrics.n_images_train + metrics.n_images_val == 32).all() and (metrics.n_images_test == 8).all()
+    for name in ("which_model.md", "table1_ols.csv", "table2_anova.csv", "hsd.csv", "notes.md"):
+        assert (tiny_study / "results/analysis" / name).stat().st_size > 0
+    assert (tiny_study / "results/figures/figure2_left.png").stat().st_size > 0
+    assert not list((tiny_study / "results/runs").rglob("checkpoint"))
+
+
+def test_a_finished_study_has_nothing_to_do_and_a_crashed_run_is_redone_alone(tiny_study):
+    assert job_counts(snakemake(tiny_study, "-n", "--configfile", "config/test.yaml").stdout) == {}
+    # a run that crashed left no metrics.json, so the merge never ran
+    (tiny_study / "results/runs/size40/resnet18/lr0.001_reg0.0001/fold1/metrics.json").unlink()
+    (tiny_study / "results/metrics.csv").unlink()
+    counts = job_counts(snakemake(tiny_study, "-n", "--configfile", "config/test.yaml").stdout)
+    assert counts == {"train": 1, "merge": 1, "stats": 1, "figures": 1, "all": 1, "total": 5}

@@ -22,6 +22,21 @@ class UnetcapError(Exception):
     """
 
 
+def write_text_atomic(path, text: str) -> None:
+    """Write `text` to a temporary name beside `path`, then rename it onto `path`: a reader
+    (or a job killed midway) never sees half a file."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def log_to(path) -> None:
     """Send this process's stderr and the library's log lines (INFO and up, timestamped)
     to the rule's log file, line by line so a user can follow a running job."""

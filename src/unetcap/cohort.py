@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -302,11 +302,7 @@ def write_sample(root, out_csv, images_per_patient: int, workers: int = 1) -> pd
 
 def write_table(table: pd.DataFrame, out_csv) -> None:
     """A CSV written atomically, with stable bytes."""
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(out_csv.name + ".tmp")
-    table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    os.replace(tmp, out_csv)
+    write_text_atomic(out_csv, table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
 
 
 def read_table(path) -> pd.DataFrame:

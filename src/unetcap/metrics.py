@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, write_text_atomic
 
 SCHEMA = 1
 EPSILON = 1e-7  # Keras' backend epsilon, the clip of p in BCE
@@ -115,18 +114,6 @@ class Score:
 
 
 # ---------------------------------------------------------------- files
-def atomic_write_text(path, text: str) -> None:
-    """Write `text` to a temporary name beside `path`, then rename it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _check(value, spec, where: str, problems: list[str]) -> None:
     if isinstance(spec, dict):
         if not isinstance(value, dict):
@@ -173,7 +160,7 @@ def write_metrics(obj: dict, path) -> None:
     problems = check_metrics(obj)
     if problems:
         raise UnetcapError(f"{path}: refusing to write an invalid metrics.json: " + "; ".join(problems))
-    atomic_write_text(path, json.dumps(_nan_to_none(obj), indent=1) + "\n")
+    write_text_atomic(path, json.dumps(_nan_to_none(obj), indent=1) + "\n")
 
 
 def _nan_to_none(obj):
@@ -230,7 +217,7 @@ def write_history(rows: list[dict], path) -> None:
     lines = [",".join(HISTORY_COLUMNS)]
     for row in rows:
         lines.append(",".join(_csv_value(row.get(c)) for c in HISTORY_COLUMNS))
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _csv_value(v) -> str:
@@ -315,5 +302,5 @@ def merge(metrics_paths, history_paths, metrics_csv, histories_csv) -> None:
     atomically; nothing is written when any file is refused."""
     table = merge_metrics(metrics_paths)
     histories = merge_histories(metrics_paths, history_paths)
-    atomic_write_text(metrics_csv, table.to_csv(index=False))
-    atomic_write_text(histories_csv, histories.to_csv(index=False))
+    write_text_atomic(metrics_csv, table.to_csv(index=False))
+    write_text_atomic(histories_csv, histories.to_csv(index=False))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, write_text_atomic
 from unetcap.cohort import HEADER_COLUMNS, Problems, parallel_map, read_dicom, read_mask, read_table, write_table
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,7 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
         for path in tmp.values():
             path.unlink(missing_ok=True)
     store = {"schema": 1, "n_images": n, "image_size": size, "sha256": sha, "data_sha256": sha256_json(sha)}
-    (out_dir / "store.json.tmp").write_text(json.dumps(store, indent=1) + "\n")
-    os.replace(out_dir / "store.json.tmp", out_dir / "store.json")
+    write_text_atomic(out_dir / "store.json", json.dumps(store, indent=1) + "\n")
     return store
 
 

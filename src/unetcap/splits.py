@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, write_text_atomic
 from unetcap.cohort import read_table
 
 SCHEMA = 1
@@ -124,14 +123,10 @@ def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: 
 def write_manifest(sample_csv, out_json, **kwargs) -> dict:
     """Make the manifest from the cohort sample file and write it atomically (stable bytes)."""
     manifest = make_manifest(read_table(sample_csv), **kwargs)
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_name(out_json.name + ".tmp")
     text = json.dumps(manifest, indent=1)
     # one line per list of store rows, so the manifest stays readable
     text = re.sub(r"\[\n\s*([\d,\s]*?)\n\s*\]", lambda m: "[" + " ".join(m[1].split()) + "]", text)
-    tmp.write_text(text + "\n")
-    os.replace(tmp, out_json)
+    write_text_atomic(out_json, text + "\n")
     return manifest
 
 

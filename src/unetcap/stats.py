@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.tools.sm_exceptions import MissingDataError, SingularMatrixWarning
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, write_text_atomic
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
 log = logging.getLogger(__name__)
@@ -1045,9 +1045,7 @@ def write_results(result: dict, outdir) -> list[Path]:
 
     def put(name, text):
         path = out / name
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, text)
         written.append(path)
 
     def put_csv(name, table):

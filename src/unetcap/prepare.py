@@ -25,11 +25,13 @@ log = logging.getLogger(__name__)
 
 def rescale(image: np.ndarray) -> np.ndarray:
     """Intensities mapped linearly onto [0, 1] (a constant image becomes all zeros)."""
-    image = image.astype(np.float32)
+    image = np.array(image, dtype=np.float32)  # a copy: the caller's array stays as it was
     low, high = float(image.min()), float(image.max())
     if high <= low:
         return np.zeros_like(image)
-    return (image - low) / (high - low)
+    image -= low
+    image *= np.float32(1 / (high - low))
+    return image
 
 
 def interpolation(shape: tuple[int, int], size: int) -> int:
@@ -80,10 +82,19 @@ def _outputs(images_path: str, masks_path: str) -> tuple[np.ndarray, np.ndarray]
     return _OUTPUTS[key]
 
 
+def _one_thread() -> None:
+    """OpenCV's own threads only fight the other workers for the cores: one each."""
+    import cv2
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+
+
 def _prepare_one(job: tuple[int, str, str, int, str, str]):
     """Read, check and prepare one sampled image into row `row` of the output arrays.
     Returns (its header fields, None) or (None, (path, what is wrong))."""
     row, source, mask_path, size, images_path, masks_path = job
+    _one_thread()
     try:
         header, pixels = read_dicom(source)
     except ValueError as err:

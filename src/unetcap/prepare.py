@@ -82,19 +82,10 @@ def _outputs(images_path: str, masks_path: str) -> tuple[np.ndarray, np.ndarray]
     return _OUTPUTS[key]
 
 
-def _one_thread() -> None:
-    """OpenCV's own threads only fight the other workers for the cores: one each."""
-    import cv2
-
-    if cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
-
-
 def _prepare_one(job: tuple[int, str, str, int, str, str]):
     """Read, check and prepare one sampled image into row `row` of the output arrays.
     Returns (its header fields, None) or (None, (path, what is wrong))."""
     row, source, mask_path, size, images_path, masks_path = job
-    _one_thread()
     try:
         header, pixels = read_dicom(source)
     except ValueError as err:

@@ -150,13 +150,33 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
     return store
 
 
-def load_store(store_dir) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(images, masks, store.json) of a prepared store, the arrays memory-mapped."""
-    store_dir = Path(store_dir)
+def load_store(store, images=None, masks=None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(images, masks, store.json) of a prepared store, the arrays memory-mapped and checked
+    against store.json. `store` is store.json or its folder; the arrays default to its
+    siblings. Raises one UnetcapError naming the file and what is wrong."""
+    store = Path(store)
+    if store.is_dir():
+        store = store / "store.json"
+    images = Path(images) if images else store.with_name("images.npy")
+    masks = Path(masks) if masks else store.with_name("masks.npy")
     try:
-        meta = json.loads((store_dir / "store.json").read_text())
+        meta = json.loads(store.read_text())
     except (OSError, ValueError) as err:
-        raise UnetcapError(f"{store_dir}/store.json: cannot read the prepared store ({err})") from None
-    images = np.load(store_dir / "images.npy", mmap_mode="r")
-    masks = np.load(store_dir / "masks.npy", mmap_mode="r")
-    return images, masks, meta
+        raise UnetcapError(f"{store}: cannot read the prepared store's description ({err})") from None
+    missing = [f"{store}: missing field {key}" for key in ("n_images", "image_size", "data_sha256")
+               if key not in meta]
+    if missing:
+        raise UnetcapError("; ".join(missing))
+    n, s = int(meta["n_images"]), int(meta["image_size"])
+    try:
+        image_array = np.load(images, mmap_mode="r")
+        mask_array = np.load(masks, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise UnetcapError(f"cannot read the prepared arrays {images}, {masks}: {err}") from None
+    problems = [f"{path}: {array.dtype} {array.shape}, but {store} says {np.dtype(dtype)} {(n, s, s)} "
+                f"(rerun the prepare rule)"
+                for path, array, dtype in ((images, image_array, np.float32), (masks, mask_array, np.uint8))
+                if array.shape != (n, s, s) or array.dtype != dtype]
+    if problems:
+        raise UnetcapError("; ".join(problems))
+    return image_array, mask_array, meta

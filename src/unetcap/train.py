@@ -165,28 +165,12 @@ def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunDa
     prepared store and the split manifest (docs/contracts.md), checked before training:
     shapes against store.json, the manifest's size and rows, images finite in [0, 1],
     masks 0/1. Raises one UnetcapError naming the file and what is wrong."""
+    from unetcap.prepare import load_store
     from unetcap.splits import fold_indices, read_manifest
 
-    try:
-        meta = json.loads(Path(store).read_text())
-    except (OSError, ValueError) as err:
-        raise UnetcapError(f"{store}: cannot read the prepared store's description ({err})") from None
-    problems = []
-    for key in ("n_images", "image_size", "data_sha256"):
-        if key not in meta:
-            problems.append(f"{store}: missing field {key}")
-    if problems:
-        raise UnetcapError("; ".join(problems))
+    image_array, mask_array, meta = load_store(store, images, masks)
     n, s = int(meta["n_images"]), int(meta["image_size"])
-    try:
-        image_array = np.load(images, mmap_mode="r")
-        mask_array = np.load(masks, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise UnetcapError(f"cannot read the prepared arrays {images}, {masks}: {err}") from None
-    for path, array, dtype in ((images, image_array, np.float32), (masks, mask_array, np.uint8)):
-        if array.shape != (n, s, s) or array.dtype != dtype:
-            problems.append(f"{path}: {array.dtype} {array.shape}, but {store} says "
-                            f"{np.dtype(dtype)} {(n, s, s)} (rerun the prepare rule)")
+    problems = []
     if s % 32:
         problems.append(f"{store}: image_size {s} is not a multiple of 32, which the U-Net "
                         "needs (it halves the image 5 times): set image_size to one")

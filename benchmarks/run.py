@@ -73,7 +73,8 @@ def bench_prepare() -> None:
         write_sample(cohort, f"{tmp}/sample.csv", 100, workers=2)
         prepare_store(f"{tmp}/sample.csv", f"{tmp}/prepared", 256, workers=2)
         project = time.perf_counter() - t
-        sampled = list(read_table(f"{tmp}/sample.csv").source)
+        sample = read_table(f"{tmp}/sample.csv")
+        sampled = list(sample.source)
     n = len(sampled)
 
     t = time.perf_counter()
@@ -88,8 +89,30 @@ def bench_prepare() -> None:
     row("prepare: project (scan + decode + resize, 2 workers)", f"{n / project:.0f} images/s ({project:.1f} s)")
     row("prepare: floor (decode the sampled files only)", f"{n / floor:.0f} images/s ({floor:.1f} s)")
     row("prepare: naive (decode every file)", f"{n / naive:.0f} images/s ({naive:.1f} s)")
+    row("prepare: per image, one core (first 1000)", per_image_costs(sampled[:1000], list(sample["mask"][:1000])))
     row("prepare: project / floor", f"{floor / project:.2f}x", f">= 0.8x {verdict(floor / project >= 0.8)}")
     row("prepare: project / naive", f"{naive / project:.1f}x", f">= 5x {verdict(naive / project >= 5)}")
+
+
+def per_image_costs(sources: list[str], masks: list[str]) -> str:
+    """Where the project's time goes, per image on one core, against the floor's decode."""
+    import pydicom
+
+    from unetcap.cohort import read_dicom, read_mask
+    from unetcap.prepare import prepare_image, prepare_mask
+
+    def ms(fn, items) -> tuple[float, list]:
+        t = time.perf_counter()
+        out = [fn(item) for item in items]
+        return (time.perf_counter() - t) / len(items) * 1e3, out
+
+    floor, _ = ms(lambda f: pydicom.dcmread(f).pixel_array, sources)
+    dicom, read = ms(read_dicom, sources)
+    mask, decoded = ms(read_mask, masks)
+    resize, _ = ms(lambda pair: (prepare_image(pair[0][1], 256), prepare_mask(pair[1], 256)),
+                   list(zip(read, decoded)))
+    return (f"DICOM read + header check {dicom:.2f} ms, mask PNG {mask:.2f} ms, rescale + resize {resize:.2f} ms "
+            f"(floor's dcmread + pixel_array {floor:.2f} ms)")
 
 
 def bench_dag() -> None:
@@ -125,10 +148,138 @@ def bench_demo() -> None:
         f"<= 10 min {verdict(ok and seconds <= 600)}")
 
 
-SECTIONS = {"prepare": bench_prepare, "dag": bench_dag, "demo": bench_demo}
+def probe(backbone: str, image_size: int, batch: int, threads: int, steps: int = 3) -> None:
+    """One process, one encoder: the fixed costs of a run against its steady state, and the
+    process's peak RSS. Prints one JSON line (run as `run.py --probe ...`)."""
+    t = time.perf_counter()
+    import numpy as np
+
+    from unetcap import train
+
+    train._import_sm()
+    seconds = {"import": time.perf_counter() - t}
+    flags = train.configure_tensorflow(threads)
+    t = time.perf_counter()
+    model = train.build_model(backbone, image_size, 1e-4, seed=1)
+    optimizer = train.make_optimizer("adam", 1e-3, model)
+    train_step, predict = train.make_functions(model, optimizer, image_size, flags["grappler_predict"])
+    seconds["build"] = time.perf_counter() - t
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, image_size, image_size, 1), dtype=np.float32)
+    y = (x > 0.5).astype(np.float32)
+
+    def timed(fn, *args) -> float:
+        t = time.perf_counter()
+        fn(*args).numpy()
+        return time.perf_counter() - t
+
+    seconds["first_step"] = timed(train_step, x, y)
+    seconds["step"] = float(np.median([timed(train_step, x, y) for _ in range(steps)]))
+    seconds["first_predict"] = timed(predict, x)
+    seconds["predict"] = float(np.median([timed(predict, x) for _ in range(steps)]))
+    seconds["fixed"] = (seconds["import"] + seconds["build"] + seconds["first_step"] - seconds["step"]
+                        + seconds["first_predict"] - seconds["predict"])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+
+
+def run_probe(backbone: str, image_size: int, batch: int, threads: int) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--probe", backbone, str(image_size), str(batch),
+                             str(threads)], capture_output=True, text=True, env=quiet_env())
+    if result.returncode:
+        sys.exit(f"probe {backbone} {image_size} px failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def quiet_env() -> dict:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT / "src")}
+
+
+def demo_run(work: Path, backbone: str, settings: dict, size: int) -> tuple[float, dict]:
+    """Wall seconds of one complete demo training run in its own process, and its metrics."""
+    out = work / "bench" / backbone
+    code = ("import json, sys; from unetcap.train import train_run; "
+            "train_run(**json.loads(sys.argv[1]))")
+    arguments = {"images": "results/prepared/images.npy", "masks": "results/prepared/masks.npy",
+                 "store": "results/prepared/store.json", "manifest": f"results/splits/size{size}.json",
+                 "metrics": str(out / "metrics.json"), "history": str(out / "history.csv"),
+                 "size": size, "backbone": backbone, "fold": 0, **settings}
+    t = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(arguments)], cwd=work,
+                            capture_output=True, text=True, env=quiet_env())
+    seconds = time.perf_counter() - t
+    if result.returncode:
+        sys.exit(f"demo run {backbone} failed:\n{result.stderr[-3000:]}")
+    return seconds, json.loads((out / "metrics.json").read_text())
+
+
+def load_config(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+def bench_overhead() -> None:
+    """Fixed costs per encoder at the demo's size (against a whole demo run) and at 256 px."""
+    from snakemake_run import copy_workflow, snakemake
+
+    from unetcap.study import BACKBONES
+
+    demo = load_config("demo.yaml")
+    size, s, train = max(demo["sizes"]), demo["image_size"], demo["train"]
+    settings = {"lr": demo["lrs"][0], "reg": demo["regs"][0], "seed": demo["seed"], **train}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = copy_workflow(Path(tmp))
+        result = snakemake(work, "--configfile", "config/demo.yaml", "--cores", "2",
+                           "results/prepared/store.json", f"results/splits/size{size}.json")
+        if result.returncode:
+            sys.exit(f"preparing the demo store failed:\n{result.stderr[-3000:]}")
+        for backbone in BACKBONES:
+            p = run_probe(backbone, s, train["batch_size"], train["threads"])["seconds"]
+            wall, metrics = demo_run(work, backbone, settings, size)
+            share = p["fixed"] / wall
+            row(f"overhead {s} px: {backbone}",
+                f"import {p['import']:.1f} + build {p['build']:.1f} + first step {p['first_step']:.2f} s "
+                f"(steady {p['step']:.3f} s) + first predict {p['first_predict']:.2f} s = fixed {p['fixed']:.1f} s; "
+                f"demo run {wall:.1f} s ({metrics['epochs']} epochs, {metrics['n_images']['train']} images): "
+                f"{share:.0%}", f"<= 15% {verdict(share <= 0.15)}")
+    paper = load_config("config.yaml")
+    for backbone in BACKBONES:
+        p = run_probe(backbone, paper["image_size"], paper["train"]["batch_size"], paper["train"]["threads"])
+        MEMORY[backbone] = p["peak_mb"]
+        q = p["seconds"]
+        row(f"overhead {paper['image_size']} px: {backbone}",
+            f"import {q['import']:.1f} + build {q['build']:.1f} + first step {q['first_step']:.1f} s "
+            f"(steady {q['step']:.2f} s) + first predict {q['first_predict']:.1f} s = fixed {q['fixed']:.1f} s")
+
+
+MEMORY: dict[str, float] = {}  # backbone -> peak RSS (MB) at the paper's image size and batch size
+
+
+def bench_memory() -> None:
+    """Peak RSS of a training process per encoder at the paper's image size and batch size."""
+    from unetcap.study import BACKBONES
+
+    paper = load_config("config.yaml")
+    s, batch, threads = paper["image_size"], paper["train"]["batch_size"], paper["train"]["threads"]
+    for backbone in BACKBONES:
+        if backbone not in MEMORY:
+            MEMORY[backbone] = run_probe(backbone, s, batch, threads)["peak_mb"]
+        peak = MEMORY[backbone]
+        row(f"memory {s} px, batch {batch}: {backbone}", f"peak RSS {peak:,.0f} MB")
+    row("memory: largest", f"{max(MEMORY.values()):,.0f} MB",
+        "(config train.mem_mb default: model, optimizer and one batch; the rule adds the run's arrays)")
+
+
+SECTIONS = {"prepare": bench_prepare, "overhead": bench_overhead, "dag": bench_dag, "demo": bench_demo,
+            "memory": bench_memory}
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--probe"]:
+        backbone, image_size, batch, threads = argv[1], *map(int, argv[2:5])
+        probe(backbone, image_size, batch, threads)
+        return
     chosen = argv or list(SECTIONS)
     unknown = set(chosen) - set(SECTIONS)
     if unknown:

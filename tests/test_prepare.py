@@ -1,7 +1,12 @@
 """Resizing and padding (aspect ratio kept, area vs bicubic), and the prepared store."""
 
+import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +17,8 @@ from unetcap import UnetcapError
 from unetcap.cohort import read_table, write_sample
 from unetcap.prepare import (interpolation, load_store, prepare_image, prepare_mask,
                              prepare_store, rescale, resize_pad)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_rescale_maps_onto_unit_interval():
@@ -64,7 +71,9 @@ def test_store_holds_every_indexed_image(tmp_path):
     assert images.shape == masks.shape == (len(sample), 32, 32)
     assert images.dtype == np.float32 and masks.dtype == np.uint8
     assert images.min() >= 0 and images.max() <= 1 and set(np.unique(masks)) == {0, 1}
-    assert set(meta["sha256"]) == {"images.npy", "masks.npy", "index.csv"}
+    # hashed while written: the digests are those of the finished files
+    assert meta["sha256"] == {name: hashlib.sha256((tmp_path / "prepared" / name).read_bytes()).hexdigest()
+                              for name in ("images.npy", "masks.npy", "index.csv")}
     # same input, same bytes (one worker or two)
     prepare_store(tmp_path / "sample.csv", tmp_path / "again", image_size=32, workers=1)
     assert json.loads((tmp_path / "again/store.json").read_text())["sha256"] == meta["sha256"]
@@ -86,3 +95,23 @@ def test_failed_preparation_leaves_nothing_half_written(tmp_path):
     for source in sample.source[1:3]:
         assert f"{source}: " in str(err.value)  # truncated: no or too little pixel data
     assert list((tmp_path / "prepared").iterdir()) == []
+
+
+def test_workers_start_safely_after_opencv_ran_its_threads(tmp_path):
+    """The workers are forked with OpenCV at one thread each; a parent that has already run
+    OpenCV's thread pool (a resize in the test process, say) must not hang them, and gets its
+    own thread count back afterwards."""
+    root = write_cohort(tmp_path / "lvsc")
+    write_sample(root, tmp_path / "sample.csv", 6)
+    code = ("import sys, cv2, numpy as np\n"
+            "cv2.setNumThreads(2)\n"
+            "cv2.resize(np.ones((3000, 3000), np.float32), (999, 999), interpolation=cv2.INTER_AREA)\n"
+            "from unetcap.prepare import prepare_store\n"
+            "prepare_store(sys.argv[1], sys.argv[2], image_size=32, workers=2)\n"
+            "print(cv2.getNumThreads())\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "sample.csv"), str(tmp_path / "prepared")],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2"]
+    assert (tmp_path / "prepared/store.json").exists()

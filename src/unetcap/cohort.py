@@ -148,13 +148,17 @@ def read_header(path) -> dict:
     return check_header(_dcmread(path, defer_size=256, specific_tags=HEADER_TAGS), path)
 
 
-def read_dicom(path) -> tuple[dict, np.ndarray]:
-    """(`check_header` fields, pixels as float32) of one DICOM file, read once.
+# What the prepare stage needs from a sampled image's header: HEADER_TAGS and the pixel format.
+PIXEL_TAGS = HEADER_TAGS + ["PixelRepresentation", "BitsStored", "NumberOfFrames"]
 
-    Native little-endian 16-bit grey images are taken straight from the pixel bytes; every
-    other transfer syntax goes through pydicom's decoders (pylibjpeg for JPEG, JPEG-LS,
-    JPEG 2000; RLE built in)."""
-    ds = _dcmread(path)
+
+def read_dicom(path) -> tuple[dict, np.ndarray]:
+    """(`check_header` fields, pixels as stored: a 2-D integer array) of one DICOM file.
+
+    Native little-endian 16-bit grey images are parsed for the study's tags only and their
+    pixels taken straight from the bytes; every other transfer syntax is read in full and
+    goes through pydicom's decoders (pylibjpeg for JPEG, JPEG-LS, JPEG 2000; RLE built in)."""
+    ds = _dcmread(path, specific_tags=PIXEL_TAGS)
     header = check_header(ds, path)
     rows, columns = header["rows"], header["cols"]
     native = (ds.file_meta.get("TransferSyntaxUID") in NATIVE_SYNTAXES and ds.get("BitsAllocated") == 16
@@ -165,12 +169,12 @@ def read_dicom(path) -> tuple[dict, np.ndarray]:
             dtype = "<i2" if ds.get("PixelRepresentation", 0) else "<u2"
             pixels = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * columns).reshape(rows, columns)
         else:
-            pixels = ds.pixel_array
+            pixels = _dcmread(path).pixel_array
     except Exception as err:
         raise ValueError(f"cannot decode the pixel data ({type(err).__name__}: {err})") from None
     if pixels.ndim != 2:
         raise ValueError(f"expected one grey-level frame, got pixel data of shape {pixels.shape}")
-    return header, pixels.astype(np.float32)
+    return header, pixels.astype(pixels.dtype.newbyteorder("="), copy=False)  # big endian too
 
 
 def patient_folders(root: Path) -> list[Path]:
@@ -199,11 +203,12 @@ def find_images(folder: Path) -> tuple[list[Candidate], list[tuple[Path, str]]]:
     """The short-axis images of a patient folder, by file name, with the cheap checks that
     every file gets: a DICOM preamble, a mask beside it, a readable PNG header."""
     candidates, problems = [], []
-    files = {p.name.lower(): p for p in folder.iterdir()}
-    for path in sorted(files.values()):
-        match = SHORT_AXIS.match(path.name)
+    files = {name.lower(): name for name in os.listdir(folder)}
+    for name in sorted(files.values()):
+        match = SHORT_AXIS.match(name)
         if not match:
             continue
+        path = folder / name
         with open(path, "rb") as f:
             if f.read(132)[128:] != b"DICM":
                 problems.append((path, "not a DICOM file (no DICM preamble)"))
@@ -212,6 +217,7 @@ def find_images(folder: Path) -> tuple[list[Candidate], list[tuple[Path, str]]]:
         if mask is None:
             problems.append((path, f"image without a mask (expected {path.stem}.png beside it)"))
             continue
+        mask = folder / mask
         try:
             mask_shape = _png_size(mask)
         except (OSError, ValueError) as err:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +22,25 @@ from unetcap.cohort import HEADER_COLUMNS, Problems, parallel_map, read_dicom, r
 
 log = logging.getLogger(__name__)
 
+BLOCK = 100  # most images per task of a worker: one write per array and block
+
 
 def rescale(image: np.ndarray) -> np.ndarray:
-    """Intensities mapped linearly onto [0, 1] (a constant image becomes all zeros)."""
-    image = np.array(image, dtype=np.float32)  # a copy: the caller's array stays as it was
-    low, high = float(image.min()), float(image.max())
+    """Intensities mapped linearly onto [0, 1] as a float32 copy (a constant image becomes
+    all zeros)."""
+    import cv2
+
+    image = np.asarray(image)
+    if image.dtype not in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64):
+        image = image.astype(np.float64)  # what OpenCV's minMaxLoc takes
+    low, high = cv2.minMaxLoc(image)[:2]
+    out = image.astype(np.float32)
     if high <= low:
-        return np.zeros_like(image)
-    image -= low
-    image *= np.float32(1 / (high - low))
-    return image
+        out[...] = 0
+        return out
+    out -= np.float32(low)
+    out *= np.float32(1 / (high - low))
+    return out
 
 
 def interpolation(shape: tuple[int, int], size: int) -> int:
@@ -41,9 +50,9 @@ def interpolation(shape: tuple[int, int], size: int) -> int:
     return cv2.INTER_AREA if max(shape) > size else cv2.INTER_CUBIC
 
 
-def resize_pad(array: np.ndarray, size: int, interp: int) -> np.ndarray:
+def resize_pad(array: np.ndarray, size: int, interp: int, out: np.ndarray | None = None) -> np.ndarray:
     """`array` scaled so that its longer side is `size` (aspect ratio kept), then zero
-    padded, centred, to size x size."""
+    padded, centred, to size x size; into `out` (all zeros, size x size) when given."""
     import cv2
 
     rows, cols = array.shape
@@ -51,56 +60,90 @@ def resize_pad(array: np.ndarray, size: int, interp: int) -> np.ndarray:
     new_rows, new_cols = max(1, round(rows * scale)), max(1, round(cols * scale))
     if (new_rows, new_cols) != (rows, cols):
         array = cv2.resize(array, (new_cols, new_rows), interpolation=interp)
-    out = np.zeros((size, size), dtype=array.dtype)
+    if out is None:
+        out = np.zeros((size, size), dtype=array.dtype)
     top, left = (size - new_rows) // 2, (size - new_cols) // 2
     out[top:top + new_rows, left:left + new_cols] = array
     return out
 
 
-def prepare_image(pixels: np.ndarray, size: int) -> np.ndarray:
-    """A raw image as the network sees it: float32, size x size, values in [0, 1]."""
-    image = resize_pad(rescale(pixels), size, interpolation(pixels.shape, size))
-    return np.clip(image, 0.0, 1.0)  # bicubic overshoots a little at edges
-
-
-def prepare_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """A boolean mask as uint8 0/1, size x size, nearest-neighbour resized."""
+def prepare_image(pixels: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """A raw image as the network sees it: float32, size x size, values in [0, 1] (into
+    `out`, all zeros, when given)."""
     import cv2
 
-    return resize_pad(mask.astype(np.uint8), size, cv2.INTER_NEAREST)
+    interp = interpolation(pixels.shape, size)
+    image = resize_pad(rescale(pixels), size, interp, out)
+    if interp == cv2.INTER_CUBIC:
+        np.clip(image, 0.0, 1.0, out=image)  # bicubic overshoots a little at edges
+    return image
 
 
-# Each worker process opens the output arrays once (memory-mapped, shared with the file).
-_OUTPUTS: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+def prepare_mask(mask: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """A boolean mask as uint8 0/1, size x size, nearest-neighbour resized (into `out`)."""
+    import cv2
+
+    return resize_pad(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), size,
+                      cv2.INTER_NEAREST, out)
 
 
-def _outputs(images_path: str, masks_path: str) -> tuple[np.ndarray, np.ndarray]:
-    key = (images_path, masks_path)
-    if key not in _OUTPUTS:
-        _OUTPUTS.clear()
-        _OUTPUTS[key] = (np.load(images_path, mmap_mode="r+"), np.load(masks_path, mmap_mode="r+"))
-    return _OUTPUTS[key]
+@contextmanager
+def opencv_threads(n: int):
+    """OpenCV's thread pool at `n` threads inside the block, as before after it. Set in the
+    parent before worker processes are forked: a forked child must not resize a pool whose
+    threads it did not inherit (it hangs)."""
+    import cv2
 
-
-def _prepare_one(job: tuple[int, str, str, int, str, str]):
-    """Read, check and prepare one sampled image into row `row` of the output arrays.
-    Returns (its header fields, None) or (None, (path, what is wrong))."""
-    row, source, mask_path, size, images_path, masks_path = job
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
     try:
-        header, pixels = read_dicom(source)
-    except ValueError as err:
-        return None, (source, str(err))
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def _write_rows(path: str, offset: int, block: np.ndarray) -> None:
+    """`block` written at byte `offset` of the file (positioned writes, no memory map)."""
+    data = memoryview(np.ascontiguousarray(block)).cast("B")
+    fd = os.open(path, os.O_WRONLY)
     try:
-        mask = read_mask(mask_path)
-    except UnetcapError as err:
-        return None, (mask_path, str(err).removeprefix(f"{mask_path}: "))
-    if pixels.shape != mask.shape:
-        return None, (mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image "
-                                 f"{Path(source).name} is {pixels.shape[0]}x{pixels.shape[1]}")
-    images, masks = _outputs(images_path, masks_path)
-    images[row] = prepare_image(pixels, size)
-    masks[row] = prepare_mask(mask, size)
-    return header, None
+        while data:
+            written = os.pwrite(fd, data, offset)
+            data, offset = data[written:], offset + written
+    finally:
+        os.close(fd)
+
+
+def _prepare_block(job):
+    """Read, check and prepare the sampled images of one block (consecutive rows) and write
+    them into the output files. Returns ([header fields or None], [(path, what is wrong)])."""
+    start, pairs, size, (images_path, images_offset), (masks_path, masks_offset) = job
+    images = np.zeros((len(pairs), size, size), np.float32)
+    masks = np.zeros((len(pairs), size, size), np.uint8)
+    headers, problems = [], []
+    for k, (source, mask_path) in enumerate(pairs):
+        headers.append(None)
+        try:
+            header, pixels = read_dicom(source)
+        except ValueError as err:
+            problems.append((source, str(err)))
+            continue
+        try:
+            mask = read_mask(mask_path)
+        except UnetcapError as err:
+            problems.append((mask_path, str(err).removeprefix(f"{mask_path}: ")))
+            continue
+        if pixels.shape != mask.shape:
+            problems.append((mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image "
+                                        f"{Path(source).name} is {pixels.shape[0]}x{pixels.shape[1]}"))
+            continue
+        prepare_image(pixels, size, images[k])
+        prepare_mask(mask, size, masks[k])
+        headers[-1] = header
+    if not problems:
+        _write_rows(images_path, images_offset + start * images[0].nbytes, images)
+        _write_rows(masks_path, masks_offset + start * masks[0].nbytes, masks)
+    return headers, problems
 
 
 def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dict:
@@ -113,7 +156,7 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
     its checks or its decoding is collected and reported in one UnetcapError; nothing is
     left at the final names in that case.
     """
-    from unetcap.provenance import sha256_file, sha256_json
+    from unetcap.provenance import FileHash, sha256_file, sha256_json
 
     sample = read_table(sample_csv)
     out_dir = Path(out_dir)
@@ -121,25 +164,34 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
     n, size = len(sample), int(image_size)
     names = ("images.npy", "masks.npy", "index.csv")
     tmp = {name: out_dir / f".{name}.tmp" for name in names}
+    outputs = []  # (path, offset of the data) of the two arrays
     for name, dtype in (("images.npy", np.float32), ("masks.npy", np.uint8)):
-        np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=(n, size, size)).flush()
-    jobs = [(row, source, mask, size, str(tmp["images.npy"]), str(tmp["masks.npy"]))
-            for row, (source, mask) in enumerate(zip(sample.source, sample["mask"]))]
+        array = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=(n, size, size))
+        outputs.append((str(tmp[name]), array.offset))
+        del array
+    pairs = list(zip(sample.source, sample["mask"]))
+    block = max(1, min(BLOCK, -(-n // (4 * workers))))  # at least 4 blocks per worker
+    jobs = [(start, pairs[start:start + block], size, *outputs) for start in range(0, n, block)]
     problems = Problems(f"preparing {sample_csv}")
     headers = []
     try:
-        for i, (header, error) in enumerate(parallel_map(_prepare_one, jobs, workers, chunksize=32)):
-            if error:
-                problems.add(*error)
-            headers.append(header)
-            if (i + 1) % 1000 == 0 or i + 1 == n:
-                log.info("prepared %d / %d images", i + 1, n)
-        _OUTPUTS.clear()
-        problems.raise_if_any()
-        index = pd.concat([sample, pd.DataFrame(headers)[HEADER_COLUMNS]], axis=1)
-        write_table(index, tmp["index.csv"])
-        with ThreadPoolExecutor(len(names)) as pool:  # hashing releases the GIL
-            sha = dict(zip(names, pool.map(sha256_file, tmp.values())))
+        # The arrays are hashed while the workers write them: block results come back in
+        # order, and the rows before them are final.
+        with (FileHash(outputs[0][0]) as image_hash, FileHash(outputs[1][0]) as mask_hash,
+              opencv_threads(1) if workers > 1 else nullcontext()):
+            for block_headers, block_problems in parallel_map(_prepare_block, jobs, workers):
+                for problem in block_problems:
+                    problems.add(*problem)
+                headers.extend(block_headers)
+                image_hash.advance(outputs[0][1] + len(headers) * size * size * 4)
+                mask_hash.advance(outputs[1][1] + len(headers) * size * size)
+                if len(headers) % (10 * block) == 0 or len(headers) == n:
+                    log.info("prepared %d / %d images", len(headers), n)
+            problems.raise_if_any()
+            index = pd.concat([sample, pd.DataFrame(headers)[HEADER_COLUMNS]], axis=1)
+            write_table(index, tmp["index.csv"])
+            sha = {"images.npy": image_hash.hexdigest(), "masks.npy": mask_hash.hexdigest(),
+                   "index.csv": sha256_file(tmp["index.csv"])}
         for name, path in tmp.items():
             os.replace(path, out_dir / name)
     finally:

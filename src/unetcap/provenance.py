@@ -12,12 +12,38 @@ import socket
 import sys
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+class FileHash:
+    """sha256 of a file, read front to back; it may still be being written behind the read
+    position: `advance(end)` hashes up to byte `end` (bytes that are final by then),
+    `hexdigest()` the rest. A context manager (closes the file)."""
+
+    def __init__(self, path, chunk: int = 1 << 20):
+        self._file = open(path, "rb", buffering=0)  # no read-ahead past `end`
+        self._hash = hashlib.sha256()
+        self._done, self._chunk = 0, chunk
+
+    def advance(self, end: int | None = None) -> None:
+        while end is None or self._done < end:
+            block = self._file.read(self._chunk if end is None else min(self._chunk, end - self._done))
+            if not block:
+                return
+            self._hash.update(block)
+            self._done += len(block)
+
+    def hexdigest(self) -> str:
+        self.advance()
+        return self._hash.hexdigest()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+def sha256_file(path) -> str:
+    with FileHash(path) as h:
+        return h.hexdigest()
 
 
 def sha256_json(obj) -> str:

@@ -18,6 +18,7 @@ because that image is never used.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -158,7 +159,9 @@ def read_dicom(path) -> tuple[dict, np.ndarray]:
     Native little-endian 16-bit grey images are parsed for the study's tags only and their
     pixels taken straight from the bytes; every other transfer syntax is read in full and
     goes through pydicom's decoders (pylibjpeg for JPEG, JPEG-LS, JPEG 2000; RLE built in)."""
-    ds = _dcmread(path, specific_tags=PIXEL_TAGS)
+    with open(path, "rb") as f:  # one read: pydicom's many tell() calls on a file are syscalls
+        data = io.BytesIO(f.read())
+    ds = _dcmread(data, specific_tags=PIXEL_TAGS)
     header = check_header(ds, path)
     rows, columns = header["rows"], header["cols"]
     native = (ds.file_meta.get("TransferSyntaxUID") in NATIVE_SYNTAXES and ds.get("BitsAllocated") == 16

@@ -152,9 +152,11 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
     image's original shape, pixel spacing, vendor and field strength) and store.json
     (shapes, sha256 of each file).
 
-    Each sampled file is read once, spread over `workers` processes. Every image that fails
-    its checks or its decoding is collected and reported in one UnetcapError; nothing is
-    left at the final names in that case.
+    Each sampled file is read once. Blocks of consecutive images go to `workers` processes
+    (OpenCV at one thread each), which write their rows into the arrays; the parent hashes
+    the arrays as the blocks come back. Every image that fails its checks or its decoding is
+    collected and reported in one UnetcapError; nothing is left at the final names in that
+    case.
     """
     from unetcap.provenance import FileHash, sha256_file, sha256_json
 

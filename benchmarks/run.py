@@ -1,18 +1,20 @@
 """Benchmarks of the study's costs, measured side by side in one run; prints one table.
 
-    .venv/bin/python benchmarks/run.py                 # everything (about 20-30 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py                 # everything (about 13 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py prepare dag     # chosen sections
 
 Sections:
   prepare   LVSC-scale preparation (100 phantom patients, ~42,000 images, 10,000 sampled, 256 px):
             the project's cohort scan + preparation against (a) the floor, a plain loop that
             decodes exactly the sampled files with pydicom, and (b) a naive loop that decodes
-            every short-axis file. The phantom is generated once into benchmarks/data/ (~6.5 GB).
+            every short-axis file; per-image costs and peak memory. The phantom is generated
+            once into benchmarks/data/ (~6.5 GB, a few minutes).
   overhead  per encoder, at the demo's image size and at 256 px: import, model build and first
             step against a steady-state step; the fixed overhead's share of a demo run.
   dag       `snakemake -n` on the full paper config (1620 training runs and the rest).
   demo      wall time of the README's demo command from an empty results folder.
-  memory    peak RSS of a training run per encoder at 256 px and the configured batch size.
+  memory    peak RSS of a training process per encoder at 256 px and the paper's batch size
+            (model, optimizer, one batch: what config train.mem_mb covers).
 """
 
 from __future__ import annotations
@@ -62,17 +64,29 @@ def warm(files) -> None:
 def bench_prepare() -> None:
     import pydicom
 
-    from unetcap.cohort import SHORT_AXIS, read_table, write_sample
-    from unetcap.prepare import prepare_store
+    from unetcap.cohort import SHORT_AXIS, read_table
 
     cohort = lvsc_phantom()
     every = sorted(p for p in cohort.rglob("*") if SHORT_AXIS.match(p.name))
     warm(every)
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        write_sample(cohort, f"{tmp}/sample.csv", 100, workers=2)
-        prepare_store(f"{tmp}/sample.csv", f"{tmp}/prepared", 256, workers=2)
-        project = time.perf_counter() - t
+        # in its own process, as the rules run, for its peak memory
+        code = ("import json, resource, sys, time\n"
+                "from unetcap.cohort import write_sample\n"
+                "from unetcap.prepare import prepare_store\n"
+                "cohort, tmp = sys.argv[1:]\n"
+                "t = time.perf_counter()\n"
+                "write_sample(cohort, f'{tmp}/sample.csv', 100, workers=2)\n"
+                "prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 256, workers=2)\n"
+                "seconds = time.perf_counter() - t\n"
+                "rss = [resource.getrusage(who).ru_maxrss / 1024\n"
+                "       for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
+                "print(json.dumps([seconds, *rss]))\n")
+        result = subprocess.run([sys.executable, "-c", code, str(cohort), tmp], capture_output=True,
+                                text=True, env=quiet_env())
+        if result.returncode:
+            sys.exit(f"preparation failed:\n{result.stderr[-3000:]}")
+        project, parent_mb, worker_mb = json.loads(result.stdout.strip().splitlines()[-1])
         sample = read_table(f"{tmp}/sample.csv")
         sampled = list(sample.source)
     n = len(sampled)
@@ -89,6 +103,7 @@ def bench_prepare() -> None:
     row("prepare: project (scan + decode + resize, 2 workers)", f"{n / project:.0f} images/s ({project:.1f} s)")
     row("prepare: floor (decode the sampled files only)", f"{n / floor:.0f} images/s ({floor:.1f} s)")
     row("prepare: naive (decode every file)", f"{n / naive:.0f} images/s ({naive:.1f} s)")
+    row("prepare: peak RSS", f"{parent_mb:,.0f} MB main process, {worker_mb:,.0f} MB largest worker")
     row("prepare: per image, one core (first 1000)", per_image_costs(sampled[:1000], list(sample["mask"][:1000])))
     row("prepare: project / floor", f"{floor / project:.2f}x", f">= 0.8x {verdict(floor / project >= 0.8)}")
     row("prepare: project / naive", f"{naive / project:.1f}x", f">= 5x {verdict(naive / project >= 5)}")

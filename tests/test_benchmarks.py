@@ -1,0 +1,27 @@
+"""The benchmark command stays runnable (its numbers are not asserted: they live in the README)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "benchmarks" / "run.py"
+
+
+def test_probe_measures_one_encoder_in_its_own_process():
+    result = subprocess.run([sys.executable, str(RUN), "--probe", "resnet18", "32", "2", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    seconds = probe["seconds"]
+    assert all(seconds[key] > 0 for key in ("import", "build", "first_step", "step", "first_predict", "predict"))
+    assert seconds["fixed"] == (seconds["import"] + seconds["build"] + seconds["first_step"] - seconds["step"]
+                                + seconds["first_predict"] - seconds["predict"])
+    assert probe["peak_mb"] > 100  # TensorFlow alone takes more
+
+
+def test_unknown_section_is_refused_with_the_choices():
+    result = subprocess.run([sys.executable, str(RUN), "prepar"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "prepar" in result.stderr and "prepare" in result.stderr and "memory" in result.stderr

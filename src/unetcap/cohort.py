@@ -156,9 +156,10 @@ PIXEL_TAGS = HEADER_TAGS + ["PixelRepresentation", "BitsStored", "NumberOfFrames
 def read_dicom(path) -> tuple[dict, np.ndarray]:
     """(`check_header` fields, pixels as stored: a 2-D integer array) of one DICOM file.
 
-    Native little-endian 16-bit grey images are parsed for the study's tags only and their
-    pixels taken straight from the bytes; every other transfer syntax is read in full and
-    goes through pydicom's decoders (pylibjpeg for JPEG, JPEG-LS, JPEG 2000; RLE built in)."""
+    The file is read once. Native little-endian 16-bit grey images are parsed for the
+    study's tags only and their pixels taken straight from the bytes; every other transfer
+    syntax is parsed in full and goes through pydicom's decoders (pylibjpeg for JPEG,
+    JPEG-LS, JPEG 2000; RLE built in)."""
     with open(path, "rb") as f:  # one read: pydicom's many tell() calls on a file are syscalls
         data = io.BytesIO(f.read())
     ds = _dcmread(data, specific_tags=PIXEL_TAGS)
@@ -172,7 +173,8 @@ def read_dicom(path) -> tuple[dict, np.ndarray]:
             dtype = "<i2" if ds.get("PixelRepresentation", 0) else "<u2"
             pixels = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * columns).reshape(rows, columns)
         else:
-            pixels = _dcmread(path).pixel_array
+            data.seek(0)
+            pixels = _dcmread(data).pixel_array
     except Exception as err:
         raise ValueError(f"cannot decode the pixel data ({type(err).__name__}: {err})") from None
     if pixels.ndim != 2:

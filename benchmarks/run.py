@@ -19,6 +19,7 @@ Sections:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -258,17 +259,20 @@ def bench_overhead() -> None:
                 f"(steady {p['step']:.3f} s) + first predict {p['first_predict']:.2f} s = fixed {p['fixed']:.1f} s; "
                 f"demo run {wall:.1f} s ({metrics['epochs']} epochs, {metrics['n_images']['train']} images): "
                 f"{share:.0%}", f"<= 15% {verdict(share <= 0.15)}")
-    paper = load_config("config.yaml")
+    paper_size = load_config("config.yaml")["image_size"]
     for backbone in BACKBONES:
-        p = run_probe(backbone, paper["image_size"], paper["train"]["batch_size"], paper["train"]["threads"])
-        MEMORY[backbone] = p["peak_mb"]
-        q = p["seconds"]
-        row(f"overhead {paper['image_size']} px: {backbone}",
+        q = paper_probe(backbone)["seconds"]
+        row(f"overhead {paper_size} px: {backbone}",
             f"import {q['import']:.1f} + build {q['build']:.1f} + first step {q['first_step']:.1f} s "
             f"(steady {q['step']:.2f} s) + first predict {q['first_predict']:.1f} s = fixed {q['fixed']:.1f} s")
 
 
-MEMORY: dict[str, float] = {}  # backbone -> peak RSS (MB) at the paper's image size and batch size
+@functools.cache
+def paper_probe(backbone: str) -> dict:
+    """The probe at the paper's settings (256 px, its batch size and threads): shared by the
+    overhead and memory sections, run once per encoder."""
+    paper = load_config("config.yaml")
+    return run_probe(backbone, paper["image_size"], paper["train"]["batch_size"], paper["train"]["threads"])
 
 
 def bench_memory() -> None:
@@ -276,13 +280,11 @@ def bench_memory() -> None:
     from unetcap.study import BACKBONES
 
     paper = load_config("config.yaml")
-    s, batch, threads = paper["image_size"], paper["train"]["batch_size"], paper["train"]["threads"]
-    for backbone in BACKBONES:
-        if backbone not in MEMORY:
-            MEMORY[backbone] = run_probe(backbone, s, batch, threads)["peak_mb"]
-        peak = MEMORY[backbone]
-        row(f"memory {s} px, batch {batch}: {backbone}", f"peak RSS {peak:,.0f} MB")
-    row("memory: largest", f"{max(MEMORY.values()):,.0f} MB",
+    peaks = {backbone: paper_probe(backbone)["peak_mb"] for backbone in BACKBONES}
+    for backbone, peak in peaks.items():
+        row(f"memory {paper['image_size']} px, batch {paper['train']['batch_size']}: {backbone}",
+            f"peak RSS {peak:,.0f} MB")
+    row("memory: largest", f"{max(peaks.values()):,.0f} MB",
         "(config train.mem_mb default: model, optimizer and one batch; the rule adds the run's arrays)")
 
 

@@ -83,8 +83,7 @@ def prepare_mask(mask: np.ndarray, size: int, out: np.ndarray | None = None) -> 
     """A boolean mask as uint8 0/1, size x size, nearest-neighbour resized (into `out`)."""
     import cv2
 
-    return resize_pad(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), size,
-                      cv2.INTER_NEAREST, out)
+    return resize_pad(mask.astype(np.uint8), size, cv2.INTER_NEAREST, out)
 
 
 @contextmanager
@@ -117,7 +116,8 @@ def _write_rows(path: str, offset: int, block: np.ndarray) -> None:
 def _prepare_block(job):
     """Read, check and prepare the sampled images of one block (consecutive rows) and write
     them into the output files. Returns ([header fields or None], [(path, what is wrong)])."""
-    start, pairs, size, (images_path, images_offset), (masks_path, masks_offset) = job
+    start, pairs, size, images_file, masks_file = job
+    (images_path, images_offset, image_bytes), (masks_path, masks_offset, mask_bytes) = images_file, masks_file
     images = np.zeros((len(pairs), size, size), np.float32)
     masks = np.zeros((len(pairs), size, size), np.uint8)
     headers, problems = [], []
@@ -141,8 +141,8 @@ def _prepare_block(job):
         prepare_mask(mask, size, masks[k])
         headers[-1] = header
     if not problems:
-        _write_rows(images_path, images_offset + start * images[0].nbytes, images)
-        _write_rows(masks_path, masks_offset + start * masks[0].nbytes, masks)
+        _write_rows(images_path, images_offset + start * image_bytes, images)
+        _write_rows(masks_path, masks_offset + start * mask_bytes, masks)
     return headers, problems
 
 
@@ -166,10 +166,10 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
     n, size = len(sample), int(image_size)
     names = ("images.npy", "masks.npy", "index.csv")
     tmp = {name: out_dir / f".{name}.tmp" for name in names}
-    outputs = []  # (path, offset of the data) of the two arrays
+    outputs = []  # (path, offset of the data, bytes per row) of the two arrays
     for name, dtype in (("images.npy", np.float32), ("masks.npy", np.uint8)):
         array = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=(n, size, size))
-        outputs.append((str(tmp[name]), array.offset))
+        outputs.append((str(tmp[name]), array.offset, array[0].nbytes))
         del array
     pairs = list(zip(sample.source, sample["mask"]))
     block = max(1, min(BLOCK, -(-n // (4 * workers))))  # at least 4 blocks per worker
@@ -185,8 +185,8 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
                 for problem in block_problems:
                     problems.add(*problem)
                 headers.extend(block_headers)
-                image_hash.advance(outputs[0][1] + len(headers) * size * size * 4)
-                mask_hash.advance(outputs[1][1] + len(headers) * size * size)
+                for file_hash, (_, offset, row_bytes) in zip((image_hash, mask_hash), outputs):
+                    file_hash.advance(offset + len(headers) * row_bytes)
                 if len(headers) % (10 * block) == 0 or len(headers) == n:
                     log.info("prepared %d / %d images", len(headers), n)
             problems.raise_if_any()

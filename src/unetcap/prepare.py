@@ -3,7 +3,16 @@ with its binary mask.
 
 Per image (DESIGN §3): intensities rescaled to [0, 1]; resized so that the longer side
 is `image_size`, keeping the aspect ratio, with area interpolation when shrinking and
-bicubic when enlarging; zero padded, centred, to a square. Masks: nearest neighbour, 0/1.
+bicubic when enlarging; zero padded, centred, to a square; finally clipped to [0, 1] (both
+interpolations overshoot by a few ulp to a few per cent at sharp edges). Masks: nearest
+neighbour, 0/1.
+
+Optionally a region of interest is cut out before resizing (config `roi`, off in the
+paper's protocol): a square of `fraction` times the image's shorter side, centred on the
+image (`centre`) or on the heart (`heart`), so that at a low `image_size` the myocardium is
+more than a pixel or two thick. The heart is found from the images alone, never from the
+masks: it is where the patient's images change most over the cardiac cycle
+(`heart_centre`).
 """
 
 from __future__ import annotations
@@ -67,23 +76,113 @@ def resize_pad(array: np.ndarray, size: int, interp: int, out: np.ndarray | None
     return out
 
 
-def prepare_image(pixels: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+def prepare_image(pixels: np.ndarray, size: int, out: np.ndarray | None = None,
+                  box: tuple[int, int, int] | None = None) -> np.ndarray:
     """A raw image as the network sees it: float32, size x size, values in [0, 1] (into
-    `out`, all zeros, when given)."""
-    import cv2
-
-    interp = interpolation(pixels.shape, size)
-    image = resize_pad(rescale(pixels), size, interp, out)
-    if interp == cv2.INTER_CUBIC:
-        np.clip(image, 0.0, 1.0, out=image)  # bicubic overshoots a little at edges
+    `out`, all zeros, when given); only the square `box` (top, left, side) of it when given.
+    Intensities are rescaled over the whole image, so a crop does not change them."""
+    image = rescale(pixels)
+    if box is not None:
+        image = crop(image, box)
+    image = resize_pad(image, size, interpolation(image.shape, size), out)
+    np.clip(image, 0.0, 1.0, out=image)  # area and bicubic both overshoot a little at edges
     return image
 
 
-def prepare_mask(mask: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """A boolean mask as uint8 0/1, size x size, nearest-neighbour resized (into `out`)."""
+def prepare_mask(mask: np.ndarray, size: int, out: np.ndarray | None = None,
+                 box: tuple[int, int, int] | None = None) -> np.ndarray:
+    """A boolean mask as uint8 0/1, size x size, nearest-neighbour resized (into `out`);
+    only the square `box` of it when given."""
     import cv2
 
-    return resize_pad(mask.astype(np.uint8), size, cv2.INTER_NEAREST, out)
+    mask = mask.astype(np.uint8)
+    if box is not None:
+        mask = crop(mask, box)
+    return resize_pad(mask, size, cv2.INTER_NEAREST, out)
+
+
+# ---------------------------------------------------------------- region of interest
+ROI_METHODS = ("none", "centre", "heart")
+
+
+def crop(array: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+    """The square `box` = (top, left, side) of `array` (a view)."""
+    top, left, side = box
+    return array[top:top + side, left:left + side]
+
+
+def roi_box(shape: tuple[int, int], fraction: float, centre: tuple[float, float] | None = None
+            ) -> tuple[int, int, int]:
+    """(top, left, side) of a square of `fraction` times the shorter side of an image of
+    `shape`, centred on `centre` (row, column; default the image's centre) and moved, if
+    need be, to lie inside the image."""
+    rows, cols = shape
+    side = max(1, min(rows, cols, round(fraction * min(rows, cols))))
+    cy, cx = ((rows - 1) / 2, (cols - 1) / 2) if centre is None else centre
+    top = int(np.clip(round(cy - (side - 1) / 2), 0, rows - side))
+    left = int(np.clip(round(cx - (side - 1) / 2), 0, cols - side))
+    return top, left, side
+
+
+def commonest_shape(images: list[np.ndarray]) -> tuple[int, int]:
+    """The matrix most of `images` have (the first of equals)."""
+    shapes = [im.shape for im in images]
+    return max(shapes, key=shapes.count) if shapes else (0, 0)
+
+
+def heart_centre(images: list[np.ndarray], slices: list) -> tuple[float, float] | None:
+    """Where the heart is in one patient's images (row, column), from the images alone: the
+    per-pixel standard deviation over the cardiac phases of each slice (images rescaled to
+    [0, 1]), averaged over the slices and smoothed with a Gaussian of a 24th of the shorter
+    side; then the weighted centroid of the region around its peak that moves at least half
+    as much. The ventricles' contraction is what changes most in a breath-held cine. None when no slice has two phases of the patient's commonest matrix, or when the
+    phases do not differ at all (nothing moves), so the caller can fall back to the image's
+    centre."""
+    import cv2
+
+    shape = commonest_shape(images)
+    groups: dict = {}
+    for image, slice_ in zip(images, slices):
+        if image.shape == shape:
+            groups.setdefault(slice_, []).append(rescale(image))
+    maps = [np.std(np.stack(group), axis=0) for group in groups.values() if len(group) >= 2]
+    if not maps:
+        return None
+    motion = np.mean(maps, axis=0, dtype=np.float32)
+    if not motion.max() > 0:
+        return None  # identical phases: nothing to find the heart by
+    sigma = min(shape) / 24
+    motion = cv2.GaussianBlur(motion, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_CONSTANT)
+    # the centroid of the region around the peak where the motion is at least half the peak's:
+    # the ventricle's wall moves in a ring, whose middle moves less than the ring itself
+    peak = np.unravel_index(int(np.argmax(motion)), shape)
+    _, labels = cv2.connectedComponents((motion >= 0.5 * motion[peak]).astype(np.uint8))
+    weight = np.where(labels == labels[peak], motion, 0)
+    rows, cols = np.indices(shape)
+    return float((weight * rows).sum() / weight.sum()), float((weight * cols).sum() / weight.sum())
+
+
+def roi_boxes(images: list[np.ndarray], slices: list, method: str, fraction: float
+              ) -> tuple[list, str]:
+    """The crop box of each of one patient's images (None each for method "none"), and how
+    its centre was found ("none", "centre", "heart", or "centre: ..." when the heart could
+    not be found)."""
+    if method == "none":
+        return [None] * len(images), "none"
+    found = "centre"
+    centre = None
+    if method == "heart":
+        centre = heart_centre(images, slices)
+        found = "heart" if centre is not None else "centre: no motion between phases"
+    shape = commonest_shape(images)
+    return [roi_box(im.shape, fraction, centre if im.shape == shape else None) for im in images], found
+
+
+def preparation(store: dict) -> dict:
+    """How a store was prepared, for a run's metrics.json: {"roi_method", "roi_fraction"}
+    (stores written before the region of interest existed: "none", 1.0)."""
+    roi = store.get("roi") or {}
+    return {"roi_method": str(roi.get("method", "none")), "roi_fraction": float(roi.get("fraction", 1.0))}
 
 
 @contextmanager
@@ -113,16 +212,18 @@ def _write_rows(path: str, offset: int, block: np.ndarray) -> None:
         os.close(fd)
 
 
+ROI_COLUMNS = ["roi", "roi_top", "roi_left", "roi_side", "roi_kept"]
+
+
 def _prepare_block(job):
-    """Read, check and prepare the sampled images of one block (consecutive rows) and write
-    them into the output files. Returns ([header fields or None], [(path, what is wrong)])."""
-    start, pairs, size, images_file, masks_file = job
+    """Read, check and prepare the sampled images of one block (consecutive rows; whole
+    patients when the region of interest is found per patient) and write them into the
+    output files. Returns ([header fields + ROI columns, or None], [(path, what is wrong)])."""
+    start, pairs, groups, size, roi, images_file, masks_file = job
     (images_path, images_offset, image_bytes), (masks_path, masks_offset, mask_bytes) = images_file, masks_file
-    images = np.zeros((len(pairs), size, size), np.float32)
-    masks = np.zeros((len(pairs), size, size), np.uint8)
-    headers, problems = [], []
-    for k, (source, mask_path) in enumerate(pairs):
-        headers.append(None)
+    raw, problems = [], []
+    for source, mask_path in pairs:
+        raw.append(None)
         try:
             header, pixels = read_dicom(source)
         except ValueError as err:
@@ -137,21 +238,49 @@ def _prepare_block(job):
             problems.append((mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image "
                                         f"{Path(source).name} is {pixels.shape[0]}x{pixels.shape[1]}"))
             continue
-        prepare_image(pixels, size, images[k])
-        prepare_mask(mask, size, masks[k])
-        headers[-1] = header
-    if not problems:
-        _write_rows(images_path, images_offset + start * image_bytes, images)
-        _write_rows(masks_path, masks_offset + start * mask_bytes, masks)
+        raw[-1] = (header, pixels, mask)
+    if problems:
+        return [None] * len(pairs), problems
+    boxes, found = [], []
+    for patient in dict.fromkeys(p for p, _ in groups):  # the block's patients, in order
+        rows = [k for k, (p, _) in enumerate(groups) if p == patient]
+        patient_boxes, how = roi_boxes([raw[k][1] for k in rows], [groups[k][1] for k in rows], **roi)
+        boxes.extend(patient_boxes)
+        found.extend([how] * len(rows))
+    images = np.zeros((len(pairs), size, size), np.float32)
+    masks = np.zeros((len(pairs), size, size), np.uint8)
+    headers = []
+    for k, ((header, pixels, mask), box) in enumerate(zip(raw, boxes)):
+        prepare_image(pixels, size, images[k], box)
+        prepare_mask(mask, size, masks[k], box)
+        top, left, side = box if box is not None else (0, 0, 0)
+        total = int(np.count_nonzero(mask))
+        kept = (int(np.count_nonzero(crop(mask, box))) / total if box is not None else 1.0) if total else np.nan
+        headers.append({**header, "roi": found[k], "roi_top": top, "roi_left": left, "roi_side": side,
+                        "roi_kept": kept})
+    _write_rows(images_path, images_offset + start * image_bytes, images)
+    _write_rows(masks_path, masks_offset + start * mask_bytes, masks)
     return headers, problems
 
 
-def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dict:
+def _blocks(sample: pd.DataFrame, workers: int, whole_patients: bool) -> list[tuple[int, int]]:
+    """(start, end) row ranges of the worker tasks: whole patients when `whole_patients`,
+    else up to BLOCK rows (at least 4 blocks per worker)."""
+    n = len(sample)
+    if whole_patients:
+        starts = np.flatnonzero(np.r_[True, sample.patient.to_numpy()[1:] != sample.patient.to_numpy()[:-1]])
+        return list(zip(starts.tolist(), [*starts[1:].tolist(), n]))
+    block = max(1, min(BLOCK, -(-n // (4 * workers))))
+    return [(start, min(start + block, n)) for start in range(0, n, block)]
+
+
+def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: dict | None = None) -> dict:
     """Read, check and prepare every sampled image of the cohort into `out_dir`:
     images.npy (float32, N x S x S), masks.npy (uint8 0/1), index.csv (the sample with each
-    image's original shape, pixel spacing, vendor and field strength) and store.json
-    (shapes, sha256 of each file).
+    image's original shape, pixel spacing, vendor and field strength, and its crop box)
+    and store.json (shapes, the region of interest, sha256 of each file).
 
+    `roi` is config `roi` ({"method": none | centre | heart, "fraction": ...}; default none).
     Each sampled file is read once. Blocks of consecutive images go to `workers` processes
     (OpenCV at one thread each), which write their rows into the arrays; the parent hashes
     the arrays as the blocks come back. Every image that fails its checks or its decoding is
@@ -160,6 +289,12 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
     """
     from unetcap.provenance import FileHash, sha256_file, sha256_json
 
+    roi = {"method": "none", "fraction": 1.0, **(roi or {})}
+    if roi["method"] not in ROI_METHODS:
+        raise UnetcapError(f"roi.method {roi['method']!r} is not one of {list(ROI_METHODS)}")
+    if not 0 < roi["fraction"] <= 1:
+        raise UnetcapError(f"roi.fraction must be in (0, 1], not {roi['fraction']!r}")
+    roi = {"method": str(roi["method"]), "fraction": float(roi["fraction"])}
     sample = read_table(sample_csv)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +307,9 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
         outputs.append((str(tmp[name]), array.offset, array[0].nbytes))
         del array
     pairs = list(zip(sample.source, sample["mask"]))
-    block = max(1, min(BLOCK, -(-n // (4 * workers))))  # at least 4 blocks per worker
-    jobs = [(start, pairs[start:start + block], size, *outputs) for start in range(0, n, block)]
+    groups = list(zip(sample.patient, sample.slice))
+    jobs = [(start, pairs[start:end], groups[start:end], size, roi, *outputs)
+            for start, end in _blocks(sample, workers, whole_patients=roi["method"] == "heart")]
     problems = Problems(f"preparing {sample_csv}")
     headers = []
     try:
@@ -181,16 +317,19 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
         # order, and the rows before them are final.
         with (FileHash(outputs[0][0]) as image_hash, FileHash(outputs[1][0]) as mask_hash,
               opencv_threads(1) if workers > 1 else nullcontext()):
+            logged = 0
             for block_headers, block_problems in parallel_map(_prepare_block, jobs, workers):
                 for problem in block_problems:
                     problems.add(*problem)
                 headers.extend(block_headers)
-                for file_hash, (_, offset, row_bytes) in zip((image_hash, mask_hash), outputs):
-                    file_hash.advance(offset + len(headers) * row_bytes)
-                if len(headers) % (10 * block) == 0 or len(headers) == n:
+                if not problems.items:
+                    for file_hash, (_, offset, row_bytes) in zip((image_hash, mask_hash), outputs):
+                        file_hash.advance(offset + len(headers) * row_bytes)
+                if len(headers) - logged >= 10 * BLOCK or len(headers) == n:
+                    logged = len(headers)
                     log.info("prepared %d / %d images", len(headers), n)
             problems.raise_if_any()
-            index = pd.concat([sample, pd.DataFrame(headers)[HEADER_COLUMNS]], axis=1)
+            index = pd.concat([sample, pd.DataFrame(headers)[HEADER_COLUMNS + ROI_COLUMNS]], axis=1)
             write_table(index, tmp["index.csv"])
             sha = {"images.npy": image_hash.hexdigest(), "masks.npy": mask_hash.hexdigest(),
                    "index.csv": sha256_file(tmp["index.csv"])}
@@ -199,9 +338,24 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1) -> dic
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
-    store = {"schema": 1, "n_images": n, "image_size": size, "sha256": sha, "data_sha256": sha256_json(sha)}
+    _log_roi(index, roi)
+    store = {"schema": 1, "n_images": n, "image_size": size, "roi": roi, "sha256": sha,
+             "data_sha256": sha256_json(sha)}
     write_text_atomic(out_dir / "store.json", json.dumps(store, indent=1) + "\n")
     return store
+
+
+def _log_roi(index: pd.DataFrame, roi: dict) -> None:
+    """One log line on the crop: how each patient's centre was found and how much of the
+    myocardium the crops kept (measured on the masks after the crop was chosen)."""
+    if roi["method"] == "none":
+        return
+    how = index.groupby("patient")["roi"].first().value_counts().to_dict()
+    kept = index["roi_kept"].dropna()
+    cut = kept[kept < 1]
+    log.info("region of interest %s, fraction %.3g: patients by centre %s; myocardium kept in the crop: "
+             "%d of %d images whole%s", roi["method"], roi["fraction"], how, len(kept) - len(cut), len(kept),
+             f", the others {cut.min():.1%} to {cut.max():.1%}" if len(cut) else "")
 
 
 def load_store(store, images=None, masks=None) -> tuple[np.ndarray, np.ndarray, dict]:

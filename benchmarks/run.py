@@ -172,7 +172,7 @@ def probe(backbone: str, image_size: int, batch: int, threads: int, steps: int =
 
     from unetcap import train
 
-    train._import_sm()
+    train.import_sm()
     seconds = {"import": time.perf_counter() - t}
     flags = train.configure_tensorflow(threads)
     t = time.perf_counter()

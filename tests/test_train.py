@@ -226,10 +226,128 @@ def test_injected_failure_hits_only_the_chosen_runs(store, tmp_path, monkeypatch
         train.train_run(**run_args(store, chosen, fold=1))
     monkeypatch.setenv(train.FAULT_ENV, "exit_after_epoch:2:fold1, diverge_at_epoch:3")
     found = train.faults()
-    assert train._fault_epochs(found, "exit_after_epoch", chosen) == {2}
-    assert train._fault_epochs(found, "exit_after_epoch", tmp_path / "fold0") == set()
-    assert train._fault_epochs(found, "diverge_at_epoch", tmp_path / "fold0") == {3}
+    assert train.fault_epochs(found, "exit_after_epoch", chosen) == {2}
+    assert train.fault_epochs(found, "exit_after_epoch", tmp_path / "fold0") == set()
+    assert train.fault_epochs(found, "diverge_at_epoch", tmp_path / "fold0") == {3}
     for bad in ("explode", "exit_after_epoch:two"):
         monkeypatch.setenv(train.FAULT_ENV, bad)
         with pytest.raises(UnetcapError, match=f"cannot read '{bad}'"):
             train.faults()
+
+
+# ---------------------------------------------------------------- remedies for small subsets
+def test_settings_defaults_are_the_schemas_and_the_papers():
+    """One source for the training settings: the schema's defaults are Settings' defaults,
+    and every training setting is in the schema (the other `train` keys are job resources)."""
+    import dataclasses
+
+    import yaml
+
+    schema = yaml.safe_load((SRC.parent / "workflow/schemas/config.schema.yaml").read_text())
+    properties = schema["properties"]["train"]["properties"]
+    defaults = train.Settings()
+    for name in train.Settings.names():
+        value = getattr(defaults, name)
+        if dataclasses.is_dataclass(value):
+            assert {k: p["default"] for k, p in properties[name]["properties"].items()} == dataclasses.asdict(value)
+        else:
+            assert properties[name]["default"] == value, name
+    assert set(properties) - set(train.Settings.names()) == {"mem_mb", "runtime", "gpus"}
+    # the remedies are off by default: the paper's protocol
+    assert (defaults.loss, defaults.steps_per_epoch, defaults.augment.active) == ("bce", 0, False)
+    with pytest.raises(UnetcapError, match=r"train.loss 'dice'.*train.augment.rotate"):
+        train.Settings.from_config(loss="dice", augment={"rotate": 400})
+    with pytest.raises(UnetcapError, match=r"train.augment.shear"):
+        train.Settings.from_config(augment={"shear": 1})
+
+
+def test_bce_dice_loss_adds_the_soft_dice_of_the_batch():
+    rng = np.random.default_rng(2)
+    x = rng.random((4, 32, 32, 1), dtype=np.float32)
+    y = (rng.random((4, 32, 32, 1)) > 0.8).astype(np.float32)
+    losses, p = [], None
+    for loss in ("bce", "bce+dice"):
+        model = train.build_model("resnet18", 32, 0.0, seed=3)
+        if p is None:  # the batch's predictions in training mode, before the step's update
+            p = model(x, training=True).numpy().astype(np.float64)
+            model = train.build_model("resnet18", 32, 0.0, seed=3)
+        step, _ = train.make_functions(model, train.make_optimizer("adam", 1e-3, model), 32, loss=loss)
+        losses.append(float(step(x, y)))
+    soft_dice = 1 - (2 * np.sum(y * p) + 1) / (np.sum(y) + np.sum(p) + 1)
+    assert 0.5 < soft_dice < 1
+    assert losses[1] - losses[0] == pytest.approx(soft_dice, rel=1e-4)
+
+
+def test_epoch_batches_one_pass_or_a_fixed_number_drawn_with_replacement():
+    one_pass = train.epoch_batches(10, 4, 0, np.random.default_rng(1))
+    assert [len(b) for b in one_pass] == [4, 4, 2]
+    assert sorted(np.concatenate(one_pass).tolist()) == list(range(10))
+    drawn = train.epoch_batches(10, 4, 25, np.random.default_rng(1))
+    assert len(drawn) == 25 and all(len(b) == 4 and b.min() >= 0 and b.max() < 10 for b in drawn)
+    assert len({int(i) for b in drawn for i in b}) == 10  # 100 draws of 10 images: all of them, repeated
+    again = train.epoch_batches(10, 4, 25, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(drawn, again))
+
+
+def test_augmentation_moves_image_and_mask_together_and_stays_in_range():
+    size = 32
+    yy, xx = np.mgrid[:size, :size]
+    mask = ((yy - 10) ** 2 + (xx - 20) ** 2 < 25).astype(np.uint8)  # a disc off the centre
+    x = np.repeat((0.2 + 0.7 * mask).astype(np.float32)[None, ..., None], 16, axis=0)
+    y = np.repeat(mask[None, ..., None], 16, axis=0)
+    augment = train.Augment(flip=True, rotate=30.0, intensity=0.2)
+    ax, ay = train.augment_batch(x, y, augment, np.random.default_rng(5))
+    assert ax.shape == x.shape and ay.dtype == y.dtype and set(np.unique(ay)) <= {0, 1}
+    assert ax.min() >= 0 and ax.max() <= 1 and not np.array_equal(ax, x)
+    assert np.array_equal(x[0, ..., 0], (0.2 + 0.7 * mask).astype(np.float32))  # the input is untouched
+    moved = 0
+    for image, m in zip(ax[..., 0], ay[..., 0]):
+        bright = image > np.median(image[m == 0]) + 0.1  # the disc, wherever it went
+        assert (bright & (m == 1)).sum() >= 0.8 * m.sum()
+        moved += not np.array_equal(m, mask)
+    assert moved >= 12  # flips and turns move the disc in (nearly) every image
+    again = train.augment_batch(x, y, augment, np.random.default_rng(5))
+    assert np.array_equal(again[0], ax) and np.array_equal(again[1], ay)
+
+
+@pytest.mark.slow
+def test_remedies_are_recorded_and_a_fixed_epoch_length_gives_that_many_steps(store, tmp_path):
+    args = run_args(store, tmp_path / "run", backbone="resnet18", max_epochs=3, steps_per_epoch=5,
+                    loss="bce+dice", augment={"flip": True, "rotate": 10, "intensity": 0.1})
+    metrics = train.train_run(**args, segmentations=str(tmp_path / "run" / "segmentations.npz"))
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["steps"].tolist() == [5, 5, 5] and metrics["train"]["steps"] == 15
+    assert metrics["train"]["loss"] == "bce+dice" and metrics["train"]["steps_per_epoch"] == 5
+    assert metrics["train"]["augment"] == {"flip": True, "rotate": 10.0, "intensity": 0.1}
+    assert metrics["data"] == {"image_size": 32, "roi_method": "none", "roi_fraction": 1.0}
+
+
+
+@pytest.mark.slow
+def test_paper_epoch_is_one_pass(reference):
+    metrics, run_dir = reference  # 8 training images, batch 4, 4 epochs
+    assert pd.read_csv(run_dir / "history.csv")["steps"].tolist() == [2, 2, 2, 2]
+    assert metrics["train"]["steps"] == 8 and metrics["train"]["steps_per_epoch"] == 0
+
+
+@pytest.mark.slow
+def test_runs_keep_segmentations_of_the_same_test_images(store, reference, tmp_path):
+    from unetcap.metrics import dice
+    from unetcap.segmentations import read_run_segmentations
+
+    paths = []
+    for fold, backbone in ((0, "resnet18"), (1, "vgg16")):
+        path = tmp_path / f"run{fold}" / "segmentations.npz"
+        train.train_run(**run_args(store, path.parent, backbone=backbone, fold=fold, max_epochs=1,
+                                   keep_segmentations=3), segmentations=str(path))
+        paths.append(path)
+    kept = [read_run_segmentations(p) for p in paths]
+    assert np.array_equal(kept[0]["rows"], kept[1]["rows"]) and len(kept[0]["rows"]) == 3
+    test_rows = train.load_run_data(store["images"], store["masks"], store["store"], store["manifest"],
+                                    store["size"], 0).test_rows
+    assert set(kept[0]["rows"]) <= set(test_rows.tolist())
+    masks = np.load(store["masks"])
+    for k in kept:
+        assert k["predicted"].shape == (3, 32, 32) and k["predicted"].dtype == bool
+        for row, predicted, value in zip(k["rows"], k["predicted"], k["dice"]):
+            assert value == dice(masks[row], predicted.astype(np.float32))

@@ -25,8 +25,9 @@ SCHEMA = 1
 EPSILON = 1e-7  # Keras' backend epsilon, the clip of p in BCE
 STATUSES = ("ok", "diverged")
 
-# history.csv: one row per epoch (epoch counts from 1). val_bce is an extra column.
-HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_dice", "lr", "seconds", "val_bce"]
+# history.csv: one row per epoch (epoch counts from 1). val_bce and steps (optimizer steps of
+# the epoch) are extra columns.
+HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_dice", "lr", "seconds", "val_bce", "steps"]
 HISTORY_REQUIRED = HISTORY_COLUMNS[:6]
 RUN_COLUMNS = ["size", "backbone", "family", "depth", "lr", "reg", "fold"]
 
@@ -91,11 +92,14 @@ def bce(y, p) -> float:
 
 class Score:
     """DICE and BCE of a set, accumulated batch by batch (same numbers as dice() and bce()
-    over the whole set at once)."""
+    over the whole set at once), and the soft Dice loss of the whole set,
+    1 - (2 sum(y p) + 1) / (sum(y) + sum(p) + 1) on the probabilities (the `bce+dice`
+    training loss's second term)."""
 
     def __init__(self):
         self.intersection = self.total = self.pixels = 0
         self.bce_total = 0.0
+        self.soft = np.zeros(2)  # sum(y p), sum(y) + sum(p), float64
 
     def add(self, y, p) -> None:
         i, t = dice_counts(y, p)
@@ -103,6 +107,12 @@ class Score:
         self.total += t
         self.pixels += np.asarray(y).size
         self.bce_total += bce_sum(y, p)
+        y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+        self.soft += (np.sum(y * p), np.sum(y) + np.sum(p))
+
+    @property
+    def soft_dice_loss(self) -> float:
+        return float(1.0 - (2.0 * self.soft[0] + 1.0) / (self.soft[1] + 1.0))
 
     @property
     def dice(self) -> float:

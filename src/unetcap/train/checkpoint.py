@@ -1,0 +1,58 @@
+"""The checkpoint a killed run resumes from: `checkpoint/state.npz` in the run folder, with
+the weights, the optimizer state, the best weights so far and the loop's state (a JSON
+text: epoch, early-stopping counters, learning rate, history rows). Written atomically
+(temporary name, fsync, rename)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "state.npz"
+
+
+def write_checkpoint(folder: Path, state: dict, weights, best, optimizer_weights) -> None:
+    """Save the loop `state`, the current `weights`, the `best` weights (None: the current
+    ones) and the optimizer's weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"state": np.array(json.dumps(state))}
+    arrays.update({f"w{i}": w for i, w in enumerate(weights)})
+    if best is not None:
+        arrays.update({f"b{i}": w for i, w in enumerate(best)})
+    arrays.update({f"o{i}": w for i, w in enumerate(optimizer_weights)})
+    tmp = folder / f".{CHECKPOINT_FILE}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / CHECKPOINT_FILE)
+
+
+def read_checkpoint(folder: Path, key: str):
+    """(state, weights, best or None, optimizer weights) of a checkpoint made with `key`,
+    else None (no checkpoint, another run's, or unreadable: it is then discarded). A
+    temporary file left by a killed write is removed."""
+    (folder / f".{CHECKPOINT_FILE}.tmp").unlink(missing_ok=True)
+    path = folder / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = json.loads(str(data["state"]))
+            pick = lambda prefix: [data[f"{prefix}{i}"] for i in range(  # noqa: E731
+                sum(1 for k in data.files if k[0] == prefix and k[1:].isdigit()))]
+            weights, best, opt = pick("w"), pick("b") or None, pick("o")
+    except Exception as err:  # any damage means: start again
+        log.warning("discarding unreadable checkpoint %s (%s)", path, err)
+        return None
+    if state.get("key") != key:
+        log.warning("discarding checkpoint %s: it belongs to other settings or data", path)
+        return None
+    return state, weights, best, opt

@@ -1,0 +1,158 @@
+"""The epoch loop: batches through the train step, validation after every epoch, early
+stopping with the best weights kept, the plateau schedule, divergence, checkpoints.
+
+`fit` replaces Keras' fit, EarlyStopping, ReduceLROnPlateau and BackupAndRestore: it traces
+once, and a run resumed from its checkpoint ends bit-identical (on CPU) to one that was
+never interrupted, because every random draw of an epoch is seeded by (run seed, epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from unetcap.metrics import Score
+from unetcap.train.checkpoint import write_checkpoint
+from unetcap.train.data import RunData, augment_batch, epoch_batches
+from unetcap.train.faults import FAULT_ENV, FAULT_EXIT_CODE
+from unetcap.train.model import seed_dropout
+from unetcap.train.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def new_state(key: str, lr: float) -> dict:
+    """The loop's state before the first epoch (what a checkpoint saves besides weights)."""
+    return {"key": key, "epoch": 0, "best_epoch": 0, "best_val_loss": math.inf, "wait": 0,
+            "plateau_wait": 0, "lr": float(lr), "rows": [], "seconds_train": 0.0, "resumed": 0}
+
+
+def train_epoch(train_step, data: RunData, settings: Settings, seed: int,
+                epoch: int) -> tuple[float, float, int]:
+    """One epoch of optimizer steps (see `epoch_batches`), augmented when settings say so.
+    Returns the mean batch loss weighted by batch size like Keras (or the first non-finite
+    batch loss, where the epoch stops), the seconds of the first step and the steps taken."""
+    batches = epoch_batches(len(data.x_train), settings.batch_size, settings.steps_per_epoch,
+                            np.random.default_rng([seed, epoch]))
+    augment = np.random.default_rng([seed, epoch, 1]) if settings.augment.active else None
+    total, count, first = 0.0, 0, None
+    for step, idx in enumerate(batches, 1):
+        x, y = data.x_train[idx], data.y_train[idx]
+        if augment is not None:
+            x, y = augment_batch(x, y, settings.augment, augment)
+        t = time.perf_counter()
+        loss = float(train_step(x, y.astype(np.float32)))
+        first = first if first is not None else time.perf_counter() - t
+        if not math.isfinite(loss):
+            return loss, first, step
+        total, count = total + loss * len(idx), count + len(idx)
+    return total / count, first, len(batches)
+
+
+def score(predict, x: np.ndarray, y: np.ndarray, batch_size: int) -> Score:
+    """BCE, soft Dice and global DICE of a set under the current weights."""
+    result = Score()
+    for start in range(0, len(x), batch_size):
+        result.add(y[start:start + batch_size], predict(x[start:start + batch_size]).numpy())
+    return result
+
+
+def validation_loss(val: Score, loss: str, penalty: float) -> float:
+    """What early stopping watches: the training loss on the validation fold (BCE, plus the
+    soft Dice loss of the whole fold for "bce+dice"), plus the L2 penalty, as in Keras."""
+    return val.bce + (val.soft_dice_loss if loss == "bce+dice" else 0.0) + penalty
+
+
+@dataclass
+class Loop:
+    """What `fit` works with: the compiled functions, the model and its optimizer, the data,
+    and the run's folder and seed."""
+
+    model: object
+    optimizer: object
+    train_step: object
+    predict: object
+    penalty: object  # () -> the current L2 penalty
+    data: RunData
+    settings: Settings
+    seed: int
+    checkpoint: Path
+    diverge_at: set = field(default_factory=set)
+    exit_after: set = field(default_factory=set)
+
+    def set_lr(self, value: float) -> None:
+        import tensorflow as tf
+
+        tf.keras.backend.set_value(self.optimizer.learning_rate, value)
+
+
+def fit(loop: Loop, state: dict, best_weights, started: float):
+    """Train from `state` (new or resumed) until max_epochs or early stopping, updating
+    `state` in place. Returns (status "ok" or "diverged", what stopped the run, the best
+    weights or None when no epoch completed, seconds of the first train step)."""
+    s = loop.settings
+    status, detail, first_step = "ok", "", None
+    attempt_start, last_checkpoint = started, time.perf_counter()
+    loop.set_lr(state["lr"])
+    while state["epoch"] < s.max_epochs and state["wait"] < s.patience:
+        epoch = state["epoch"] + 1
+        t_epoch = time.perf_counter()
+        lr_now = state["lr"]
+        if epoch in loop.diverge_at:
+            loop.set_lr(1e30)
+        seed_dropout(loop.model, loop.seed, epoch)
+        loss, step_seconds, steps = train_epoch(loop.train_step, loop.data, s, loop.seed, epoch)
+        first_step = first_step if first_step is not None else step_seconds
+        row = {"epoch": epoch, "lr": lr_now, "loss": loss, "steps": steps}
+        state["epoch"] = epoch
+        if not math.isfinite(loss):
+            status, detail = "diverged", f"training loss {loss} in epoch {epoch}"
+            row["seconds"] = time.perf_counter() - t_epoch
+            state["rows"].append(row)
+            log.info("epoch %d/%d: loss %s (%.1f s)", epoch, s.max_epochs, loss, row["seconds"])
+            break
+        val = score(loop.predict, loop.data.x_val, loop.data.y_val, s.batch_size)
+        val_loss = validation_loss(val, s.loss, loop.penalty())
+        row.update(val_loss=val_loss, val_dice=val.dice, val_bce=val.bce,
+                   seconds=time.perf_counter() - t_epoch)
+        state["rows"].append(row)
+        log.info("epoch %d/%d: loss %.5g val_loss %.5g val_dice %.4f lr %.3g, %d steps (%.1f s)",
+                 epoch, s.max_epochs, loss, val_loss, val.dice, lr_now, steps, row["seconds"])
+        if not math.isfinite(val_loss):
+            status, detail = "diverged", f"validation loss {val_loss} in epoch {epoch}"
+            break
+        current = loop.model.get_weights()
+        if val_loss < state["best_val_loss"]:  # Keras' EarlyStopping: strictly better
+            state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0, plateau_wait=0)
+            best_weights = current
+        else:
+            state["wait"] += 1
+            state["plateau_wait"] += 1
+            if s.schedule == "plateau" and state["plateau_wait"] >= s.plateau_patience:
+                state["lr"], state["plateau_wait"] = lr_now * s.plateau_factor, 0
+                loop.set_lr(state["lr"])
+                log.info("learning rate reduced to %.3g", state["lr"])
+        now = time.perf_counter()
+        state["seconds_train"] += now - attempt_start
+        attempt_start = now
+        if now - last_checkpoint >= s.checkpoint_every or epoch in loop.exit_after:
+            write_checkpoint(loop.checkpoint, state, current,
+                             None if best_weights is current else best_weights, loop.optimizer.get_weights())
+            last_checkpoint = time.perf_counter()
+        if epoch in loop.exit_after:
+            log.warning("injected exit after epoch %d (%s)", epoch, FAULT_ENV)
+            logging.shutdown()
+            os._exit(FAULT_EXIT_CODE)
+    state["seconds_train"] += time.perf_counter() - attempt_start
+    if status == "diverged":
+        log.warning("diverged: %s; keeping the weights of %s", detail,
+                    f"epoch {state['best_epoch']}" if state["best_epoch"] else "initialisation")
+    elif not detail:
+        detail = "early stopping" if state["wait"] >= s.patience else "max_epochs"
+    return status, detail, best_weights, first_step

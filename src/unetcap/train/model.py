@@ -1,0 +1,233 @@
+"""TensorFlow and the network: thread pools, the U-Net with its L2 penalty, the optimizer,
+and the two compiled functions a run uses (a train step and a predict function).
+
+Fixed cost per run (it dominates small runs): exactly two functions are traced, each once
+(any batch size; no autograph), and validation loss and DICE come from predictions in
+numpy; the optimizer is Keras' legacy (fused) one with its slots made before tracing;
+grappler is off for the train step on CPU. Together this cuts the first step 3-4 times
+against compile + fit + evaluate.
+
+This is the only module that imports TensorFlow, and only inside functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unetcap import UnetcapError
+from unetcap.study import BACKBONES
+from unetcap.train.settings import GRAPPLER, LOSSES, derived_seed
+
+SMOOTH = 1.0  # of the soft Dice loss: 1 - (2 sum(y p) + 1) / (sum(y) + sum(p) + 1)
+
+
+def configure_tensorflow(threads: int, grappler: str = "auto") -> dict[str, bool]:
+    """Pin TensorFlow's intra- and inter-op thread pools to `threads` (the float results on
+    CPU depend on it), enable op determinism when no GPU is visible, and set grappler (the
+    graph optimizer) for the train step. Returns what is in effect: {"gpu", "deterministic",
+    "grappler_train", "grappler_predict"} (the latter for `make_functions`).
+
+    grappler "auto": on CPU, off for the train step (it doubles the first step's cost and
+    saves nothing later) and on for predictions (its inference rewrites make them ~20 %
+    faster); with a GPU, on for both. "on" / "off": for both.
+
+    On a GPU op determinism stays off: TensorFlow has no deterministic GPU kernel for the
+    gradient of UpSampling2D (nearest), which every U-Net decoder uses, and raises. GPU runs
+    are therefore not bit-reproducible. Thread counts can only be set before TensorFlow
+    starts: a process that already runs with other counts raises UnetcapError."""
+    import tensorflow as tf
+
+    if grappler not in GRAPPLER:
+        raise UnetcapError(f"train.grappler {grappler!r} is not one of {list(GRAPPLER)}")
+    threading = tf.config.threading
+    for get, put, what in ((threading.get_intra_op_parallelism_threads,
+                            threading.set_intra_op_parallelism_threads, "intra-op"),
+                           (threading.get_inter_op_parallelism_threads,
+                            threading.set_inter_op_parallelism_threads, "inter-op")):
+        if get() != threads:
+            try:
+                put(threads)
+            except RuntimeError:
+                raise UnetcapError(f"TensorFlow already runs with {get()} {what} threads in this "
+                                   f"process; cannot pin {threads} (start a new process)") from None
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    if not gpu:
+        tf.config.experimental.enable_op_determinism()
+    train_on = grappler == "on" or (grappler == "auto" and gpu)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not train_on})
+    return {"gpu": gpu, "deterministic": not gpu, "grappler_train": train_on,
+            "grappler_predict": grappler != "off"}
+
+
+def soft_dice_loss(y, p):
+    """1 - (2 sum(y p) + SMOOTH) / (sum(y) + sum(p) + SMOOTH) over every pixel of the batch
+    (one Dice per batch, as nnU-Net's batch Dice: images without myocardium add no term of
+    their own)."""
+    import tensorflow as tf
+
+    intersection = tf.reduce_sum(y * p)
+    return 1.0 - (2.0 * intersection + SMOOTH) / (tf.reduce_sum(y) + tf.reduce_sum(p) + SMOOTH)
+
+
+def import_sm():
+    import segmentation_models as sm  # needs SM_FRAMEWORK=tf.keras, set by `import unetcap`
+
+    return sm
+
+
+# kernel attribute of a layer -> the attribute of its regularizer
+KERNELS = {"kernel": "kernel_regularizer", "depthwise_kernel": "depthwise_regularizer",
+           "pointwise_kernel": "pointwise_regularizer"}
+
+
+def kernel_variables(model) -> list:
+    """(layer, attribute, variable) of every convolution, depthwise/separable convolution and
+    dense kernel of `model` (nested models included)."""
+    found = []
+    for layer in _all_layers(model):
+        for attr in KERNELS:
+            var = getattr(layer, attr, None)
+            if var is not None and hasattr(var, "assign"):
+                found.append((layer, attr, var))
+    return found
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def add_l2(model, reg: float) -> int:
+    """Add `reg * sum(w**2)` of every kernel to `model.losses` (one loss per kernel, as if the
+    layer had been built with `kernel_regularizer=l2(reg)`; the layer configs say so too).
+    Returns the number of kernels; adds nothing when reg is 0."""
+    import functools
+
+    import tensorflow as tf
+
+    kernels = kernel_variables(model)
+    if reg <= 0:
+        return 0
+    regularizer = tf.keras.regularizers.L2(reg)
+    for layer, attr, var in kernels:
+        setattr(layer, KERNELS[attr], regularizer)
+        layer.add_loss(functools.partial(regularizer, var))
+    return len(kernels)
+
+
+def build_model(backbone: str, image_size: int, reg: float, seed: int, batchnorm_momentum: float | None = None):
+    """The run's U-Net with its L2 penalty, initial weights drawn from `seed`. Dropout layers
+    get their own random generators, reseeded per epoch by `seed_dropout`. With
+    `batchnorm_momentum`, every BatchNormalization layer's moving statistics follow the
+    batches at that momentum instead of the layers' own (0.99, Keras' default; the paper's)."""
+    import tensorflow as tf
+
+    if backbone not in BACKBONES:
+        raise UnetcapError(f"backbone {backbone!r} is not one of {list(BACKBONES)}")
+    sm = import_sm()
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(seed)
+    # Dropout draws from tf.random.Generator objects (state in a variable) instead of
+    # stateful ops whose hidden state a resumed process could not restore.
+    tf.keras.backend.experimental.enable_tf_random_generator()
+    model = sm.Unet(backbone, encoder_weights=None, input_shape=(image_size, image_size, 1),
+                    classes=1, activation="sigmoid")
+    add_l2(model, reg)
+    if batchnorm_momentum is not None:
+        set_batchnorm_momentum(model, batchnorm_momentum)
+    for layer in _dropout_layers(model):
+        layer._random_generator._maybe_init()  # create the generator outside any tf.function
+    return model
+
+
+def set_batchnorm_momentum(model, momentum: float) -> int:
+    """Set the momentum of every BatchNormalization layer of `model` (before any function is
+    traced: it is read when the graph is built). Returns the number of layers."""
+    import tensorflow as tf
+
+    layers = [layer for layer in _all_layers(model) if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    for layer in layers:
+        layer.momentum = float(momentum)
+    return len(layers)
+
+
+def _dropout_layers(model) -> list:
+    return [layer for layer in _all_layers(model)
+            if getattr(getattr(layer, "_random_generator", None), "_rng_type", None) is not None
+            and getattr(layer, "rate", 0)]
+
+
+def seed_dropout(model, seed: int, epoch: int) -> None:
+    """Reseed every dropout layer's generator from (seed, epoch, layer number)."""
+    for i, layer in enumerate(_dropout_layers(model)):
+        generator = layer._random_generator._generator
+        if generator is None:
+            raise UnetcapError(f"dropout layer {layer.name} has no random generator (tf-keras changed?)")
+        generator.reset_from_seed(derived_seed(seed, epoch, i))
+
+
+def penalty(model) -> float:
+    """The L2 penalty of the current weights (0 without one)."""
+    import tensorflow as tf
+
+    return float(tf.add_n(model.losses)) if model.losses else 0.0
+
+
+def make_optimizer(name: str, lr: float, model):
+    """A Keras optimizer with its slots already created (so the train step traces once)."""
+    import tensorflow as tf
+
+    legacy = tf.keras.optimizers.legacy  # fused kernels: a third of the new optimizers' graph
+    optimizer = {"adam": legacy.Adam, "sgd": legacy.SGD, "rmsprop": legacy.RMSprop}[name](learning_rate=lr)
+    optimizer._create_all_weights(model.trainable_variables)
+    return optimizer
+
+
+def make_functions(model, optimizer, image_size: int, grappler_predict: bool | None = None,
+                   loss: str = "bce"):
+    """(train_step, predict): one compiled function each, for any batch size. train_step(x, y)
+    applies one update and returns the batch loss: mean BCE (+ the soft Dice loss of the
+    batch for loss "bce+dice") + the L2 penalty; predict(x) gives p.
+    `grappler_predict` (if given) switches grappler on or off around every predict call,
+    whatever it is for the train step: each function is optimised once, under its setting."""
+    import tensorflow as tf
+
+    if loss not in LOSSES:
+        raise UnetcapError(f"train.loss {loss!r} is not one of {list(LOSSES)}")
+    spec = tf.TensorSpec((None, image_size, image_size, 1), tf.float32)
+    bce = tf.keras.losses.BinaryCrossentropy()
+    variables = model.trainable_variables
+
+    @tf.function(input_signature=[spec, spec], autograph=False, jit_compile=False)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            p = model(x, training=True)
+            value = bce(y, p)
+            if loss == "bce+dice":
+                value = value + soft_dice_loss(y, p)
+            if model.losses:
+                value = value + tf.add_n(model.losses)
+        optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
+        return value
+
+    @tf.function(input_signature=[spec], autograph=False, jit_compile=False)
+    def predict(x):
+        return model(x, training=False)
+
+    options = tf.config.optimizer
+    train_on = not options.get_experimental_options().get("disable_meta_optimizer", False)
+    if grappler_predict is None or grappler_predict == train_on:
+        return train_step, predict
+
+    def predict_switched(x):
+        options.set_experimental_options({"disable_meta_optimizer": not grappler_predict})
+        try:
+            return predict(x)
+        finally:
+            options.set_experimental_options({"disable_meta_optimizer": not train_on})
+
+    return train_step, predict_switched
+

@@ -94,8 +94,30 @@ def histories_table(metrics: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def write_segmentations(metrics: pd.DataFrame, path, seed: int = 0, kept: int = 3, image_size: int = 32) -> None:
+    """A merged segmentations file for the runs of `metrics`: rings on a dim disc (tiny_store's
+    images), each run's prediction the true ring shifted by a pixel or two, less for higher DICE."""
+    from tiny_store import ring_image
+    from unetcap.metrics import dice
+    from unetcap.segmentations import write_segmentations as write
+
+    rng = np.random.default_rng(seed)
+    images, masks = zip(*(ring_image(rng, image_size, empty=False) for _ in range(2 * kept)))
+    images, masks = np.stack(images), np.stack(masks)
+    runs, kept_runs = [], []
+    for run in metrics.itertuples():
+        rows = np.arange(kept) + (kept if run.size == metrics["size"].max() else 0)
+        shift = int(round(4 * (1 - run.test_dice)))
+        predicted = np.roll(masks[rows], shift, axis=2).astype(bool)
+        kept_runs.append({"rows": rows, "predicted": predicted,
+                          "dice": np.array([dice(m, p) for m, p in zip(masks[rows], predicted)])})
+        runs.append({"size": run.size, "backbone": run.backbone, "lr": run.lr, "reg": run.reg, "fold": run.fold})
+    write(path, runs, kept_runs, images, masks)
+
+
 def write_tables(folder, seed: int = 0, missing: float = 0.0, **grid):
-    """Write metrics.csv and histories.csv into `folder`; return their paths."""
+    """Write metrics.csv, histories.csv and segmentations.npz into `folder`; return the
+    first two paths."""
     from pathlib import Path
 
     folder = Path(folder)
@@ -103,6 +125,7 @@ def write_tables(folder, seed: int = 0, missing: float = 0.0, **grid):
     metrics = metrics_table(seed, missing, **grid)
     metrics.to_csv(folder / "metrics.csv", index=False)
     histories_table(metrics, seed).to_csv(folder / "histories.csv", index=False)
+    write_segmentations(metrics, folder / "segmentations.npz", seed)
     return folder / "metrics.csv", folder / "histories.csv"
 
 

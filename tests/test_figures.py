@@ -24,7 +24,8 @@ TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs":
 
 def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
     return figures.write_figures(metrics_csv, histories_csv, analysis / "hsd_groups.csv",
-                                 analysis / "predictions.csv", analysis / "gam_partial.csv", out)
+                                 analysis / "predictions.csv", analysis / "gam_partial.csv",
+                                 Path(metrics_csv).with_name("segmentations.npz"), out)
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -112,6 +113,7 @@ rule merge:
     output:
         "results/metrics.csv",
         "results/histories.csv",
+        "results/segmentations.npz",
     shell:
         "exit 1"
 """
@@ -163,3 +165,22 @@ def test_rebuild_from_the_merged_tables_alone(tmp_path):
                        "--report", "report.html")
     assert report.returncode == 0, report.stderr
     assert (work / "report.html").stat().st_size > 100_000
+
+
+def test_segmentations_show_each_model_by_its_best_settings_at_the_smallest_and_largest_size(tmp_path):
+    from unetcap.segmentations import read_segmentations
+
+    metrics_csv, _ = synthetic.write_tables(tmp_path, seed=3, **SMALL_GRID)
+    metrics = pd.read_csv(metrics_csv)
+    kept = read_segmentations(tmp_path / "segmentations.npz")
+    shown = figures.shown_runs(kept, metrics)
+    assert len(shown) == 3 * 2 and (shown["fold"] == 0).all()
+    for run in shown.itertuples():
+        same = metrics[(metrics.backbone == run.backbone) & (metrics["size"] == run.size)]
+        means = same.groupby(["lr", "reg"])["test_dice"].mean()
+        assert (run.lr, run.reg) == means.idxmax()
+        assert (kept["backbone"][run.index], kept["size"][run.index]) == (run.backbone, run.size)
+    fig = figures.segmentations(kept, metrics)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3 * 2 * 2  # models x sizes x images
+    assert any(ax.get_title().startswith("DICE") for ax in panels)

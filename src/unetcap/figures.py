@@ -4,7 +4,8 @@
 - Figure 2 right: mean DICE per model and size with the Tukey HSD 95 % intervals;
 - Figure 3: the OLS's predicted DICE per model and size, connected, over the observed runs;
 - learning curves from the per-epoch histories;
-- the GAM's partial dependence per term.
+- the GAM's partial dependence per term;
+- segmentations: kept test images with true and predicted myocardium contours.
 
 Models appear in the paper's order (B0, B5, R18, R50, V16, V19) with one colour pair per
 family (light: short, dark: long). Every figure is written as PNG and PDF with fixed
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 # seaborn's categorical sizes make matplotlib log one INFO line per box plot: not news.
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
-FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial")
+FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial", "segmentations")
 FIGURE_FILES = tuple(f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf"))
 HISTORY_COLUMNS = ("size", "backbone", "lr", "reg", "fold", "epoch", "loss", "val_loss", "val_dice")
 DPI = 150
@@ -388,14 +389,86 @@ def _backbones(block) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
+# Segmentations
+# ---------------------------------------------------------------------------------------
+
+TRUE_COLOUR, PREDICTED_COLOUR = "#00d000", "#ff00ff"
+
+
+def shown_runs(kept: dict, metrics: pd.DataFrame, metric: str = "test_dice") -> pd.DataFrame:
+    """The run whose kept segmentations stand for each (backbone, size): the lowest fold of
+    the (lr, reg) with the best mean `metric` over its folds. Columns backbone, size, lr,
+    reg, fold, index (the run's row in the merged segmentations)."""
+    runs = pd.DataFrame({key: kept[key] for key in ("size", "backbone", "lr", "reg", "fold")})
+    runs["index"] = range(len(runs))
+    mean = metrics.groupby(["backbone", "size", "lr", "reg"], as_index=False)[metric].mean()
+    best = mean.sort_values(metric, ascending=False, kind="stable").drop_duplicates(["backbone", "size"])
+    chosen = best.merge(runs, on=["backbone", "size", "lr", "reg"]).sort_values("fold", kind="stable")
+    return chosen.drop_duplicates(["backbone", "size"])[["backbone", "size", "lr", "reg", "fold", "index"]]
+
+
+def segmentations(kept: dict, metrics: pd.DataFrame, metric: str = "test_dice", per_size: int = 2):
+    """For every model (rows, the paper's order) at the smallest and the largest dataset size
+    (columns, `per_size` kept test images each, the same images for every model): the image
+    with the true (green) and the predicted (magenta) myocardium contour and the image's
+    DICE. Each model and size is shown by one run (`shown_runs`)."""
+    runs = shown_runs(kept, metrics, metric) if len(kept["rows"]) and kept["rows"].shape[1] else pd.DataFrame()
+    if runs.empty:
+        with _theme():
+            fig, axes = _figure((5, 1.5))
+            axes[0, 0].axis("off")
+            axes[0, 0].text(0.5, 0.5, "No segmentations kept (config train.keep_segmentations is 0).",
+                            ha="center", va="center")
+        return fig
+    sizes = sorted({int(runs["size"].min()), int(runs["size"].max())})
+    backbones = [b for b in FIGURE_ORDER if b in set(runs["backbone"])]
+    columns = []  # (size, store row) per column: images with myocardium first, in store order
+    for size in sizes:
+        first = runs[runs["size"] == size].iloc[0]
+        rows = [int(r) for r in kept["rows"][first["index"]] if r >= 0]
+        rows.sort(key=lambda r: (not kept["images"][r][1].any(), r))
+        columns += [(size, r) for r in rows[:per_size]]
+    with _theme():
+        fig, axes = _figure((1.55 * len(columns) + 0.6, 1.6 * len(backbones) + 0.6), len(backbones), len(columns))
+        for i, backbone in enumerate(backbones):
+            for j, (size, row) in enumerate(columns):
+                ax = axes[i, j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                image, truth = kept["images"][row]
+                ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                match = runs[(runs["backbone"] == backbone) & (runs["size"] == size)]
+                if truth.any():
+                    ax.contour(truth, levels=[0.5], colors=TRUE_COLOUR, linewidths=0.8)
+                if match.empty:
+                    ax.set_title("no run", fontsize=7)
+                    continue
+                k = int(match.iloc[0]["index"])
+                slot = list(kept["rows"][k]).index(row)
+                predicted = kept["predicted"][k, slot]
+                if predicted.any():
+                    ax.contour(predicted, levels=[0.5], colors=PREDICTED_COLOUR, linewidths=0.8)
+                ax.set_title(f"DICE {kept['dice'][k, slot]:.2f}", fontsize=7, pad=2)
+                if j == 0:
+                    ax.set_ylabel(BACKBONES[backbone].short)
+                if i == len(backbones) - 1:
+                    ax.set_xlabel(f"{size:,} images", fontsize=7)
+        fig.suptitle("Test images: true (green) and predicted (magenta) myocardium", fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
 # Everything, written
 # ---------------------------------------------------------------------------------------
 
 def write_figures(metrics_path, histories_path, groups_path, predictions_path, partial_path,
-                  outdir, metric: str = "test_dice") -> list[Path]:
+                  segmentations_path, outdir, metric: str = "test_dice") -> list[Path]:
     """Draw every figure of FIGURES into `outdir` from the merged tables (metrics.csv,
-    histories.csv) and the statistics' files (hsd_groups.csv, predictions.csv,
-    gam_partial.csv)."""
+    histories.csv, segmentations.npz) and the statistics' files (hsd_groups.csv,
+    predictions.csv, gam_partial.csv)."""
+    from unetcap.segmentations import read_segmentations
+
     metrics = read_metrics(metrics_path)
     metrics = metrics.assign(model=metrics["backbone"].map(lambda b: BACKBONES[b].short))
     frame = model_frame(metrics, metric).data
@@ -408,7 +481,9 @@ def write_figures(metrics_path, histories_path, groups_path, predictions_path, p
                        ("figure2_right", lambda: figure2_right(groups, metric)),
                        ("figure3", lambda: figure3(frame, predictions, metric)),
                        ("learning_curves", lambda: learning_curves(histories)),
-                       ("gam_partial", lambda: gam_partial(partial))):
+                       ("gam_partial", lambda: gam_partial(partial)),
+                       ("segmentations", lambda: segmentations(read_segmentations(segmentations_path),
+                                                                metrics, metric))):
         log.info("drawing %s", name)
         written += save(draw(), out / name)
     return written

@@ -14,6 +14,7 @@ from unetcap import UnetcapError
 from unetcap.provenance import sha256_json
 from unetcap.splits import check_sizes
 from unetcap.study import format_number
+from unetcap.train.settings import Settings
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -70,9 +71,7 @@ def run_dirs():
 
 
 # Keys of config `train` that the training library takes (the rest are job resources).
-TRAIN_SETTINGS = ["max_epochs", "patience", "batch_size", "optimizer", "schedule",
-                  "plateau_factor", "plateau_patience", "threads", "save_model",
-                  "checkpoint_every", "grappler"]
+TRAIN_SETTINGS = Settings.names()
 
 
 def train_settings():
@@ -84,7 +83,8 @@ def train_settings():
 # metrics.json. Not the whole config: a param that changes reruns every run, and adding a
 # size, a figure option or more memory must not retrain the grid.
 TRAIN_CONFIG_SHA256 = sha256_json(
-    {"seed": config["seed"], "image_size": config["image_size"], "folds": config["folds"],
+    {"seed": config["seed"], "image_size": config["image_size"], "roi": config["roi"],
+     "folds": config["folds"],
      "images_per_patient": config["images_per_patient"],
      "holdout_fraction": config["holdout_fraction"], "train": train_settings()})
 

@@ -1,6 +1,6 @@
 # Stage 7: the study's figures from the merged tables and the statistics (DESIGN §10), and
 # the `analysis` target: every table and figure, rebuilt from results/metrics.csv and
-# results/histories.csv alone with
+# results/histories.csv (and results/segmentations.npz) alone with
 #   snakemake analysis --allowed-rules stats figures analysis --forcerun stats figures
 
 
@@ -11,6 +11,7 @@ rule figures:
         groups="results/analysis/hsd_groups.csv",
         predictions="results/analysis/predictions.csv",
         partial="results/analysis/gam_partial.csv",
+        segmentations="results/segmentations.npz",
     output:
         figure2_left=report("results/figures/figure2_left.png", caption="../report/figure2_left.rst",
                             category="3 Figures"),
@@ -26,6 +27,9 @@ rule figures:
         gam_partial=report("results/figures/gam_partial.png", caption="../report/gam_partial.rst",
                            category="3 Figures"),
         gam_partial_pdf="results/figures/gam_partial.pdf",
+        segmentations=report("results/figures/segmentations.png", caption="../report/segmentations.rst",
+                             category="3 Figures"),
+        segmentations_pdf="results/figures/segmentations.pdf",
     log:
         "logs/analysis/figures.log",
     conda:

@@ -1,13 +1,19 @@
-# Stage 5: every run's metrics.json and history.csv merged into one table each.
+# Stage 5: every run's metrics.json, history.csv and kept segmentations merged into one
+# file each.
 
 
 rule merge:
     input:
         metrics=[f"{run}/metrics.json" for run in run_dirs()],
         histories=[f"{run}/history.csv" for run in run_dirs()],
+        segmentations=[f"{run}/segmentations.npz" for run in run_dirs()],
+        store="results/prepared/store.json",
+        images="results/prepared/images.npy",
+        masks="results/prepared/masks.npy",
     output:
         metrics="results/metrics.csv",
         histories="results/histories.csv",
+        segmentations="results/segmentations.npz",
     log:
         "logs/merge.log",
     conda:

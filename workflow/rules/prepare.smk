@@ -14,6 +14,7 @@ rule prepare:
         "logs/prepare.log",
     params:
         image_size=config["image_size"],
+        roi=config["roi"],
         workers=config["prepare"]["workers"],
     threads: config["prepare"]["workers"]
     conda:

@@ -10,6 +10,7 @@ rule train:
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         history=f"{RUN_DIR}/history.csv",
+        segmentations=f"{RUN_DIR}/segmentations.npz",
     log:
         "logs/train/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}.log",
     params:

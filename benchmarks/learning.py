@@ -1,0 +1,265 @@
+"""Why the U-Nets stayed at DICE 0, measured: the experiments behind docs/learning.md.
+
+    .venv/bin/python benchmarks/learning.py [pixels] [curves] [--steps N] [--out DIR]
+
+`pixels`: the myocardium's share of the pixels at 32, 64 and 128 px, whole image against
+the heart-centred crop, on the demo's phantom cohort; the patients a subset trains on.
+`figures`: redraw the curves' figure from curves.csv.
+`curves`: one encoder (resnet18) at the demo's resolution, trained on one fold of one
+subset, scored every few optimizer steps: validation and test DICE with the model in
+inference mode (BatchNorm's moving statistics: what the study reports) and in training mode
+(the batch's own statistics), the largest predicted probability, and the best DICE any
+threshold would give. Once with the paper's protocol, then with each remedy alone, then
+with all of them. Writes CSV tables and figures to docs/learning/ (or --out) and prints
+the tables. Uses the library's own pieces (phantom, cohort, prepare, splits, train), not
+Snakemake; the data goes to benchmarks/out/learning/ (generated, not in git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from unetcap.cohort import write_sample  # noqa: E402
+from unetcap.phantom import write_cohort  # noqa: E402
+from unetcap.prepare import prepare_store  # noqa: E402
+from unetcap.splits import plan_subset, write_manifest  # noqa: E402
+
+DATA = ROOT / "benchmarks" / "out" / "learning"
+# The demo's cohort (config/demo.yaml): the phantom, its seed and shape.
+COHORT = {"patients": 12, "seed": 2021, "slices": (8, 10), "phases": (18, 20), "matrix": (138, 192)}
+SEED, FOLDS, PER_PATIENT = 123, 2, 20  # as config/demo.yaml
+BACKBONE = "resnet18"
+IMAGE_SIZE = 64
+SIZE = 200  # the demo's larger size: 4 training patients per fold
+THREADS = 1  # as a demo job
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+# The variants: the paper's protocol, each remedy alone, all together (config/demo.yaml).
+PAPER = {"roi": "none", "loss": "bce", "momentum": 0.99, "steps": "pass", "augment": False}
+VARIANTS = {
+    "paper": PAPER,
+    "heart crop": {**PAPER, "roi": "heart"},
+    "bce+dice": {**PAPER, "loss": "bce+dice"},
+    "batchnorm 0.9": {**PAPER, "momentum": 0.9},
+    "batches drawn": {**PAPER, "steps": "draw"},
+    "augmentation": {**PAPER, "augment": True},
+    "all (demo)": {"roi": "heart", "loss": "bce+dice", "momentum": 0.9, "steps": "draw", "augment": True},
+}
+ROI_FRACTION = 0.5
+AUGMENT = {"flip": True, "rotate": 15.0, "intensity": 0.1}
+
+
+def cohort(per_patient: int = PER_PATIENT) -> Path:
+    """The demo's phantom cohort and its sample of `per_patient` images a patient (written once)."""
+    sample = DATA / f"sample{per_patient}.csv"
+    if not (DATA / "phantom").exists():
+        write_cohort(DATA / "phantom", COHORT["patients"], COHORT["seed"], slices=COHORT["slices"],
+                     phases=COHORT["phases"], matrix=COHORT["matrix"])
+    if not sample.exists():
+        write_sample(DATA / "phantom", sample, per_patient)
+    return sample
+
+
+def store(image_size: int, roi: str, per_patient: int = PER_PATIENT, fraction: float = ROI_FRACTION) -> Path:
+    """A prepared store of the demo cohort (written once per size and crop)."""
+    folder = DATA / f"store{per_patient}_{image_size}_{roi}{fraction if roi != 'none' else ''}"
+    if not (folder / "store.json").exists():
+        prepare_store(cohort(per_patient), folder, image_size, workers=2,
+                      roi={"method": roi, "fraction": fraction})
+    return folder
+
+
+def manifest(size: int, per_patient: int = PER_PATIENT) -> Path:
+    path = DATA / f"size{size}_{per_patient}.json"
+    if not path.exists():
+        write_manifest(cohort(per_patient), path, size=size, folds=FOLDS, seed=SEED, images_per_patient=per_patient,
+                       holdout_fraction=0.2)
+    return path
+
+
+# ---------------------------------------------------------------- pixels and patients
+def pixel_shares() -> pd.DataFrame:
+    """Share of myocardium pixels (over all images, and over images that have some), and
+    the wall's median thickness in pixels (area over half the perimeter), per size and crop."""
+    import cv2
+
+    rows = []
+    for size in (32, 64, 128):
+        for roi in ("none", "heart"):
+            masks = np.load(store(size, roi) / "masks.npy")
+            some = masks.reshape(len(masks), -1).max(axis=1) > 0
+            thickness = []
+            for m in masks[some]:
+                contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+                perimeter = sum(cv2.arcLength(c, True) for c in contours)
+                thickness.append(2 * m.sum() / perimeter if perimeter else 0.0)
+            rows.append({"image_size": size, "roi": roi, "myocardium_share": masks.mean(),
+                         "share_where_present": masks[some].mean(), "images_with_myocardium": some.mean(),
+                         "wall_px": float(np.median(thickness))})
+    return pd.DataFrame(rows)
+
+
+def subset_patients(sizes=(50, 100, 200, 400, 1000), folds=FOLDS, per_patient: int = PER_PATIENT) -> pd.DataFrame:
+    """How many patients each fold's model trains on, per dataset size."""
+    rows = []
+    for size in sizes:
+        plan = plan_subset(size, folds, per_patient, 0.2)
+        rows.append({"size": size, "dev_patients": plan.dev_patients,
+                     "train_patients_per_fold": plan.dev_patients - plan.dev_patients // folds,
+                     "train_images": plan.dev_images - plan.dev_images // folds,
+                     "test_patients": plan.test_patients})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- DICE against steps
+def curve(name: str, variant: dict, total_steps: int, every: int, batch_size: int = 8, lr: float = 1e-3,
+          reg: float = 1e-6, fold: int = 0, backbone: str = BACKBONE, image_size: int = IMAGE_SIZE,
+          size: int = SIZE, per_patient: int = PER_PATIENT, fraction: float = ROI_FRACTION) -> pd.DataFrame:
+    """Train `backbone` on fold `fold` of size `size` with `variant`, scoring every `every` steps."""
+    from unetcap import train
+    from unetcap.metrics import dice
+
+    folder = store(image_size, variant["roi"], per_patient, fraction)
+    data = train.load_run_data(folder / "images.npy", folder / "masks.npy", folder / "store.json",
+                               manifest(size, per_patient), size, fold)
+    settings = train.Settings.from_config(batch_size=batch_size, loss=variant["loss"],
+                                          augment=AUGMENT if variant["augment"] else {}, threads=THREADS)
+    setup = train.configure_tensorflow(settings.threads)
+    seed = train.run_seed(SEED, size, backbone, lr, reg, fold)
+    model = train.build_model(backbone, image_size, reg, seed, variant["momentum"])
+    optimizer = train.make_optimizer("adam", lr, model)
+    step_fn, predict = train.make_functions(model, optimizer, image_size, setup["grappler_predict"],
+                                            loss=variant["loss"])
+    import tensorflow as tf
+
+    train_mode = tf.function(lambda x: model(x, training=True), autograph=False,
+                             input_signature=[tf.TensorSpec((None, image_size, image_size, 1), tf.float32)])
+    n, rows, step, epoch = len(data.x_train), [], 0, 0
+    epoch_steps = -(-n // batch_size)
+    t0 = time.perf_counter()
+    while step < total_steps:
+        epoch += 1
+        rng = np.random.default_rng([seed, epoch])
+        batches = train.epoch_batches(n, batch_size, every if variant["steps"] == "draw" else 0, rng)
+        augment = np.random.default_rng([seed, epoch, 1]) if variant["augment"] else None
+        for idx in batches:
+            x, y = data.x_train[idx], data.y_train[idx]
+            if augment is not None:
+                x, y = train.augment_batch(x, y, settings.augment, augment)
+            step_fn(x, y.astype(np.float32))
+            step += 1
+            if step % every == 0 or step == total_steps:
+                rows.append({"variant": name, "backbone": backbone, "image_size": image_size, "size": size,
+                             "fold": fold, "step": step, "epoch": epoch, "seconds": time.perf_counter() - t0,
+                             **_evaluate(model, predict, train_mode, data, batch_size, dice)})
+            if step == total_steps:
+                break
+    frame = pd.DataFrame(rows)
+    frame.attrs["epoch_steps"] = epoch_steps
+    return frame
+
+
+def _evaluate(model, predict, train_mode, data, batch_size, dice) -> dict:
+    """Scores of the current weights; training-mode predictions leave the weights as they were."""
+    p_val = np.concatenate([predict(data.x_val[i:i + batch_size]).numpy() for i in range(0, len(data.x_val), batch_size)])
+    p_test = np.concatenate([predict(data.x_test[i:i + batch_size]).numpy()
+                             for i in range(0, len(data.x_test), batch_size)])
+    weights = model.get_weights()  # training=True updates BatchNorm's moving statistics
+    p_train_mode = np.concatenate([train_mode(data.x_val[i:i + batch_size]).numpy()
+                                   for i in range(0, len(data.x_val), batch_size)])
+    model.set_weights(weights)
+    y = data.y_val
+    best = max((dice(y, (p_val >= t).astype(np.float32)), t) for t in THRESHOLDS)
+    return {"val_dice": dice(y, p_val), "test_dice": dice(data.y_test, p_test),
+            "val_dice_train_mode": dice(y, p_train_mode),
+            "p_max": float(p_val.max()), "p_max_on_myocardium": float(p_val[y > 0].max()),
+            "val_dice_best_threshold": best[0], "best_threshold": best[1]}
+
+
+def paper_steps(sizes=(50, 100, 200, 400, 1000), batch_size: int = 8, epochs: int = 50) -> pd.DataFrame:
+    """Optimizer steps a run gets under the paper's protocol (one pass per epoch), at most."""
+    frame = subset_patients(sizes)
+    frame["steps_per_epoch"] = -(-frame["train_images"] // batch_size)
+    frame[f"steps_in_{epochs}_epochs"] = frame["steps_per_epoch"] * epochs
+    return frame
+
+
+def plot_curves(curves: pd.DataFrame, path: Path) -> None:
+    """Validation DICE against optimizer steps per variant: inference mode (what the study
+    reports, solid) and training mode (BatchNorm on the batch's own statistics, dotted);
+    right: test DICE."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    colours = dict(zip(VARIANTS, ["black", "tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown",
+                                  "tab:green"]))
+    for name, block in curves.groupby("variant", sort=False):
+        left.plot(block["step"], block["val_dice"], color=colours.get(name), label=name, linewidth=1.5)
+        left.plot(block["step"], block["val_dice_train_mode"], color=colours.get(name), linestyle=":",
+                  linewidth=1.0)
+        right.plot(block["step"], block["test_dice"], color=colours.get(name), label=name, linewidth=1.5)
+    left.set_title("Validation DICE (solid: inference mode; dotted: training-mode BatchNorm)", fontsize=9)
+    right.set_title("Test DICE (inference mode)", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel("Optimizer steps (batch 8)")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1)
+    left.set_ylabel("DICE")
+    right.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{BACKBONE}, {IMAGE_SIZE} px, size {SIZE} (fold 0) of the demo's phantom cohort", fontsize=10)
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+
+
+def dice_at_steps(curves: pd.DataFrame, steps=(50, 100, 200, 400)) -> pd.DataFrame:
+    """Validation and test DICE of each variant at a few step counts (a wide table)."""
+    picked = curves[curves["step"].isin(steps)]
+    table = picked.pivot_table(index="variant", columns="step", values=["val_dice", "test_dice"], sort=False)
+    return table.reindex([v for v in VARIANTS if v in set(curves["variant"])])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sections", nargs="*", default=["pixels", "curves"])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "learning")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pd.set_option("display.width", 200)
+    if "pixels" in args.sections:
+        shares = pixel_shares()
+        shares.to_csv(args.out / "pixels.csv", index=False, float_format="%.4g")
+        print(shares.round(4).to_string(index=False))
+        steps = paper_steps()
+        steps.to_csv(args.out / "patients.csv", index=False)
+        print(steps.to_string(index=False))
+    if "curves" in args.sections:
+        frames = []
+        for name in args.variants:
+            frame = curve(name, VARIANTS[name], args.steps, args.every)
+            frames.append(frame)
+            last = frame.iloc[-1]
+            print(f"{name}: val DICE {last.val_dice:.3f} (train mode {last.val_dice_train_mode:.3f}, "
+                  f"best threshold {last.val_dice_best_threshold:.3f}), test {last.test_dice:.3f}, "
+                  f"p_max {last.p_max:.3f}, {last.seconds:.0f} s", flush=True)
+        curves = pd.concat(frames, ignore_index=True)
+        curves.to_csv(args.out / "curves.csv", index=False, float_format="%.4g")
+    if "figures" in args.sections or "curves" in args.sections:
+        curves = pd.read_csv(args.out / "curves.csv")
+        plot_curves(curves, args.out / "curves.png")
+        print(dice_at_steps(curves).round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()

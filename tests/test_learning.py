@@ -2,12 +2,13 @@
 crop, resolution, loss, BatchNorm momentum, epoch length and augmentation, read from
 config/demo.yaml), must segment the myocardium of patients it never saw. Fails when any
 part of the chain that makes learning possible breaks (the crop, the store, the loss, the
-loop, the restored weights, the scoring). About 45 s on 2 cores."""
+loop, the restored weights, the scoring). About 90 s on 2 cores."""
 
 import pytest
 import yaml
 
 from snakemake_run import ROOT
+from tiny_store import TF_THREADS
 from unetcap import train
 from unetcap.cohort import write_sample
 from unetcap.phantom import write_cohort
@@ -34,7 +35,7 @@ def demo_like_study(tmp_path_factory):
 @pytest.mark.slow
 def test_an_encoder_at_the_demos_settings_learns_the_myocardium(demo_like_study):
     root = demo_like_study
-    settings = {**DEMO["train"], "threads": 2, "checkpoint_every": 0}
+    settings = {**DEMO["train"], "threads": TF_THREADS, "checkpoint_every": 0}
     metrics = train.train_run(root / "prepared/images.npy", root / "prepared/masks.npy",
                               root / "prepared/store.json", root / f"size{SIZE}.json",
                               root / "run/metrics.json", root / "run/history.csv", size=SIZE,

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiny_store import write_tiny_store
+from tiny_store import TF_THREADS as THREADS, write_tiny_store
 from unetcap import UnetcapError, train
 from unetcap.metrics import HISTORY_COLUMNS, read_metrics
 
-THREADS = 1  # every run of this session, in this process and in subprocesses
 SRC = Path(__file__).resolve().parents[1] / "src"
 TESTS = Path(__file__).resolve().parent
 

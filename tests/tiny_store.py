@@ -13,6 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+# TensorFlow's thread count for every training run of a test session, in the pytest process
+# (where TensorFlow can be pinned once) and in the subprocesses whose results are compared
+# with it (the same count gives bit-identical floats on CPU).
+TF_THREADS = 2
+
 from unetcap.provenance import sha256_file, sha256_json
 
 INDEX_COLUMNS = ["patient", "slice", "phase", "slice_label", "position", "source", "mask", "rows",

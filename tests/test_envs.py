@@ -39,6 +39,9 @@ def test_every_conda_pin_matches_the_lock():
 
 def test_every_rule_names_an_existing_environment():
     rules = (ROOT / "workflow/rules")
+    named = 0
     for smk in rules.glob("*.smk"):
         for env in re.findall(r'conda:\s*\n\s*"([^"]+)"', smk.read_text()):
             assert (rules / env).resolve().is_file(), f"{smk.name}: conda env {env} missing"
+            named += 1
+    assert named >= 8, f"only {named} rules name a conda environment"  # every rule but `all`

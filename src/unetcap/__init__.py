@@ -22,19 +22,24 @@ class UnetcapError(Exception):
     """
 
 
-def write_text_atomic(path, text: str) -> None:
-    """Write `text` to a temporary name beside `path`, then rename it onto `path`: a reader
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write `data` to a temporary name beside `path`, then rename it onto `path`: a reader
     (or a job killed midway) never sees half a file."""
     from pathlib import Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_text_atomic(path, text: str) -> None:
+    """`write_bytes_atomic` of `text` in UTF-8."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def log_to(path) -> None:

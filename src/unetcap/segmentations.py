@@ -14,28 +14,19 @@ compressed: 4 images at 256 px cost about 2 kB a run.
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, write_bytes_atomic
 
 RUN_KEYS = ("size", "backbone", "lr", "reg", "fold")
 
 
 def _save(path, **arrays) -> None:
-    """np.savez_compressed to a temporary name beside `path`, then renamed onto it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """np.savez_compressed, written atomically."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _pack(masks: np.ndarray) -> np.ndarray:

@@ -135,9 +135,9 @@ def heart_centre(images: list[np.ndarray], slices: list) -> tuple[float, float] 
     per-pixel standard deviation over the cardiac phases of each slice (images rescaled to
     [0, 1]), averaged over the slices and smoothed with a Gaussian of a 24th of the shorter
     side; then the weighted centroid of the region around its peak that moves at least half
-    as much. The ventricles' contraction is what changes most in a breath-held cine. None when no slice has two phases of the patient's commonest matrix, or when the
-    phases do not differ at all (nothing moves), so the caller can fall back to the image's
-    centre."""
+    as much. The ventricles' contraction is what changes most in a breath-held cine. None
+    when no slice has two phases of the patient's commonest matrix, or when the phases do not
+    differ at all (nothing moves), so the caller can fall back to the image's centre."""
     import cv2
 
     shape = commonest_shape(images)

@@ -32,7 +32,7 @@ from unetcap.train.run import train_run
 from unetcap.train.settings import Augment, Settings, run_seed
 
 __all__ = ["CHECKPOINT_DIR", "CHECKPOINT_FILE", "FAULT_ENV", "FAULT_EXIT_CODE", "Augment", "RunData", "Settings",
-           "add_l2", "augment_batch", "build_model", "configure_tensorflow", "epoch_batches", "fault_epochs", "import_sm",
-           "faults", "kernel_variables", "load_run_data", "make_functions", "make_optimizer", "penalty",
-           "segmentation_rows", "run_seed", "score", "seed_dropout", "soft_dice_loss", "train_epoch",
+           "add_l2", "augment_batch", "build_model", "configure_tensorflow", "epoch_batches", "fault_epochs",
+           "faults", "import_sm", "kernel_variables", "load_run_data", "make_functions", "make_optimizer",
+           "penalty", "run_seed", "score", "seed_dropout", "segmentation_rows", "soft_dice_loss", "train_epoch",
            "train_run"]

@@ -29,7 +29,6 @@ rule cohort:
         "logs/cohort.log",
     params:
         images_per_patient=config["images_per_patient"],
-        workers=config["prepare"]["workers"],
     threads: config["prepare"]["workers"]
     conda:
         "../../envs/cohort.yaml"

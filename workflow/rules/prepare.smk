@@ -15,7 +15,6 @@ rule prepare:
     params:
         image_size=config["image_size"],
         roi=config["roi"],
-        workers=config["prepare"]["workers"],
     threads: config["prepare"]["workers"]
     conda:
         "../../envs/cohort.yaml"

@@ -4,4 +4,6 @@ from unetcap import log_to
 from unetcap.prepare import prepare_store
 
 log_to(snakemake.log[0])
-prepare_store(snakemake.input.sample, Path(snakemake.output.store).parent, **snakemake.params)
+# as many workers as the job has threads (--cores and the Slurm profile scale them)
+prepare_store(snakemake.input.sample, Path(snakemake.output.store).parent, workers=snakemake.threads,
+              **snakemake.params)

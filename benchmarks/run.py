@@ -65,7 +65,8 @@ def warm(files) -> None:
 def bench_prepare() -> None:
     import pydicom
 
-    from unetcap.cohort import SHORT_AXIS, read_table
+    from unetcap.cohort import read_table
+    from unetcap.cohort.lvsc import SHORT_AXIS
 
     cohort = lvsc_phantom()
     every = sorted(p for p in cohort.rglob("*") if SHORT_AXIS.match(p.name))
@@ -114,7 +115,7 @@ def per_image_costs(sources: list[str], masks: list[str]) -> str:
     """Where the project's time goes, per image on one core, against the floor's decode."""
     import pydicom
 
-    from unetcap.cohort import read_dicom, read_mask
+    from unetcap.cohort.lvsc import read_dicom, read_mask
     from unetcap.prepare import prepare_image, prepare_mask
 
     def ms(fn, items) -> tuple[float, list]:

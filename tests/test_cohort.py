@@ -10,7 +10,8 @@ from pydicom.data import get_testdata_file
 
 from lvsc_fixture import SYNTAXES, write_cohort, write_patient
 from unetcap import UnetcapError
-from unetcap.cohort import read_dicom, read_mask, sample_indices, scan_cohort
+from unetcap.cohort import sample_indices, scan_cohort
+from unetcap.cohort.lvsc import read_dicom, read_mask
 
 M = 6  # images per patient in these tests (each patient has 3 x 4 = 12)
 
@@ -79,9 +80,9 @@ def test_fast_native_decoding_equals_pydicom(tmp_path):
     np.testing.assert_array_equal(pixels, pydicom.dcmread(tmp_path / "a.dcm").pixel_array)
 
 
-def _problems(root, m=M):
+def _problems(root, m=M, **options):
     with pytest.raises(UnetcapError) as err:
-        scan_cohort(root, m)
+        scan_cohort(root, m, options=options)
     return str(err.value)
 
 
@@ -109,13 +110,21 @@ def test_every_bad_file_is_reported_together(tmp_path):
     assert "DET0000201_SA1_ph3.PNG: mask is 32x48 but its image DET0000201_SA1_ph3.DCM is 64x64" in message
 
 
-def test_patient_with_too_few_images(tmp_path):
+def test_patient_with_too_few_images_by_policy(tmp_path, caplog):
     root = tmp_path / "lvsc"
     write_patient(root, "DET0000101", 3, 4)
     write_patient(root, "DET0000201", 1, 4)
-    message = _problems(root)
-    assert "DET0000201: patient with too few readable short-axis images: 4 images, need at least 6" in message
+    message = _problems(root, few_images="error")
+    assert "DET0000201: patient with too few readable labelled images: 4 images, need at least 6" in message
     assert "DET0000101" not in message
+    with caplog.at_level("INFO"):
+        kept = scan_cohort(root, M)  # default: use all of them
+    assert kept.groupby("patient").size().to_dict() == {"DET0000101": M, "DET0000201": 4}
+    assert "1 patient(s) with fewer than 6 images (images_per_patient) kept all of their images: DET0000201" \
+        in caplog.text
+    left = scan_cohort(root, M, options={"few_images": "leave_out"})
+    assert left.patient.unique().tolist() == ["DET0000101"]
+    assert "fewer" in _problems(root, m=13, few_images="leave_out")  # every patient left out
 
 
 def test_empty_cohort_and_empty_patient_folder(tmp_path):

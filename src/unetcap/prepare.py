@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError, write_text_atomic
-from unetcap.cohort import HEADER_COLUMNS, Problems, parallel_map, read_dicom, read_mask, read_table, write_table
+from unetcap.cohort import HEADER_COLUMNS, Problems, parallel_map, read_labelled, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -219,36 +219,27 @@ def _prepare_block(job):
     """Read, check and prepare the sampled images of one block (consecutive rows; whole
     patients when the region of interest is found per patient) and write them into the
     output files. Returns ([header fields + ROI columns, or None], [(path, what is wrong)])."""
-    start, pairs, groups, size, roi, images_file, masks_file = job
+    start, items, groups, size, roi, reading, images_file, masks_file = job
     (images_path, images_offset, image_bytes), (masks_path, masks_offset, mask_bytes) = images_file, masks_file
     raw, problems = [], []
-    for source, mask_path in pairs:
+    for item in items:
         raw.append(None)
         try:
-            header, pixels = read_dicom(source)
+            header, pixels, mask = read_labelled(item, **reading)
         except ValueError as err:
-            problems.append((source, str(err)))
-            continue
-        try:
-            mask = read_mask(mask_path)
-        except UnetcapError as err:
-            problems.append((mask_path, str(err).removeprefix(f"{mask_path}: ")))
-            continue
-        if pixels.shape != mask.shape:
-            problems.append((mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} but its image "
-                                        f"{Path(source).name} is {pixels.shape[0]}x{pixels.shape[1]}"))
+            problems.append((item["source"], str(err)))
             continue
         raw[-1] = (header, pixels, mask)
     if problems:
-        return [None] * len(pairs), problems
+        return [None] * len(items), problems
     boxes, found = [], []
     for patient in dict.fromkeys(p for p, _ in groups):  # the block's patients, in order
         rows = [k for k, (p, _) in enumerate(groups) if p == patient]
         patient_boxes, how = roi_boxes([raw[k][1] for k in rows], [groups[k][1] for k in rows], **roi)
         boxes.extend(patient_boxes)
         found.extend([how] * len(rows))
-    images = np.zeros((len(pairs), size, size), np.float32)
-    masks = np.zeros((len(pairs), size, size), np.uint8)
+    images = np.zeros((len(items), size, size), np.float32)
+    masks = np.zeros((len(items), size, size), np.uint8)
     headers = []
     for k, ((header, pixels, mask), box) in enumerate(zip(raw, boxes)):
         prepare_image(pixels, size, images[k], box)
@@ -274,13 +265,15 @@ def _blocks(sample: pd.DataFrame, workers: int, whole_patients: bool) -> list[tu
     return [(start, min(start + block, n)) for start in range(0, n, block)]
 
 
-def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: dict | None = None) -> dict:
+def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: dict | None = None,
+                  source: str = "lvsc", options: dict | None = None) -> dict:
     """Read, check and prepare every sampled image of the cohort into `out_dir`:
     images.npy (float32, N x S x S), masks.npy (uint8 0/1), index.csv (the sample with each
     image's original shape, pixel spacing, vendor and field strength, and its crop box)
     and store.json (shapes, the region of interest, sha256 of each file).
 
-    `roi` is config `roi` ({"method": none | centre | heart, "fraction": ...}; default none).
+    `roi` is config `roi` ({"method": none | centre | heart, "fraction": ...}; default none);
+    `source` and `options` are config `cohort.source` and `cohort` (the reader, the labels).
     Each sampled file is read once. Blocks of consecutive images go to `workers` processes
     (OpenCV at one thread each), which write their rows into the arrays; the parent hashes
     the arrays as the blocks come back. Every image that fails its checks or its decoding is
@@ -306,9 +299,10 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: d
         array = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=(n, size, size))
         outputs.append((str(tmp[name]), array.offset, array[0].nbytes))
         del array
-    pairs = list(zip(sample.source, sample["mask"]))
+    items = sample[["source", "mask", "slice_label", "phase"]].to_dict("records")
     groups = list(zip(sample.patient, sample.slice))
-    jobs = [(start, pairs[start:end], groups[start:end], size, roi, *outputs)
+    reading = {"source": source, "options": options}
+    jobs = [(start, items[start:end], groups[start:end], size, roi, reading, *outputs)
             for start, end in _blocks(sample, workers, whole_patients=roi["method"] == "heart")]
     problems = Problems(f"preparing {sample_csv}")
     headers = []
@@ -329,7 +323,10 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: d
                     logged = len(headers)
                     log.info("prepared %d / %d images", len(headers), n)
             problems.raise_if_any()
-            index = pd.concat([sample, pd.DataFrame(headers)[HEADER_COLUMNS + ROI_COLUMNS]], axis=1)
+            found = pd.DataFrame(headers)[HEADER_COLUMNS + ROI_COLUMNS]
+            if "vendor" in sample:  # a table's vendor where the image header has none
+                found["vendor"] = found["vendor"].where(found["vendor"] != "", sample["vendor"].fillna(""))
+            index = pd.concat([sample.drop(columns="vendor", errors="ignore"), found], axis=1)
             write_table(index, tmp["index.csv"])
             sha = {"images.npy": image_hash.hexdigest(), "masks.npy": mask_hash.hexdigest(),
                    "index.csv": sha256_file(tmp["index.csv"])}

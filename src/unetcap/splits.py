@@ -9,6 +9,12 @@ max(2, ceil(test / m)) patients of the test pool. Each chosen patient gives an e
 share of images, regularly spaced among its m (a remainder goes to the first patients).
 Dev patients are dealt to the folds round-robin in pool order. So subsets are nested by
 patient, folds are patient-disjoint and equal, and no patient is in two sets.
+
+A patient may have fewer than m images (config `cohort.few_images: all`). Then a pool's
+first patients are taken until their images cover the subset's share (still a multiple of
+the fold count for the dev pool), and the shares are dealt equally but never more than a
+patient has (the rest goes to the others, in pool order): with every patient at m images
+this is the rule above, byte for byte.
 """
 
 from __future__ import annotations
@@ -81,39 +87,74 @@ def check_sizes(sizes, n_patients: int, folds: int, images_per_patient: int,
         raise UnetcapError("config key sizes: the cohort cannot give dataset size " + "; ".join(bad))
 
 
-def shares(images: int, patients: int) -> list[int]:
-    """`images` dealt equally to `patients`, the remainder to the first ones."""
-    base, extra = divmod(images, patients)
-    return [base + (j < extra) for j in range(patients)]
-
-
 def spaced(share: int, m: int) -> list[int]:
     """`share` positions regularly spaced among m: floor(j * m / share)."""
     return [j * m // share for j in range(share)]
 
 
+def patients_needed(counts: list[int], images: int, minimum: int, multiple: int = 1) -> int | None:
+    """The fewest first patients of a pool, at least `minimum` and a multiple of `multiple`,
+    whose `counts` of images add up to `images` (None when the pool cannot)."""
+    total = 0
+    for k, count in enumerate(counts, start=1):
+        total += count
+        if k >= minimum and k % multiple == 0 and total >= images:
+            return k
+    return None
+
+
+def deal(images: int, caps: list[int]) -> list[int]:
+    """`images` dealt equally to len(caps) patients, the remainder to the first ones, none
+    given more than its cap (what a patient cannot take goes to the others)."""
+    given = [0] * len(caps)
+    remaining, open_ = images, list(range(len(caps)))
+    while remaining and open_:
+        base, extra = divmod(remaining, len(open_))
+        still = []
+        for rank, j in enumerate(open_):
+            take = min(base + (rank < extra), caps[j] - given[j])
+            given[j] += take
+            remaining -= take
+            if given[j] < caps[j]:
+                still.append(j)
+        open_ = still
+    return given
+
+
 def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: int,
                   holdout_fraction: float) -> dict:
     """The split manifest of one dataset size (see docs/contracts.md) from the cohort sample
-    (a data frame with a `patient` column, `images_per_patient` consecutive rows each)."""
+    (a data frame with a `patient` column, each patient's rows consecutive: at most
+    `images_per_patient` of them)."""
     m = images_per_patient
     rows: dict[str, list[int]] = {}
     for row, patient in enumerate(sample["patient"]):
         rows.setdefault(str(patient), []).append(row)
-    wrong = [p for p, r in rows.items() if len(r) != m]
+    wrong = [p for p, r in rows.items() if len(r) > m]
     if wrong:
-        raise UnetcapError(f"cohort sample: patients {wrong} do not have {m} images (images_per_patient)")
+        raise UnetcapError(f"cohort sample: patients {wrong} have more than {m} images (images_per_patient)")
     test_pool, dev_pool = pools(list(rows), seed, holdout_fraction)
     check_sizes([size], len(rows), folds, m, holdout_fraction)
     plan = plan_subset(size, folds, m, holdout_fraction)
+    counts = {p: len(r) for p, r in rows.items()}
+    dev_k = patients_needed([counts[p] for p in dev_pool], plan.dev_images, plan.dev_patients, folds)
+    test_k = patients_needed([counts[p] for p in test_pool], plan.test_images, plan.test_patients)
+    if dev_k is None or test_k is None:
+        raise UnetcapError(
+            f"config key sizes: the cohort cannot give dataset size {size}: it needs {plan.dev_images} development "
+            f"and {plan.test_images} holdout images; its {len(dev_pool)} development patients have "
+            f"{sum(counts[p] for p in dev_pool)} and its {len(test_pool)} holdout patients "
+            f"{sum(counts[p] for p in test_pool)} (some patients have fewer than {m} images)")
+    dev_pool, test_pool = dev_pool[:dev_k], test_pool[:test_k]
 
     def take(patient: str, share: int) -> list[int]:
-        return [rows[patient][k] for k in spaced(share, m)]
+        return [rows[patient][k] for k in spaced(share, counts[patient])]
 
+    dev_shares = deal(plan.dev_images, [counts[p] for p in dev_pool])
+    test_shares = deal(plan.test_images, [counts[p] for p in test_pool])
     dev = [{"patient": p, "fold": j % folds, "indices": take(p, share)}
-           for j, (p, share) in enumerate(zip(dev_pool, shares(plan.dev_images, plan.dev_patients)))]
-    test = [{"patient": p, "indices": take(p, share)}
-            for p, share in zip(test_pool, shares(plan.test_images, plan.test_patients))]
+           for j, (p, share) in enumerate(zip(dev_pool, dev_shares))]
+    test = [{"patient": p, "indices": take(p, share)} for p, share in zip(test_pool, test_shares)]
     return {"schema": SCHEMA, "size": size, "seed": seed, "folds": folds,
             "images_per_patient": m, "holdout_fraction": holdout_fraction,
             "n_images": {"dev": plan.dev_images, "test": plan.test_images},

@@ -1,6 +1,6 @@
 # Stage 1: the cohort. With `cohort.source: phantom` the workflow first writes a synthetic
-# cohort in the LVSC layout; either way the same reader chooses its sample (file names and
-# one header per slice; no pixels).
+# cohort in the LVSC layout; the reader of `cohort.source` (lvsc, acdc, mnms, sunnybrook,
+# folders) chooses the sample from file names and headers, no pixels.
 
 
 rule phantom:
@@ -29,6 +29,8 @@ rule cohort:
         "logs/cohort.log",
     params:
         images_per_patient=config["images_per_patient"],
+        source=config["cohort"]["source"],
+        options=cohort_options(),
     threads: config["prepare"]["workers"]
     conda:
         "../../envs/cohort.yaml"

@@ -11,6 +11,7 @@ sys.path.insert(0, SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
 from unetcap import UnetcapError
+from unetcap.cohort import count_patients
 from unetcap.provenance import sha256_json
 from unetcap.splits import check_sizes
 from unetcap.study import format_number
@@ -30,11 +31,17 @@ def cohort_dir():
     return config["cohort"]["path"]
 
 
+def cohort_options():
+    """What the cohort's reader needs besides its folder (config `cohort`: the labels, the
+    policy for patients with few images, each format's own settings)."""
+    keys = ("labels", "few_images", "info", "series_map", "folders")
+    return {key: config["cohort"][key] for key in keys if key in config["cohort"]}
+
+
 def cohort_patients():
-    """Patients in the cohort: counted when the LVSC folder is there, else from the config."""
-    path = Path(cohort_dir())
-    if config["cohort"]["source"] == "lvsc" and path.is_dir():
-        return sum(1 for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Patients in the cohort: counted when its folder is there, else from the config."""
+    if config["cohort"]["source"] != "phantom" and Path(cohort_dir()).is_dir():
+        return count_patients(cohort_dir(), config["cohort"]["source"], cohort_options())
     return config["cohort"]["patients"]
 
 

@@ -15,6 +15,8 @@ rule prepare:
     params:
         image_size=config["image_size"],
         roi=config["roi"],
+        source=config["cohort"]["source"],
+        options=cohort_options(),
     threads: config["prepare"]["workers"]
     conda:
         "../../envs/cohort.yaml"

@@ -1,4 +1,5 @@
-"""Read a cohort laid out like the LV Segmentation Challenge (LVSC) training set.
+"""Format `lvsc`: a cohort laid out like the LV Segmentation Challenge (LVSC) training set
+(and the phantom, written in that layout).
 
 One folder per patient; in it, one DICOM file per short-axis image,
 ``<PATIENT>_SA<slice>_ph<phase>.dcm``, and its myocardium mask beside it with the
@@ -6,7 +7,7 @@ same stem and ``.png``. Numbers are not zero padded, extensions may be upper cas
 long-axis files (``_LA``) and anything else are ignored. The order of the slices
 comes from the DICOM geometry, never from the file names.
 
-Reading happens in two passes. :func:`scan_cohort` chooses the sample from file names
+Reading happens in two passes. :func:`images` lists a patient's images from file names
 and headers: every file gets cheap checks (a DICOM preamble, a mask beside it whose PNG
 header matches its slice's matrix) and the first phase of each slice is parsed, header
 only, for the slice's position. Then :func:`read_dicom` reads each sampled image once,
@@ -19,58 +20,24 @@ because that image is never used.
 from __future__ import annotations
 
 import io
-import logging
 import math
 import os
 import re
 import struct
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from unetcap import UnetcapError, write_text_atomic
+from unetcap import UnetcapError
+from unetcap.cohort import Image, Patient
 
-log = logging.getLogger(__name__)
+DEFAULT_LABELS = [1]  # the mask PNG: any channel > 0 is myocardium
 
 SHORT_AXIS = re.compile(r"^(?P<patient>.+)_SA(?P<slice>\d+)_ph(?P<phase>\d+)\.dcm$", re.IGNORECASE)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNDEFINED_LENGTH = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
-
-# The cohort's sample: one row per sampled image, in store order. `position` is the slice's.
-SAMPLE_COLUMNS = ["patient", "slice", "phase", "slice_label", "position", "source", "mask"]
-# What the prepared store's index adds from each sampled image's own header.
-HEADER_COLUMNS = ["rows", "cols", "spacing_row", "spacing_col", "vendor", "field_strength"]
-
-
-class Problems:
-    """Collects every bad input of a pass, then raises them together."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self.items: list[str] = []
-
-    def add(self, path, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            lines = "\n  ".join(self.items)
-            raise UnetcapError(f"{self.what}: {len(self.items)} problem(s)\n  {lines}")
-
-
-def parallel_map(fn, items, workers: int, chunksize: int = 1):
-    """fn over items, in order, in `workers` processes (in this one when workers is 1)."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(fn, items, chunksize=chunksize)
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -182,15 +149,20 @@ def read_dicom(path) -> tuple[dict, np.ndarray]:
     return header, pixels.astype(pixels.dtype.newbyteorder("="), copy=False)  # big endian too
 
 
-def patient_folders(root: Path) -> list[Path]:
+def patient_folders(root: Path, example: str = "DET0000101/") -> list[Path]:
     """The patient folders of a cohort, sorted by name."""
     root = Path(root)
     if not root.is_dir():
         raise UnetcapError(f"{root}: cohort folder does not exist (config key cohort.path)")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise UnetcapError(f"{root}: cohort folder holds no patient folders (expected e.g. DET0000101/)")
+        raise UnetcapError(f"{root}: cohort folder holds no patient folders (expected e.g. {example})")
     return folders
+
+
+def patients(root: Path, options: dict) -> list[Patient]:
+    """One patient per sub-folder of `root`, named by the folder."""
+    return [Patient(folder.name, folder) for folder in patient_folders(root)]
 
 
 @dataclass(frozen=True)
@@ -232,16 +204,15 @@ def find_images(folder: Path) -> tuple[list[Candidate], list[tuple[Path, str]]]:
     return candidates, problems
 
 
-def scan_patient(folder: Path, images_per_patient: int) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """Sample rows of one patient, and (file, problem) for every bad file found on the way.
+def images(patient: Patient, options: dict) -> tuple[list[Image], list[tuple[Path, str]]]:
+    """The patient's images in study order, and (file, problem) for every bad file found.
 
     Every file gets the cheap checks of `find_images`. The first phase of each slice is read
     (header only) for the slice's position and matrix, and every mask must match its slice's
-    matrix. The images are put in study order (slices by position along the slice normal,
-    phases by number) and `images_per_patient` of them sampled. The sampled images' own
-    headers are checked in full when they are decoded (`read_dicom`, in the prepare stage).
+    matrix. The sampled images' own headers are checked in full when they are decoded
+    (`read_dicom`, in the prepare stage).
     """
-    candidates, problems = find_images(folder)
+    candidates, problems = find_images(patient.folder)
     by_slice: dict[int, list[Candidate]] = {}
     for c in candidates:
         by_slice.setdefault(c.slice_label, []).append(c)
@@ -260,65 +231,21 @@ def scan_patient(folder: Path, images_per_patient: int) -> tuple[list[dict], lis
                                          f"{c.source.name} is {matrix[0]}x{matrix[1]}"))
         slices.append((header["position"], label, phases))
     slices.sort(key=lambda s: (s[0], s[1]))
-    ordered = [(rank, position, c) for rank, (position, _, phases) in enumerate(slices) for c in phases]
-    log.info("%s: %d short-axis images in %d slices", folder.name, len(ordered), len(slices))
-    if not ordered:
-        if not problems:
-            problems.append((folder, "no short-axis images (<PATIENT>_SA<slice>_ph<phase>.dcm)"))
-        return [], problems
+    ordered = [Image(rank, c.phase, c.slice_label, position, str(c.source), str(c.mask))
+               for rank, (position, _, phases) in enumerate(slices) for c in phases]
+    if not ordered and not problems:
+        problems.append((patient.folder, "no short-axis images (<PATIENT>_SA<slice>_ph<phase>.dcm)"))
+    return ordered, problems
+
+
+def load(row, options: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(header, pixels, labels: 1 where the mask PNG is set) of one sampled image."""
+    header, pixels = read_dicom(row["source"])
     try:
-        picks = sample_indices(len(ordered), images_per_patient)
-    except ValueError as err:
-        problems.append((folder, f"patient with too few readable short-axis images: {err} (images_per_patient)"))
-        return [], problems
-    return [{"patient": folder.name, "slice": rank, "phase": c.phase, "slice_label": c.slice_label,
-             "position": position, "source": str(c.source), "mask": str(c.mask)}
-            for rank, position, c in (ordered[k] for k in picks)], problems
-
-
-def sample_indices(n: int, m: int) -> list[int]:
-    """Indices of m images stratified over n ordered images: floor(i * n / m), i = 0..m-1."""
-    if n < m:
-        raise ValueError(f"{n} images, need at least {m}")
-    return [i * n // m for i in range(m)]
-
-
-def scan_cohort(root, images_per_patient: int, workers: int = 1) -> pd.DataFrame:
-    """The cohort's sample: for each patient (sorted by id), its `images_per_patient` sampled
-    images in study order, with the columns of SAMPLE_COLUMNS.
-
-    Reads headers only (see `scan_patient` for which), patients spread over `workers`
-    processes. Every bad file and every patient that cannot give its images is collected
-    and reported in one UnetcapError.
-    """
-    problems = Problems(f"cohort {root}")
-    rows = []
-    folders = patient_folders(Path(root))
-    scans = parallel_map(partial(scan_patient, images_per_patient=images_per_patient), folders, workers)
-    for patient_rows, bad in scans:
-        for path, message in bad:
-            problems.add(path, message)
-        rows.extend(patient_rows)
-    problems.raise_if_any()
-    return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
-
-
-def write_sample(root, out_csv, images_per_patient: int, workers: int = 1) -> pd.DataFrame:
-    """Scan the cohort and write its sample atomically; returns it."""
-    sample = scan_cohort(root, images_per_patient, workers)
-    write_table(sample, out_csv)
-    log.info("%d patients, %d sampled images -> %s", sample.patient.nunique(), len(sample), out_csv)
-    return sample
-
-
-def write_table(table: pd.DataFrame, out_csv) -> None:
-    """A CSV written atomically, with stable bytes."""
-    write_text_atomic(out_csv, table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-
-
-def read_table(path) -> pd.DataFrame:
-    """The cohort sample or the store's index (patient ids stay text)."""
-    return pd.read_csv(path, dtype={"patient": str})
+        labels = read_mask(row["mask"]).astype(np.uint8)
+    except UnetcapError as err:
+        raise ValueError(str(err).removeprefix(f"{row['mask']}: ")) from None
+    return header, pixels, labels
 
 
 def read_mask(path) -> np.ndarray:

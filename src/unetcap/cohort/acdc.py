@@ -1,0 +1,77 @@
+"""Format `acdc`: the ACDC challenge cohort (Bernard et al. 2018), exactly as distributed.
+
+One folder per patient, ``patientNNN/``, holding ``Info.cfg`` (``ED: 1``, ``ES: 12``,
+``Group: DCM``, ``Height``, ``Weight``, ``NbFrame``), the 3-D volume of each labelled frame
+``patientNNN_frameFF.nii.gz`` and its labels ``patientNNN_frameFF_gt.nii.gz`` (0
+background, 1 RV cavity, 2 myocardium, 3 LV cavity), and the 4-D cine
+``patientNNN_4d.nii.gz``, which is not used. A labelled image is one slice of a frame with
+a label volume (ED and ES); slice order and spacing come from the NIfTI header and affine
+(`unetcap.cohort.nifti`), never from file names. The Group (pathology) goes into the
+sample and the store's index.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from unetcap.cohort import Image, Patient, order_images
+from unetcap.cohort.lvsc import patient_folders
+from unetcap.cohort.nifti import load_slice, read_volume_header
+
+DEFAULT_LABELS = [2]  # myocardium
+FRAME = re.compile(r"^(?P<patient>.+)_frame(?P<frame>\d+)_gt\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def read_info(path: Path) -> dict[str, str]:
+    """The ``key: value`` lines of an Info.cfg."""
+    info = {}
+    for line in path.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
+def patients(root: Path, options: dict) -> list[Patient]:
+    """One patient per sub-folder of `root` (``patientNNN``), with its Info.cfg's Group."""
+    found = []
+    for folder in patient_folders(root, example="patient001/"):
+        cfg = folder / "Info.cfg"
+        group = read_info(cfg).get("Group", "") if cfg.is_file() else ""
+        found.append(Patient(folder.name, folder, group=group))
+    return found
+
+
+def images(patient: Patient, options: dict):
+    """Every slice of every frame with a label volume, in study order."""
+    problems, found = [], []
+    if not (patient.folder / "Info.cfg").is_file():
+        problems.append((patient.folder, "no Info.cfg (ACDC layout: patientNNN/Info.cfg)"))
+    for gt in sorted(patient.folder.iterdir()):
+        match = FRAME.match(gt.name)
+        if not match:
+            continue
+        suffix = gt.name[match.end("frame"):].replace("_gt", "", 1)
+        image = gt.with_name(gt.name[:match.end("frame")] + suffix)
+        if not image.is_file():
+            problems.append((gt, f"labels without their image (expected {image.name} beside them)"))
+            continue
+        try:
+            volume, labels = read_volume_header(image), read_volume_header(gt)
+        except ValueError as err:
+            problems.append((image, str(err)))
+            continue
+        if volume.shape[:3] != labels.shape[:3]:
+            problems.append((gt, f"labels of shape {labels.shape} but the image is {volume.shape}"))
+            continue
+        frame = int(match["frame"])
+        found.extend((position, z, frame, str(image), str(gt)) for z, position in enumerate(volume.positions))
+    if not found and not problems:
+        problems.append((patient.folder, "no labelled frames (patientNNN_frameFF_gt.nii.gz)"))
+    return order_images(found), problems
+
+
+def load(row, options: dict):
+    """(header, pixels, labels) of one sampled slice."""
+    return load_slice(row)

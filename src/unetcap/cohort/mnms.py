@@ -1,0 +1,124 @@
+"""Format `mnms`: the M&Ms (Campello et al. 2021) and M&Ms-2 cohorts, exactly as distributed.
+
+One folder per patient, named by its code. M&Ms: ``<code>/<code>_sa.nii.gz`` (4-D cine)
+and ``<code>_sa_gt.nii.gz`` (4-D, labelled at ED and ES only: 1 LV cavity, 2 myocardium,
+3 RV). The labelled frames are those of the information CSV (config `cohort.info`:
+``External code``, ``VendorName``, ``Centre``, ``ED``, ``ES``), which also gives vendor and
+centre, or else the frames whose label volume holds any label. M&Ms-2:
+``<code>/<code>_SA_ED.nii.gz`` and ``<code>_SA_ES.nii.gz`` with ``_gt`` label volumes
+beside them (same labels); its CSV (``SUBJECT_CODE``, ``VENDOR``, ``DISEASE``) gives vendor
+and diagnosis. Slice order and spacing come from the NIfTI header and affine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from unetcap import UnetcapError
+from unetcap.cohort import Patient, order_images
+from unetcap.cohort.lvsc import patient_folders
+from unetcap.cohort.nifti import labelled_frames, load_slice, read_volume_header
+
+DEFAULT_LABELS = [2]  # myocardium
+# Column names of the information CSVs of M&Ms and M&Ms-2, per field (first present wins).
+INFO_COLUMNS = {
+    "code": ("External code", "SUBJECT_CODE", "code", "patient"),
+    "vendor": ("VendorName", "VENDOR", "Vendor", "vendor"),
+    "centre": ("Centre", "CENTRE", "centre"),
+    "group": ("Pathology", "DISEASE", "group"),
+    "ED": ("ED",),
+    "ES": ("ES",),
+}
+PHASES = ("ED", "ES")  # M&Ms-2's two labelled volumes, as phases 0 and 1
+
+
+def read_information(path) -> dict[str, dict]:
+    """The information CSV as {code: {vendor, centre, group, ED, ES}} (fields it lacks left out)."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UnetcapError(f"{path}: cannot read the information CSV (config key cohort.info): {err}") from None
+    table.columns = [c.strip() for c in table.columns]
+    columns = {field: next((c for c in names if c in table.columns), None) for field, names in INFO_COLUMNS.items()}
+    if columns["code"] is None:
+        raise UnetcapError(f"{path}: no patient code column (one of {', '.join(INFO_COLUMNS['code'])})")
+    info = {}
+    for _, row in table.iterrows():
+        info[str(row[columns["code"]]).strip()] = {field: str(row[col]).strip() for field, col in columns.items()
+                                                   if col is not None and field != "code"}
+    return info
+
+
+def patients(root: Path, options: dict) -> list[Patient]:
+    """One patient per sub-folder of `root`, named by its code, with the information CSV's
+    vendor, centre, diagnosis and labelled frames when config `cohort.info` names one."""
+    info = read_information(options["info"]) if options.get("info") else {}
+    found = []
+    for folder in patient_folders(root, example="A0S9V9/"):
+        entry = info.get(folder.name, {})
+        frames = tuple(int(entry[k]) for k in ("ED", "ES") if entry.get(k, "").strip().isdigit())
+        found.append(Patient(folder.name, folder, group=entry.get("group", ""), centre=entry.get("centre", ""),
+                             vendor=entry.get("vendor", ""), frames=frames))
+    return found
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / f"{name}.nii.gz", folder / f"{name}.nii"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def images(patient: Patient, options: dict):
+    """Every slice of every labelled frame, in study order."""
+    folder, code, problems, found = patient.folder, patient.id, [], []
+    cine, cine_gt = _find(folder, f"{code}_sa"), _find(folder, f"{code}_sa_gt")
+    pairs = []  # (image volume, label volume, phase or None for the 4-D cine)
+    if cine is not None:
+        if cine_gt is None:
+            problems.append((cine, f"cine without labels (expected {code}_sa_gt.nii.gz beside it)"))
+        else:
+            pairs.append((cine, cine_gt, None))
+    else:
+        for phase, name in enumerate(PHASES):
+            image, gt = _find(folder, f"{code}_SA_{name}"), _find(folder, f"{code}_SA_{name}_gt")
+            if image is not None and gt is not None:
+                pairs.append((image, gt, phase))
+            elif image is not None or gt is not None:
+                problems.append((image or gt, f"{name} volume without its {'labels' if image else 'image'}"))
+    for image, gt, phase in pairs:
+        try:
+            volume, labels = read_volume_header(image), read_volume_header(gt)
+        except ValueError as err:
+            problems.append((image, str(err)))
+            continue
+        if volume.shape[:4] != labels.shape[:4]:
+            problems.append((gt, f"labels of shape {labels.shape} but the image is {volume.shape}"))
+            continue
+        if phase is not None:
+            frames = [phase]
+        else:
+            try:
+                frames = list(patient.frames) or labelled_frames(gt)
+            except ValueError as err:
+                problems.append((gt, str(err)))
+                continue
+            depth = volume.shape[3] if len(volume.shape) > 3 else 1
+            outside = [t for t in frames if not 0 <= t < depth]
+            if outside:
+                problems.append((gt, f"labelled frames {outside} (cohort.info) outside the cine's {depth} frames"))
+                continue
+        found.extend((position, z, t, str(image), str(gt))
+                     for t in frames for z, position in enumerate(volume.positions))
+    if not found and not problems:
+        problems.append((folder, f"no labelled volumes ({code}_sa.nii.gz with {code}_sa_gt.nii.gz, "
+                                 f"or {code}_SA_ED.nii.gz with {code}_SA_ED_gt.nii.gz)"))
+    return order_images(found), problems
+
+
+def load(row, options: dict):
+    """(header, pixels, labels) of one sampled slice."""
+    return load_slice(row)

@@ -1,0 +1,198 @@
+"""The cohort readers on files in the public datasets' layouts (tests/cohort_fixtures.py):
+ACDC, M&Ms, M&Ms-2, Sunnybrook and plain folders, through the one interface, into the
+prepared store and the splits."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cohort_fixtures import CAVITY, MYOCARDIUM, RV, cartoon, write_acdc, write_folders, write_mnms, write_sunnybrook
+from unetcap import UnetcapError
+from unetcap.cohort import read_labelled, read_table, scan_cohort, write_sample
+from unetcap.cohort.sunnybrook import fill
+from unetcap.prepare import load_store, prepare_store
+from unetcap.splits import deal, fold_indices, make_manifest
+
+
+def _rows(sample, patient):
+    return sample[sample.patient == patient]
+
+
+def test_acdc_slices_in_position_order_with_group_and_myocardium(tmp_path):
+    spec = write_acdc(tmp_path / "acdc")
+    sample = scan_cohort(tmp_path / "acdc", 8, source="acdc")
+    assert sample.groupby("patient").size().to_dict() == {"patient001": 8, "patient002": 8, "patient003": 4}
+    assert dict(zip(sample.patient, sample.group)) == {p: s[3] for p, s in spec.items()}
+    stored_first = _rows(sample, "patient002")  # stored apex first: the affine says so
+    assert np.all(np.diff(stored_first.position.to_numpy()) >= 0)
+    assert np.all(np.diff(stored_first.slice_label.to_numpy()) <= 0)
+    assert set(_rows(sample, "patient003").phase) == {1, 7}  # the ED and ES frames of Info.cfg, as named
+    assert not sample.source.str.contains("_4d").any()
+    row = _rows(sample, "patient001").iloc[3].to_dict()
+    header, pixels, mask = read_labelled(row, "acdc")
+    z = int(row["slice_label"])
+    expected_image, expected_labels = cartoon((154, 224), z, int(row["phase"] != 1), seed=1)
+    assert pixels.shape == (154, 224) and np.array_equal(pixels, expected_image)
+    assert np.array_equal(mask, expected_labels == MYOCARDIUM)
+    assert header["spacing_row"] == pytest.approx(1.4)
+    _, _, rv = read_labelled(row, "acdc", {"labels": [1]})  # ACDC's own labels: 1 the RV, 3 the LV cavity
+    assert np.array_equal(rv, expected_labels == RV)
+    _, _, cavity = read_labelled(row, "acdc", {"labels": [3]})
+    assert np.array_equal(cavity, expected_labels == CAVITY)
+
+
+def test_acdc_bad_inputs_reported_together(tmp_path):
+    write_acdc(tmp_path / "acdc")
+    (tmp_path / "acdc/patient001/patient001_frame07.nii.gz").unlink()
+    (tmp_path / "acdc/patient002/Info.cfg").unlink()
+    (tmp_path / "acdc/patient003/patient003_frame01_gt.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(UnetcapError) as err:
+        scan_cohort(tmp_path / "acdc", 4, source="acdc")
+    message = str(err.value)
+    assert "3 problem(s)" in message
+    assert "patient001_frame07_gt.nii.gz: labels without their image" in message
+    assert "patient002: no Info.cfg" in message
+    assert "not a readable NIfTI file" in message
+
+
+def test_mnms_frames_from_labels_or_information_csv_and_mnms2(tmp_path):
+    info = write_mnms(tmp_path / "mnms", frames=(0, 3))
+    found = scan_cohort(tmp_path / "mnms", 6, source="mnms")
+    assert sorted(set(_rows(found, "A0S9V9").phase)) == [0, 3]  # labelled frames found in the label volume
+    assert sorted(set(_rows(found, "C7D8E9").phase)) == [0, 1]  # M&Ms-2: ED and ES volumes
+    with_info = scan_cohort(tmp_path / "mnms", 6, source="mnms", options={"info": str(info)})
+    pd.testing.assert_frame_equal(found.drop(columns=["centre", "vendor"]),
+                                  with_info.drop(columns=["centre", "vendor"]))
+    assert dict(zip(with_info.patient, with_info.vendor)) == {"A0S9V9": "Siemens", "B1K2L3": "Philips",
+                                                              "C7D8E9": ""}
+    assert dict(zip(with_info.patient, with_info.centre))["B1K2L3"] == "2"
+    row = _rows(found, "B1K2L3").iloc[-1].to_dict()
+    _, pixels, mask = read_labelled(row, "mnms")
+    assert pixels.shape == (100, 100) and mask.any()
+    assert np.array_equal(mask, cartoon((100, 100), int(row["slice_label"]), int(row["phase"] == 3))[1] == 2)
+    # an information CSV naming a frame the cine does not have is an error, not a silent skip
+    info.write_text("External code,VendorName,Centre,ED,ES\nA0S9V9,Siemens,1,0,9\n")
+    with pytest.raises(UnetcapError, match=r"labelled frames \[9\] \(cohort.info\) outside the cine's 6 frames"):
+        scan_cohort(tmp_path / "mnms", 6, source="mnms", options={"info": str(info)})
+
+
+def test_sunnybrook_myocardium_needs_both_contours(tmp_path):
+    series_map = write_sunnybrook(tmp_path / "scd")
+    options = {"series_map": str(series_map)}
+    myocardium = scan_cohort(tmp_path / "scd", 3, source="sunnybrook", options=options)
+    assert myocardium.phase.tolist() == [9, 5, 1]  # the images with both contours, by position
+    cavity = scan_cohort(tmp_path / "scd", 6, source="sunnybrook", options={**options, "labels": [1]})
+    assert cavity.phase.tolist() == [9, 11, 5, 7, 1, 3]  # an inner contour alone counts for the cavity
+    header, pixels, mask = read_labelled(myocardium.iloc[0].to_dict(), "sunnybrook", options)
+    from cohort_fixtures import circle
+
+    outer, inner = fill(circle(32, 30, 13), (64, 64)), fill(circle(32, 30, 8), (64, 64))
+    assert np.array_equal(mask, outer & ~inner) and 300 < mask.sum() < 400  # pi (13^2 - 8^2) = 330
+    _, _, cav = read_labelled(cavity.iloc[1].to_dict(), "sunnybrook", {**options, "labels": [1]})
+    assert np.array_equal(cav, inner)
+    assert header["rows"] == 64
+    with pytest.raises(UnetcapError, match="cohort.series_map"):
+        scan_cohort(tmp_path / "scd", 3, source="sunnybrook")
+
+
+def test_folders_patients_slices_phases_and_every_file_format(tmp_path):
+    labels = write_folders(tmp_path / "export")
+    options = {"folders": {"slice": r"/s(\d+)_", "phase": r"_p(\d+)\."}}
+    sample = scan_cohort(tmp_path / "export", 4, source="folders", options=options)
+    assert sample.groupby("patient").size().to_dict() == {"p1": 4, "p2": 4, "p3": 4, "p10": 2}
+    assert list(sample.patient.unique()) == ["p1", "p2", "p3", "p10"]  # numbers sorted by value
+    p10 = _rows(sample, "p10")
+    assert p10.slice_label.tolist() == [1, 2]  # slice numbers, not file order
+    for row in sample.to_dict("records"):
+        _, pixels, mask = read_labelled(row, "folders", options)
+        expected = labels[(row["patient"], row["slice_label"], row["phase"])]
+        assert pixels.shape == (70, 90) and np.array_equal(mask, expected > 0)
+    _, _, cavity = read_labelled(p10.iloc[0].to_dict(), "folders", {**options, "labels": [CAVITY]})
+    assert np.array_equal(cavity, labels[("p10", 1, 0)] == CAVITY)
+    (tmp_path / "export/masks/p2/s3_p0.png").unlink()
+    with pytest.raises(UnetcapError, match=r"s3_p0.tif: image without a mask \(expected masks/p2/s3_p0.<ext>\)"):
+        scan_cohort(tmp_path / "export", 4, source="folders", options=options)
+    with pytest.raises(UnetcapError, match="cohort.folders.slice"):
+        scan_cohort(tmp_path / "export", 4, source="folders", options={"folders": {"slice": r"/x(\d+)"}})
+
+
+def test_a_real_layout_goes_through_prepare_and_splits(tmp_path):
+    """ACDC with patients of 4 to 10 labelled images at images_per_patient 8 (use them all):
+    a store with the Group in its index, and patient-disjoint, nested splits."""
+    write_acdc(tmp_path / "acdc")
+    copy_patients(tmp_path / "acdc", 8)
+    sample = write_sample(tmp_path / "acdc", tmp_path / "sample.csv", 8, source="acdc")
+    counts = sample.groupby("patient").size()
+    assert sorted(set(counts)) == [4, 8]
+    store = prepare_store(tmp_path / "sample.csv", tmp_path / "prepared", 32, source="acdc",
+                          roi={"method": "heart", "fraction": 0.8})
+    images, masks, _ = load_store(tmp_path / "prepared")
+    assert images.shape == (len(sample), 32, 32) and store["n_images"] == len(sample)
+    assert masks.reshape(len(masks), -1).max(axis=1).all()  # every slice has myocardium
+    index = read_table(tmp_path / "prepared/index.csv")
+    matrix = {"patient001": 154, "patient002": 128, "patient003": 96, "patient004": 128, "patient005": 96,
+              "patient006": 154, "patient007": 128, "patient008": 96}
+    assert (index.group != "").all() and index.rows.tolist() == index.patient.map(matrix).tolist()
+    manifests = {size: make_manifest(sample, size, folds=2, seed=3, images_per_patient=8, holdout_fraction=0.25)
+                 for size in (20, 40)}
+    for size, manifest in manifests.items():
+        dev = [i for e in manifest["dev"] for i in e["indices"]]
+        test = [i for e in manifest["test"] for i in e["indices"]]
+        assert len(dev) + len(test) == size and len(set(dev + test)) == size
+        folds = fold_indices(manifest, 0)
+        patients = {k: set(sample.patient.iloc[v]) for k, v in folds.items()}
+        assert not (patients["train"] & patients["val"]) and not (patients["test"] & (patients["train"] |
+                                                                                        patients["val"]))
+    small = {e["patient"] for e in manifests[20]["dev"]}
+    assert small <= {e["patient"] for e in manifests[40]["dev"]}  # nested by patient
+    again = make_manifest(sample, 40, folds=2, seed=3, images_per_patient=8, holdout_fraction=0.25)
+    assert again == manifests[40]
+
+
+def copy_patients(root, last: int) -> None:
+    """Patients 4..last of an ACDC fixture: copies of the first three under new ids."""
+    for k in range(4, last + 1):
+        src, dst = root / f"patient00{1 + k % 3}", root / f"patient00{k}"
+        dst.mkdir()
+        for f in src.iterdir():
+            (dst / f.name.replace(src.name, dst.name)).write_bytes(f.read_bytes())
+
+
+def test_deal_is_equal_shares_when_no_patient_is_short():
+    assert deal(10, [8, 8, 8]) == [4, 3, 3]
+    assert deal(10, [2, 8, 8]) == [2, 4, 4]
+    assert deal(7, [1, 1, 8]) == [1, 1, 5]
+    assert deal(3, [4, 4, 4, 4]) == [1, 1, 1, 0]
+
+
+def test_the_workflow_reads_an_acdc_cohort_up_to_the_splits(tmp_path):
+    """The real Snakemake: cohort.source acdc, patients of 4 and 8 images (few_images: all),
+    the LV cavity instead of the myocardium; cohort, prepare and splits run, the log says
+    which patients kept all their images."""
+    import yaml
+
+    from snakemake_run import copy_workflow, snakemake
+
+    root = tmp_path / "acdc"
+    write_acdc(root)
+    copy_patients(root, 4)
+    work = copy_workflow(tmp_path / "work")
+    config = yaml.safe_load((work / "config/test.yaml").read_text())
+    config["cohort"] = {"source": "acdc", "path": str(root), "patients": 4, "labels": [3]}
+    config.update(images_per_patient=8, sizes=[12], holdout_fraction=0.5)
+    (work / "acdc.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(work, "--configfile", "acdc.yaml", "--cores", "1", "results/prepared/store.json",
+                       "results/splits/size12.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    index = read_table(work / "results/prepared/index.csv")
+    assert index.groupby("patient").size().to_dict() == {"patient001": 8, "patient002": 8, "patient003": 4,
+                                                          "patient004": 8}
+    _, masks, _ = load_store(work / "results/prepared")
+    from unetcap.prepare import prepare_mask
+
+    for k in (0, 5, 19):  # the stored masks are the LV cavity (label 3), not the myocardium
+        row = index.iloc[k].to_dict()
+        cavity = prepare_mask(read_labelled(row, "acdc", {"labels": [3]})[2], 32)
+        myocardium = prepare_mask(read_labelled(row, "acdc")[2], 32)
+        assert cavity.any() and np.array_equal(masks[k], cavity) and not np.array_equal(masks[k], myocardium)
+    assert "cohort.few_images all: 1 patient(s) with fewer than 8 images" in (work / "logs/cohort.log").read_text()

@@ -9,6 +9,10 @@ Sections:
             decodes exactly the sampled files with pydicom, and (b) a naive loop that decodes
             every short-axis file; per-image costs and peak memory. The phantom is generated
             once into benchmarks/data/ (~6.5 GB, a few minutes).
+  nifti     ACDC-shaped preparation (100 phantom patients in the ACDC layout, 8-11 slices x ED
+            and ES, about 1,900 labelled slices, 128 px): the project's cohort scan +
+            preparation against a plain nibabel loop that loads every frame and label volume
+            and takes its slices. Generated once into benchmarks/data/acdc (a minute or two).
   overhead  per encoder, at the demo's image size and at 256 px: import, model build and first
             step against a steady-state step; the fixed overhead's share of a demo run.
   dag       `snakemake -n` on the full paper config (1620 training runs and the rest).
@@ -109,6 +113,51 @@ def bench_prepare() -> None:
     row("prepare: per image, one core (first 1000)", per_image_costs(sampled[:1000], list(sample["mask"][:1000])))
     row("prepare: project / floor", f"{floor / project:.2f}x", f">= 0.8x {verdict(floor / project >= 0.8)}")
     row("prepare: project / naive", f"{naive / project:.1f}x", f">= 5x {verdict(naive / project >= 5)}")
+
+
+def acdc_phantom() -> Path:
+    """An ACDC-shaped phantom cohort (ED and ES only), generated once and kept between runs."""
+    from unetcap.phantom_layouts import write_phantom
+
+    path = DATA / "acdc"
+    if not path.is_dir():
+        print("generating the ACDC-shaped phantom (100 patients, ED and ES) ...", flush=True)
+        write_phantom(path, "acdc", patients=100, seed=3, slices=(8, 11), phases=(2, 2), matrix=(154, 256))
+    return path
+
+
+def bench_nifti() -> None:
+    import nibabel as nib
+    import numpy as np
+
+    cohort = acdc_phantom()
+    volumes = sorted(cohort.rglob("*_frame*.nii.gz"))
+    warm(volumes)
+    with tempfile.TemporaryDirectory() as tmp:
+        code = ("import json, sys, time\n"
+                "from unetcap.cohort import write_sample\n"
+                "from unetcap.prepare import prepare_store\n"
+                "cohort, tmp = sys.argv[1:]\n"
+                "t = time.perf_counter()\n"
+                "write_sample(cohort, f'{tmp}/sample.csv', 20, workers=2, source='acdc')\n"
+                "store = prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 128, workers=2, source='acdc')\n"
+                "print(json.dumps([time.perf_counter() - t, store['n_images']]))\n")
+        result = subprocess.run([sys.executable, "-c", code, str(cohort), tmp], capture_output=True,
+                                text=True, env=quiet_env())
+        if result.returncode:
+            sys.exit(f"preparation failed:\n{result.stderr[-3000:]}")
+        project, n = json.loads(result.stdout.strip().splitlines()[-1])
+    t = time.perf_counter()
+    loaded = 0
+    for image in (v for v in volumes if not v.name.endswith("_gt.nii.gz")):
+        pixels = np.asanyarray(nib.load(str(image)).dataobj)
+        labels = np.asanyarray(nib.load(str(image).replace(".nii.gz", "_gt.nii.gz")).dataobj)
+        loaded += sum(1 for z in range(pixels.shape[2]) if pixels[:, :, z].size and labels[:, :, z].size)
+    loop = time.perf_counter() - t
+    row("nifti: patients / labelled slices", f"{len({v.parent for v in volumes})} / {n} (loop: {loaded})")
+    row("nifti: project (scan + read + resize to 128 px, 2 workers)", f"{n / project:.0f} images/s ({project:.1f} s)")
+    row("nifti: plain nibabel loop (load every volume, take its slices)", f"{loaded / loop:.0f} images/s ({loop:.1f} s)")
+    row("nifti: project / loop", f"{loop / project:.2f}x", f">= 0.8x {verdict(loop / project >= 0.8)}")
 
 
 def per_image_costs(sources: list[str], masks: list[str]) -> str:
@@ -289,7 +338,7 @@ def bench_memory() -> None:
         "(config train.mem_mb default: model, optimizer and one batch; the rule adds the run's arrays)")
 
 
-SECTIONS = {"prepare": bench_prepare, "overhead": bench_overhead, "dag": bench_dag, "demo": bench_demo,
+SECTIONS = {"prepare": bench_prepare, "nifti": bench_nifti, "overhead": bench_overhead, "dag": bench_dag, "demo": bench_demo,
             "memory": bench_memory}
 
 

@@ -196,3 +196,100 @@ def test_the_workflow_reads_an_acdc_cohort_up_to_the_splits(tmp_path):
         myocardium = prepare_mask(read_labelled(row, "acdc")[2], 32)
         assert cavity.any() and np.array_equal(masks[k], cavity) and not np.array_equal(masks[k], myocardium)
     assert "cohort.few_images all: 1 patient(s) with fewer than 8 images" in (work / "logs/cohort.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def phantom_layouts(tmp_path_factory):
+    """A small phantom (non-square matrices, one patient with shuffled slice labels) in the
+    LVSC layout and written again in the ACDC, M&Ms and folders layouts."""
+    from unetcap.phantom import write_cohort
+    from unetcap.phantom_layouts import write_layout
+
+    root = tmp_path_factory.mktemp("phantom")
+    write_cohort(root / "lvsc", 5, seed=5, slices=(3, 4), phases=(4, 5), matrix=(40, 64))
+    for layout in ("acdc", "mnms", "folders"):
+        write_layout(root / "lvsc", root / layout, layout)
+    return root
+
+
+FOLDERS = {"folders": {"slice": r"/s(\d+)_", "phase": r"_p(\d+)\."}}
+
+
+@pytest.mark.parametrize("layout", ["acdc", "mnms", "folders"])
+def test_the_same_phantom_through_two_layouts_gives_the_same_store(phantom_layouts, layout, tmp_path):
+    root = phantom_layouts
+    stores = {}
+    for source in ("lvsc", layout):
+        options = FOLDERS if source == "folders" else {}
+        sample = write_sample(root / source, tmp_path / f"{source}.csv", 8, source=source, options=options)
+        prepare_store(tmp_path / f"{source}.csv", tmp_path / source, 32, source=source, options=options,
+                      roi={"method": "heart", "fraction": 0.7})
+        stores[source] = (sample, *load_store(tmp_path / source)[:2])
+    (lvsc, lvsc_images, lvsc_masks), (other, images, masks) = stores["lvsc"], stores[layout]
+    assert other.patient.tolist() == lvsc.patient.tolist() and other.slice.tolist() == lvsc.slice.tolist()
+    assert (other.phase - (layout == "acdc")).tolist() == lvsc.phase.tolist()  # ACDC frames count from 1
+    if layout != "folders":  # NIfTI stores a DICOM image transposed (first axis along a row)
+        images, masks = images.transpose(0, 2, 1), masks.transpose(0, 2, 1)
+    assert np.abs(images - lvsc_images).max() < 1e-4
+    assert np.mean(masks != lvsc_masks) < 0.005 and masks.sum() > 0
+
+
+def _error(call) -> str:
+    with pytest.raises(UnetcapError) as err:
+        call()
+    return str(err.value)
+
+
+def test_bad_input_per_format_is_named_file_by_file(tmp_path):
+    import nibabel as nib
+
+    from cohort_fixtures import _affine, _save_nifti
+
+    acdc = tmp_path / "acdc"
+    write_acdc(acdc)
+    copy_patients(acdc, 4)
+    # a 4-D frame where ACDC has 3-D ones, and image and labels of different shapes
+    _save_nifti(acdc / "patient002/patient002_frame01.nii.gz", np.zeros((128, 128, 4, 2), np.int16), _affine())
+    _save_nifti(acdc / "patient003/patient003_frame07_gt.nii.gz", np.zeros((96, 100, 2), np.uint8), _affine())
+    message = _error(lambda: scan_cohort(acdc, 4, source="acdc"))
+    assert "2 problem(s)" in message
+    assert "patient002_frame01.nii.gz: a 4-D volume of shape (128, 128, 4, 2) where ACDC has 3-D frames" in message
+    assert "patient003_frame07_gt.nii.gz: labels of shape (96, 100, 2) but the image is (96, 112, 2)" in message
+    assert "cohort.labels: [5] are not among the labels of cohort.source acdc (1, 2, 3" in _error(
+        lambda: scan_cohort(acdc, 4, source="acdc", options={"labels": [5]}))
+    # a label value outside ACDC's 0-3: prepare names the file, and writes nothing
+    acdc = tmp_path / "acdc2"
+    write_acdc(acdc)
+    copy_patients(acdc, 4)
+    gt = acdc / "patient001/patient001_frame01_gt.nii.gz"
+    volume = nib.load(str(gt))
+    data = np.asarray(volume.dataobj).copy()
+    data[0, 0, :] = 7
+    nib.save(nib.Nifti1Image(data, volume.affine), str(gt))
+    write_sample(acdc, tmp_path / "sample.csv", 4, source="acdc", options={"few_images": "leave_out"})
+    message = _error(lambda: prepare_store(tmp_path / "sample.csv", tmp_path / "store", 32, source="acdc"))
+    assert "patient001_frame01.nii.gz: labels patient001_frame01_gt.nii.gz hold value(s) [7] outside the " \
+           "format's [0, 1, 2, 3]" in message
+    assert not (tmp_path / "store/images.npy").exists()
+
+    scd = tmp_path / "scd"
+    options = {"series_map": str(write_sunnybrook(scd))}
+    contours = scd / "contours/SC-HF-I-01/contours-manual/IRCCI-expert"
+    np.savetxt(contours / "IM-0001-0005-ocontour-manual.txt", np.array([[1, 1], [70, 2], [30, 40]]), fmt="%g")
+    sample = scan_cohort(scd, 3, source="sunnybrook", options=options)
+    with pytest.raises(ValueError, match=r"contour file IM-0001-0005-ocontour-manual.txt: 1 point\(s\) outside "
+                                         r"the 64x64 image, e.g. x 70, y 2"):
+        read_labelled(sample[sample.phase == 5].iloc[0].to_dict(), "sunnybrook", options)
+    (scd / "images/SCD0000101/CINESAX_300/IM-0001-0009.dcm").unlink()
+    message = _error(lambda: scan_cohort(scd, 2, source="sunnybrook", options=options))
+    assert "IM-0001-0009-icontour-manual.txt: contours without their image (expected" in message
+
+    export = tmp_path / "export"
+    write_folders(export)
+    assert "the patient expression '^patient(\\\\d+)/' (cohort.folders.patient) does not match" in _error(
+        lambda: scan_cohort(export, 2, source="folders", options={"folders": {"patient": r"^patient(\d+)/"}}))
+    write_sample(export, tmp_path / "folders.csv", 2, source="folders", options={"labels": [7]})
+    message = _error(lambda: prepare_store(tmp_path / "folders.csv", tmp_path / "f", 32, source="folders",
+                                           options={"labels": [7]}))
+    assert "4 problem(s)" in message and "patient p10: the structure (cohort.labels) is empty in every one of " \
+                                          "its 2 sampled images" in message

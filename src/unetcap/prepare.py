@@ -324,6 +324,12 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: d
                     log.info("prepared %d / %d images", len(headers), n)
             problems.raise_if_any()
             found = pd.DataFrame(headers)[HEADER_COLUMNS + ROI_COLUMNS]
+            labelled = found["roi_kept"].notna().groupby(sample.patient.to_numpy(), sort=False).any()
+            for patient in labelled.index[~labelled.to_numpy()]:
+                rows = sample.index[sample.patient == patient]
+                problems.add(Path(sample.source[rows[0]]).parent, f"patient {patient}: the structure (cohort.labels) "
+                             f"is empty in every one of its {len(rows)} sampled images")
+            problems.raise_if_any()
             if "vendor" in sample:  # a table's vendor where the image header has none
                 found["vendor"] = found["vendor"].where(found["vendor"] != "", sample["vendor"].fillna(""))
             index = pd.concat([sample.drop(columns="vendor", errors="ignore"), found], axis=1)

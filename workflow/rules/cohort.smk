@@ -14,6 +14,7 @@ rule phantom:
         slices=config["cohort"]["phantom"]["slices"],
         phases=config["cohort"]["phantom"]["phases"],
         matrix=config["cohort"]["phantom"]["matrix"],
+        layout=config["cohort"]["phantom"]["layout"],
     conda:
         "../../envs/cohort.yaml"
     script:
@@ -29,7 +30,7 @@ rule cohort:
         "logs/cohort.log",
     params:
         images_per_patient=config["images_per_patient"],
-        source=config["cohort"]["source"],
+        source=cohort_reader(),
         options=cohort_options(),
     threads: config["prepare"]["workers"]
     conda:

@@ -12,6 +12,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTH
 
 from unetcap import UnetcapError
 from unetcap.cohort import count_patients
+from unetcap.phantom_layouts import FOLDERS_OPTIONS
 from unetcap.provenance import sha256_json
 from unetcap.splits import check_sizes
 from unetcap.study import format_number
@@ -31,11 +32,21 @@ def cohort_dir():
     return config["cohort"]["path"]
 
 
+def cohort_reader():
+    """The reader of the cohort: `cohort.source`, or the layout the phantom is written in."""
+    if config["cohort"]["source"] == "phantom":
+        return config["cohort"]["phantom"]["layout"]
+    return config["cohort"]["source"]
+
+
 def cohort_options():
     """What the cohort's reader needs besides its folder (config `cohort`: the labels, the
     policy for patients with few images, each format's own settings)."""
     keys = ("labels", "few_images", "info", "series_map", "folders")
-    return {key: config["cohort"][key] for key in keys if key in config["cohort"]}
+    options = {key: config["cohort"][key] for key in keys if key in config["cohort"]}
+    if config["cohort"]["source"] == "phantom" and cohort_reader() == "folders":
+        options["folders"] = FOLDERS_OPTIONS
+    return options
 
 
 def cohort_patients():

@@ -15,7 +15,7 @@ rule prepare:
     params:
         image_size=config["image_size"],
         roi=config["roi"],
-        source=config["cohort"]["source"],
+        source=cohort_reader(),
         options=cohort_options(),
     threads: config["prepare"]["workers"]
     conda:

@@ -1,5 +1,5 @@
 from unetcap import log_to
-from unetcap.phantom import write_cohort
+from unetcap.phantom_layouts import write_phantom
 
 log_to(snakemake.log[0])
-write_cohort(snakemake.output[0], **snakemake.params)
+write_phantom(snakemake.output[0], **snakemake.params)

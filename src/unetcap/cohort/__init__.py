@@ -129,7 +129,13 @@ def labels_of(source: str, options: dict) -> list[int] | None:
     """The label values that form the segmented structure: `cohort.labels`, else the
     format's default (None: every non-zero value, for binary masks)."""
     labels = options.get("labels")
-    return list(labels) if labels is not None else reader(source).DEFAULT_LABELS
+    if labels is None:
+        return reader(source).DEFAULT_LABELS
+    declared = reader(source).LABEL_VALUES
+    if declared is not None and not set(labels) <= set(declared) - {0}:
+        raise UnetcapError(f"cohort.labels: {list(labels)} are not among the labels of cohort.source {source} "
+                           f"({', '.join(map(str, sorted(set(declared) - {0})))}; README, \"Cohorts\")")
+    return list(labels)
 
 
 def sample_indices(n: int, m: int) -> list[int]:
@@ -179,6 +185,7 @@ def scan_cohort(root, images_per_patient: int, workers: int = 1, source: str = "
     patient that cannot give its images is collected and reported in one UnetcapError.
     """
     options = cohort_options(options)
+    labels_of(source, options)  # a bad cohort.labels stops here, before any file is read
     problems = Problems(f"cohort {root}")
     patients = reader(source).patients(Path(root), options)
     if not patients:
@@ -242,6 +249,12 @@ def read_labelled(row: dict, source: str, options: dict | None = None) -> tuple[
     if labels.shape != pixels.shape:
         raise ValueError(f"mask {Path(row['mask']).name} is {labels.shape[0]}x{labels.shape[1]} but its image "
                          f"is {pixels.shape[0]}x{pixels.shape[1]}")
+    declared = reader(source).LABEL_VALUES
+    if declared is not None:
+        stray = np.setdiff1d(np.unique(labels), declared)
+        if stray.size:
+            raise ValueError(f"labels {Path(row['mask']).name} hold value(s) {stray.tolist()[:5]} outside the "
+                             f"format's {list(declared)}")
     wanted = labels_of(source, options)
     mask = labels > 0 if wanted is None else np.isin(labels, wanted)
     return header, pixels, mask

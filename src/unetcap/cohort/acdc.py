@@ -20,6 +20,7 @@ from unetcap.cohort.lvsc import patient_folders
 from unetcap.cohort.nifti import load_slice, read_volume_header
 
 DEFAULT_LABELS = [2]  # myocardium
+LABEL_VALUES = (0, 1, 2, 3)  # background, RV cavity, myocardium, LV cavity
 FRAME = re.compile(r"^(?P<patient>.+)_frame(?P<frame>\d+)_gt\.nii(\.gz)?$", re.IGNORECASE)
 
 
@@ -61,6 +62,11 @@ def images(patient: Patient, options: dict):
             volume, labels = read_volume_header(image), read_volume_header(gt)
         except ValueError as err:
             problems.append((image, str(err)))
+            continue
+        extra = [v for v in (volume, labels) if len(v.shape) != 3 and v.shape[3:] != (1,)]
+        if extra:
+            problems.extend((v.path, f"a {len(v.shape)}-D volume of shape {v.shape} where ACDC has 3-D frames")
+                            for v in extra)
             continue
         if volume.shape[:3] != labels.shape[:3]:
             problems.append((gt, f"labels of shape {labels.shape} but the image is {volume.shape}"))

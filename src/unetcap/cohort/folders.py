@@ -21,6 +21,7 @@ from unetcap import UnetcapError
 from unetcap.cohort import Patient, natural_key, order_images
 
 DEFAULT_LABELS = None  # every non-zero mask value
+LABEL_VALUES = None  # any: the lab's own labels
 EXTENSIONS = (".nii.gz", ".png", ".tif", ".tiff", ".npy", ".nii")
 DEFAULTS = {"patient": r"^([^/]+)/", "slice": None, "phase": None}
 

@@ -33,6 +33,7 @@ from unetcap import UnetcapError
 from unetcap.cohort import Image, Patient
 
 DEFAULT_LABELS = [1]  # the mask PNG: any channel > 0 is myocardium
+LABEL_VALUES = (0, 1)  # the mask PNG: 0 or 1 once read
 
 SHORT_AXIS = re.compile(r"^(?P<patient>.+)_SA(?P<slice>\d+)_ph(?P<phase>\d+)\.dcm$", re.IGNORECASE)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

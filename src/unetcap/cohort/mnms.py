@@ -22,6 +22,7 @@ from unetcap.cohort.lvsc import patient_folders
 from unetcap.cohort.nifti import labelled_frames, load_slice, read_volume_header
 
 DEFAULT_LABELS = [2]  # myocardium
+LABEL_VALUES = (0, 1, 2, 3)  # background, LV cavity, myocardium, RV
 # Column names of the information CSVs of M&Ms and M&Ms-2, per field (first present wins).
 INFO_COLUMNS = {
     "code": ("External code", "SUBJECT_CODE", "code", "patient"),

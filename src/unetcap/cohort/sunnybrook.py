@@ -27,6 +27,7 @@ from unetcap.cohort import Patient, order_images
 from unetcap.cohort.lvsc import read_dicom, read_header
 
 DEFAULT_LABELS = [2]  # myocardium
+LABEL_VALUES = (0, 1, 2)  # background, LV cavity (inner contour), myocardium (outer minus inner)
 CONTOUR = re.compile(r"^IM-(?P<series>\d+)-(?P<number>\d+)-(?P<kind>[io])contour-manual\.txt$", re.IGNORECASE)
 SHIFT = 4  # fractional bits of the contour points when filled (1/16 px)
 
@@ -115,10 +116,17 @@ def read_contour(path: Path) -> np.ndarray:
     return points
 
 
-def fill(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Boolean image of the polygon's inside (pixel centres, 1/16 px precision)."""
+def fill(points: np.ndarray, shape: tuple[int, int], path: Path | None = None) -> np.ndarray:
+    """Boolean image of the polygon's inside (pixel centres, 1/16 px precision); ValueError
+    when a point lies outside the image (by more than half a pixel)."""
     import cv2
 
+    rows, cols = shape
+    outside = (points[:, 0] < -0.5) | (points[:, 0] > cols - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > rows - 0.5)
+    if outside.any():
+        x, y = points[np.argmax(outside)]
+        raise ValueError(f"contour file {path.name if path else ''}: {int(outside.sum())} point(s) outside the "
+                         f"{rows}x{cols} image, e.g. x {x:g}, y {y:g}")
     canvas = np.zeros(shape, np.uint8)
     cv2.fillPoly(canvas, [np.round(points * (1 << SHIFT)).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=SHIFT)
     return canvas.astype(bool)
@@ -131,8 +139,8 @@ def load(row, options: dict):
     labels = np.zeros(pixels.shape, np.int16)
     inner = prefix.with_name(prefix.name + "-icontour-manual.txt")
     outer = prefix.with_name(prefix.name + "-ocontour-manual.txt")
-    cavity = fill(read_contour(inner), pixels.shape) if inner.is_file() else np.zeros(pixels.shape, bool)
+    cavity = fill(read_contour(inner), pixels.shape, inner) if inner.is_file() else np.zeros(pixels.shape, bool)
     if outer.is_file():
-        labels[fill(read_contour(outer), pixels.shape)] = 2
+        labels[fill(read_contour(outer), pixels.shape, outer)] = 2
     labels[cavity] = 1
     return header, pixels, labels

@@ -392,7 +392,9 @@ def images_table(fits: list[CurveFit], targets=TARGETS, runs: str = "all") -> pd
                 _, a_low, a_high = plateau_interval(fit)
                 row.update(images=needed, images_median=median, images_low=low, images_high=high,
                            plateau_low=a_low, plateau_high=a_high, status=_status(target, needed, fit, a_high))
-                row["reason"] = _status_reason(row)
+                row["reason"] = _status_reason(row) if len(fit.draws) else (
+                    "no bootstrap interval (resamples: 0)" if row["status"] == "above the fitted plateau"
+                    else _status_reason(row))
             rows.append(row)
     return pd.DataFrame(rows, columns=["model", "backbone", "target", "runs", "status", "images",
                                        "images_median", "images_low", "images_high", "plateau",
@@ -528,7 +530,7 @@ def backtest_table(data: pd.DataFrame, ols_data: pd.DataFrame, ols_formula: str 
                 if fit.fitted:
                     row["predicted"] = float(curve(size, fit.a, fit.b, fit.c))
                 if ols_pred is not None:
-                    row["ols_predicted"] = float(ols_pred.loc[(backbone, size)])
+                    row["ols_predicted"] = float(ols_pred.get((backbone, size), np.nan))
                 row["error"] = row["predicted"] - row["observed"]
                 row["ols_error"] = row["ols_predicted"] - row["ols_observed"]
                 rows.append(row)
@@ -661,7 +663,8 @@ def plan_lines(table: pd.DataFrame) -> list[str]:
         block = block.assign(_rank=block["status"].map(order)).sort_values(["_rank", "images"], kind="stable")
         parts = []
         for r in block.itertuples():
-            plateau = f"plateau {r.plateau:.2f} [{r.plateau_low:.2f}-{r.plateau_high:.2f}]"
+            plateau = f"plateau {r.plateau:.2f}" + (f" [{r.plateau_low:.2f}-{r.plateau_high:.2f}]"
+                                                    if np.isfinite(r.plateau_low) else "")
             if r.status in ("trained range", "extrapolated"):
                 parts.append(f"{r.model} about {fmt_images(r.images)} images {_interval(r.images_low, r.images_high)}"
                              + (" (extrapolated)" if r.status == "extrapolated" else ""))
@@ -741,6 +744,9 @@ def format_sample_size(result: dict) -> list[Formatted]:
                             ["Model", "Sizes held out", "Size", "Status", "Observed", "Curve", "Curve error",
                              "OLS", "OLS error"], b_rows,
                             ["Error = predicted - observed mean of the size's runs; the OLS is refitted on the same "
-                             "reduced table and predicts the mean over the lr x reg grid."] + summary,
+                             "reduced table and predicts the mean over the lr x reg grid."]
+                            + (["With runs: best the curve predicts the mean of the best lr and reg (observed), the OLS "
+                                "the mean of every run (its own observed value, in the CSV)."]
+                               if result["runs"] == "best" else []) + summary,
                             "lrrlrrrrr"))
     return tables

@@ -146,6 +146,7 @@ class CurveFit:
     c: float = np.nan
     points: Points | None = None
     n_runs: int = 0
+    n_sizes: int = 0
     rmse: float = np.nan
     nfev: int = 0
     draws: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
@@ -269,8 +270,8 @@ def fit_curve(dice, size, backbone: str, resamples: int = RESAMPLES, seed: int =
     bootstrap refits (runs resampled within each size, seeded by `seed` and the backbone).
     Never raises on data it cannot fit: the CurveFit says "not fitted" or "fit failed" and why."""
     dice, size = np.asarray(dice, dtype=float), np.asarray(size, dtype=float)
-    fit = CurveFit(backbone, "fitted", n_runs=len(dice))
     sizes = np.unique(size)
+    fit = CurveFit(backbone, "fitted", n_runs=len(dice), n_sizes=len(sizes))
     if len(sizes) < MIN_SIZES:
         fit.status, fit.reason = "not fitted", (f"only {_sizes_text(sizes)}; the curve's 3 parameters "
                                                 f"need at least {MIN_SIZES}")
@@ -426,7 +427,7 @@ def fits_table(fits: list[CurveFit]) -> pd.DataFrame:
     rows = []
     for fit in fits:
         row = {"model": fit.model, "backbone": fit.backbone, "status": fit.status, "reason": fit.reason,
-               "runs": fit.n_runs, "sizes": 0 if fit.points is None else len(fit.points.sizes),
+               "runs": fit.n_runs, "sizes": fit.n_sizes,
                "largest_size": fit.largest, "a": fit.a, "b": fit.b, "c": fit.c, "rmse": fit.rmse,
                "nfev": fit.nfev, "resamples": fit.resamples, "resamples_failed": fit.failed}
         for k, name in enumerate("abc"):

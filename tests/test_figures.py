@@ -13,7 +13,7 @@ import pytest
 
 import synthetic
 from snakemake_run import copy_workflow
-from unetcap import figures, stats
+from unetcap import figures, sample_size, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_GRID = {"sizes": (200, 1000), "backbones": ("resnet18", "resnet50", "vgg16"), "lrs": (0.01, 0.001),
@@ -23,6 +23,8 @@ TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs":
 
 
 def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
+    if not (analysis / "sample_size_curves.csv").is_file():
+        sample_size.write_sample_size(metrics_csv, analysis, resamples=50)
     return figures.write_figures(metrics_csv, histories_csv, analysis / "hsd_groups.csv",
                                  analysis / "predictions.csv", analysis / "gam_partial.csv",
                                  Path(metrics_csv).with_name("segmentations.npz"), out)
@@ -117,8 +119,8 @@ rule merge:
     shell:
         "exit 1"
 """
-REBUILD = ["analysis", "--cores", "2", "--allowed-rules", "stats", "figures", "analysis",
-           "--forcerun", "stats", "figures"]
+REBUILD = ["analysis", "--cores", "2", "--allowed-rules", "sample_size", "stats", "figures", "analysis",
+           "--forcerun", "sample_size", "stats", "figures"]
 
 
 def snakemake(workdir, *args):
@@ -150,8 +152,9 @@ def test_rebuild_from_the_merged_tables_alone(tmp_path):
 
     run = snakemake(work, *REBUILD)
     assert run.returncode == 0, run.stderr
-    assert job_counts(run.stderr + run.stdout) == {"analysis": 1, "figures": 1, "stats": 1, "total": 3}
-    outputs = [work / "results/analysis" / n for n in stats.ANALYSIS_FILES]
+    assert job_counts(run.stderr + run.stdout) == {"analysis": 1, "figures": 1, "sample_size": 1, "stats": 1,
+                                                   "total": 4}
+    outputs = [work / "results/analysis" / n for n in (*stats.ANALYSIS_FILES, *sample_size.SAMPLE_SIZE_FILES)]
     outputs += [work / "results/figures" / n for n in figures.FIGURE_FILES]
     assert all(p.is_file() for p in outputs)
     assert (work / "logs/analysis/stats.log").is_file()
@@ -161,7 +164,7 @@ def test_rebuild_from_the_merged_tables_alone(tmp_path):
     assert again.returncode == 0, again.stderr
     assert digests(work / "results/analysis") | digests(work / "results/figures") == first
 
-    report = snakemake(work, "analysis", "--allowed-rules", "stats", "figures", "analysis",
+    report = snakemake(work, "analysis", "--allowed-rules", "sample_size", "stats", "figures", "analysis",
                        "--report", "report.html")
     assert report.returncode == 0, report.stderr
     assert (work / "report.html").stat().st_size > 100_000

@@ -26,6 +26,7 @@ def test_paper_config_builds_the_full_dag(lvsc_folders, workdir):
     counts = job_counts(result.stdout)
     assert counts["cohort"] == 1 and counts["prepare"] == 1 and counts["splits"] == 6
     assert counts["train"] == 1620  # the grid: 6 x 6 x 3 x 3 x 5
+    assert counts["sample_size"] == 1 and counts["stats"] == 1 and counts["figures"] == 1
     assert not (workdir / "results").exists()
 
 
@@ -92,4 +93,4 @@ def test_a_finished_study_has_nothing_to_do_and_a_crashed_run_is_redone_alone(ti
     (tiny_study / "results/runs/size40/resnet18/lr0.001_reg0.0001/fold1/metrics.json").unlink()
     (tiny_study / "results/metrics.csv").unlink()
     counts = job_counts(snakemake(tiny_study, "-n", "--configfile", "config/test.yaml").stdout)
-    assert counts == {"train": 1, "merge": 1, "stats": 1, "figures": 1, "all": 1, "total": 5}
+    assert counts == {"train": 1, "merge": 1, "sample_size": 1, "stats": 1, "figures": 1, "all": 1, "total": 6}

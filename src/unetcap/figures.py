@@ -5,7 +5,9 @@
 - Figure 3: the OLS's predicted DICE per model and size, connected, over the observed runs;
 - learning curves from the per-epoch histories;
 - the GAM's partial dependence per term;
-- segmentations: kept test images with true and predicted myocardium contours.
+- segmentations: kept test images with true and predicted myocardium contours;
+- sample size: each model's learning curve DICE(N) = a - b N^(-c) with its 95 % band over the
+  runs it was fitted on, and the target DICE values.
 
 Models appear in the paper's order (B0, B5, R18, R50, V16, V19) with one colour pair per
 family (light: short, dark: long). Every figure is written as PNG and PDF with fixed
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
+from unetcap.sample_size import TARGETS, select_runs
 from unetcap.stats import model_frame, read_metrics
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
@@ -30,7 +33,8 @@ log = logging.getLogger(__name__)
 # seaborn's categorical sizes make matplotlib log one INFO line per box plot: not news.
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
-FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial", "segmentations")
+FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial", "segmentations",
+           "sample_size")
 FIGURE_FILES = tuple(f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf"))
 HISTORY_COLUMNS = ("size", "backbone", "lr", "reg", "fold", "epoch", "loss", "val_loss", "val_dice")
 DPI = 150
@@ -459,14 +463,98 @@ def segmentations(kept: dict, metrics: pd.DataFrame, metric: str = "test_dice", 
 
 
 # ---------------------------------------------------------------------------------------
+# Sample size: learning curves
+# ---------------------------------------------------------------------------------------
+
+def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, targets=(),
+                metric: str = "test_dice"):
+    """Per model (one panel each, the paper's order): the DICE of the runs the curve was
+    fitted on (grey dots, log size), the fitted learning curve with its 95 % bootstrap band
+    (sample_size_curves.csv), solid over the trained sizes and dashed beyond the largest, and
+    the target DICE values as dotted lines. A model without a curve says why
+    (sample_size_fits.csv)."""
+    models = model_names(data["backbone"].unique())
+    colours = palette()
+    ncols = min(3, max(len(models), 1))
+    nrows = max(1, math.ceil(len(models) / ncols))
+    reasons = {r.model: f"{r.status}: {r.reason}" for r in fits.itertuples() if r.status != "fitted"}
+    rng = np.random.default_rng(0)  # jitter only: fixed, so the figure is reproducible
+    sizes = sorted(set(data["size"]))
+    top = max([*sizes, *curves["size"]]) if len(curves) else max(sizes)
+    with _theme():
+        fig, axes = _figure((4.2 * ncols, 3.6 * nrows), nrows, ncols, sharex=True, sharey=True)
+        for ax, model in zip(axes.flat, models):
+            runs = data[data["model"] == model]
+            jitter = np.exp(rng.uniform(-0.06, 0.06, len(runs)))
+            ax.scatter(runs["size"] * jitter, runs["DICE"], s=8, color="0.5", alpha=0.6, linewidths=0,
+                       rasterized=True)
+            colour = colours[model]
+            block = curves[curves["model"] == model].sort_values("size")
+            if len(block):
+                inside = block[~block["extrapolated"].astype(bool)]
+                beyond = block[block["size"] >= inside["size"].max()]
+                ax.fill_between(block["size"], block["low"], block["high"], color=colour, alpha=0.25, linewidth=0)
+                ax.plot(inside["size"], inside["dice"], "-", color=colour, linewidth=1.8, zorder=4)
+                ax.plot(beyond["size"], beyond["dice"], "--", color=colour, linewidth=1.8, zorder=4)
+            else:
+                ax.text(0.5, 0.5, _wrap(reasons.get(model, "no curve"), 40), transform=ax.transAxes,
+                        ha="center", va="center", fontsize="small", color="0.2",
+                        bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"})
+            for target in targets:
+                ax.axhline(target, color="0.35", linestyle=":", linewidth=0.9, zorder=1)
+            ax.set_title(f"{model} ({_backbone_of(model)})")
+            ax.set_xscale("log")
+            ax.set_xlim(min(sizes) / 1.3, top * 1.3)
+            ax.set_xticks(sizes, _size_labels(sizes))
+            ax.minorticks_off()
+            ax.tick_params(axis="x", labelrotation=45)
+        for ax in axes.flat[len(models):]:
+            ax.set_visible(False)
+        for ax in axes[-1]:
+            ax.set_xlabel("Dataset size (images, log scale)")
+        for ax in axes[:, 0]:
+            ax.set_ylabel(_metric_label(metric).capitalize().replace("dice", "DICE"))
+        if targets:
+            ax = axes[0, ncols - 1] if len(models) >= ncols else axes[0, 0]
+            for target in targets:
+                ax.annotate(f"{target:g}", (1.0, target), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                            textcoords="offset points", ha="left", va="center", fontsize="x-small",
+                            color="0.35", annotation_clip=False)
+        fig.legend(handles=_sample_size_legend(), loc="outside upper center", ncol=5, frameon=False)
+    return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _sample_size_legend() -> list:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    grey = "0.3"
+    return [
+        Line2D([], [], marker="o", linestyle="", color="0.55", markersize=4, label="runs"),
+        Line2D([], [], color=grey, linewidth=1.8, label="a - b N^(-c)"),
+        Line2D([], [], color=grey, linewidth=1.8, linestyle="--", label="beyond the largest size"),
+        Patch(color=grey, alpha=0.25, label="95 % bootstrap band"),
+        Line2D([], [], color="0.35", linestyle=":", label="target DICE"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------
 # Everything, written
 # ---------------------------------------------------------------------------------------
 
 def write_figures(metrics_path, histories_path, groups_path, predictions_path, partial_path,
-                  segmentations_path, outdir, metric: str = "test_dice") -> list[Path]:
+                  segmentations_path, outdir, metric: str = "test_dice", curves_path=None, fits_path=None,
+                  targets=TARGETS, runs: str = "all") -> list[Path]:
     """Draw every figure of FIGURES into `outdir` from the merged tables (metrics.csv,
     histories.csv, segmentations.npz) and the statistics' files (hsd_groups.csv,
-    predictions.csv, gam_partial.csv)."""
+    predictions.csv, gam_partial.csv, and sample_size_curves.csv and sample_size_fits.csv,
+    by default beside hsd_groups.csv). `runs` and `targets` are the sample-size analysis's."""
     from unetcap.segmentations import read_segmentations
 
     metrics = read_metrics(metrics_path)
@@ -474,6 +562,10 @@ def write_figures(metrics_path, histories_path, groups_path, predictions_path, p
     frame = model_frame(metrics, metric).data
     groups, predictions, partial = (_read(p) for p in (groups_path, predictions_path, partial_path))
     histories = read_histories(histories_path)
+    here = Path(groups_path).parent
+    curves = _read(curves_path or here / "sample_size_curves.csv")
+    fits = _read(fits_path or here / "sample_size_fits.csv")
+    fitted = select_runs(metrics, metric, runs)
     out = Path(outdir)
     split = metric.split("_")[0]
     written = []
@@ -483,7 +575,8 @@ def write_figures(metrics_path, histories_path, groups_path, predictions_path, p
                        ("learning_curves", lambda: learning_curves(histories)),
                        ("gam_partial", lambda: gam_partial(partial)),
                        ("segmentations", lambda: segmentations(read_segmentations(segmentations_path),
-                                                                metrics, metric))):
+                                                                metrics, metric)),
+                       ("sample_size", lambda: sample_size(fitted, curves, fits, targets, metric))):
         log.info("drawing %s", name)
         written += save(draw(), out / name)
     return written
@@ -492,5 +585,5 @@ def write_figures(metrics_path, histories_path, groups_path, predictions_path, p
 def _read(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
-        raise UnetcapError(f"{path}: missing; the stats rule writes it")
+        raise UnetcapError(f"{path}: missing; the stats or sample_size rule writes it")
     return pd.read_csv(path)

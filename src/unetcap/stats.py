@@ -1030,9 +1030,16 @@ def analyse(metrics: pd.DataFrame, metric: str = "test_dice", ols_formula: str =
 
 
 def write_analysis(metrics_path, outdir, metric: str = "test_dice", ols_formula: str = PAPER_OLS,
-                   glm_formula: str = PAPER_GLM, predict_sizes=(3000,), alpha: float = 0.05) -> list[Path]:
-    """Read the merged metrics table and write every file of ANALYSIS_FILES into `outdir`."""
+                   glm_formula: str = PAPER_GLM, predict_sizes=(3000,), alpha: float = 0.05,
+                   sample_size_path=None) -> list[Path]:
+    """Read the merged metrics table and write every file of ANALYSIS_FILES into `outdir`;
+    with `sample_size_path` (sample_size.csv), which_model leads with the images needed."""
     result = analyse(read_metrics(metrics_path), metric, ols_formula, glm_formula, predict_sizes, alpha)
+    if sample_size_path is not None:
+        path = Path(sample_size_path)
+        if not path.is_file():
+            raise UnetcapError(f"{path}: missing; the sample_size rule writes it")
+        result["sample_size"] = pd.read_csv(path)
     return write_results(result, outdir)
 
 
@@ -1077,9 +1084,15 @@ def write_results(result: dict, outdir) -> list[Path]:
     which, alpha = result["which"], result["alpha"]
     tables, general = format_which_model(which, alpha, result["constant_ranking"])
     put_csv("which_model.csv", which)
-    put("which_model.md", "# Which model for my data size?\n\n" +
-        "\n".join(to_markdown(t) for t in tables) + "".join(f"\n{g}\n" for g in general))
-    put("which_model.html", to_html(tables, (), [*general, *(f"Note: {n}" for n in notes)]))
+    plan = []
+    if result.get("sample_size") is not None:
+        from unetcap.sample_size import plan_lines  # the learning curves' answer (sample_size.csv)
+
+        plan = ["How many images do I need? (learning curves a - b N^(-c), sample_size.md)",
+                *plan_lines(result["sample_size"])]
+    put("which_model.md", "# Which model for my data size?\n\n" + "".join(f"{p}  \n" for p in plan) +
+        ("\n" if plan else "") + "\n".join(to_markdown(t) for t in tables) + "".join(f"\n{g}\n" for g in general))
+    put("which_model.html", to_html(tables, plan, [*general, *(f"Note: {n}" for n in notes)]))
     summary = gam_summary(result["gam"])
     put("gam_summary.txt", summary)
     put("gam_summary.html", pre_html("GAM summary", summary))

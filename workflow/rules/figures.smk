@@ -1,7 +1,7 @@
 # Stage 7: the study's figures from the merged tables and the statistics (DESIGN §10), and
 # the `analysis` target: every table and figure, rebuilt from results/metrics.csv and
 # results/histories.csv (and results/segmentations.npz) alone with
-#   snakemake analysis --allowed-rules stats figures analysis --forcerun stats figures
+#   snakemake analysis --allowed-rules sample_size stats figures analysis --forcerun sample_size stats figures
 
 
 rule figures:
@@ -12,6 +12,8 @@ rule figures:
         predictions="results/analysis/predictions.csv",
         partial="results/analysis/gam_partial.csv",
         segmentations="results/segmentations.npz",
+        curves=rules.sample_size.output.curves,
+        fits=rules.sample_size.output.fits,
     output:
         figure2_left=report("results/figures/figure2_left.png", caption="../report/figure2_left.rst",
                             category="3 Figures"),
@@ -30,18 +32,23 @@ rule figures:
         segmentations=report("results/figures/segmentations.png", caption="../report/segmentations.rst",
                              category="3 Figures"),
         segmentations_pdf="results/figures/segmentations.pdf",
+        sample_size=report("results/figures/sample_size.png", caption="../report/sample_size_figure.rst",
+                           category="3 Figures"),
+        sample_size_pdf="results/figures/sample_size.pdf",
     log:
         "logs/analysis/figures.log",
     conda:
         "../../envs/analysis.yaml"
     params:
         metric=config["analysis"]["metric"],
+        targets=config["analysis"]["sample_size"]["targets"],
+        runs=config["analysis"]["sample_size"]["runs"],
     script:
         "../scripts/figures.py"
 
 
 # Every table and figure of the analysis (for `rule all`).
-ANALYSIS_OUTPUTS = [*rules.stats.output, *rules.figures.output]
+ANALYSIS_OUTPUTS = [*rules.sample_size.output, *rules.stats.output, *rules.figures.output]
 
 
 localrules:

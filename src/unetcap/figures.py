@@ -1,4 +1,4 @@
-"""The study's figures (DESIGN §10), from the merged tables and the statistics' files.
+"""The study's figures (docs/design.md §13), from the merged tables and the statistics' files.
 
 - Figure 2 left: DICE and BCE per dataset size, one box (median, IQR) per model;
 - Figure 2 right: mean DICE per model and size with the Tukey HSD 95 % intervals;

@@ -1,6 +1,6 @@
 """DICE and BCE of a set, the metrics.json of a training run, and the merged tables.
 
-DICE (DESIGN §8) is global over all pixels of a set, on predictions rounded at 0.5:
+DICE (docs/design.md §8) is global over all pixels of a set, on predictions rounded at 0.5:
 DICE = 2 sum(y * round(p)) / (sum(y) + sum(round(p))). round() is numpy's (halves to
 even: p = 0.5 counts as background, like tf.round). When both the masks and the rounded
 predictions are empty, DICE is 0/0 and is defined as 1.0 (nothing to find, nothing found).
@@ -31,7 +31,7 @@ HISTORY_COLUMNS = ["epoch", "loss", "val_loss", "val_dice", "lr", "seconds", "va
 HISTORY_REQUIRED = HISTORY_COLUMNS[:6]
 RUN_COLUMNS = ["size", "backbone", "family", "depth", "lr", "reg", "fold"]
 
-# The fields a metrics.json must have (DESIGN "metrics.json"): key -> type or nested spec.
+# The fields a metrics.json must have (docs/design.md §9): key -> type or nested spec.
 # "number" is an int or float (a metric may be null when it could not be computed).
 _INT, _NUMBER, _STR, _METRIC = "int", "number", "str", "metric"
 SPEC = {

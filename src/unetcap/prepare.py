@@ -1,7 +1,7 @@
 """The prepared store: every sampled image resized to a square float32 array in [0, 1],
 with its binary mask.
 
-Per image (DESIGN §3): intensities rescaled to [0, 1]; resized so that the longer side
+Per image (docs/design.md §4): intensities rescaled to [0, 1]; resized so that the longer side
 is `image_size`, keeping the aspect ratio, with area interpolation when shrinking and
 bicubic when enlarging; zero padded, centred, to a square; finally clipped to [0, 1] (both
 interpolations overshoot by a few ulp to a few per cent at sharp edges). Masks: nearest

@@ -1,4 +1,4 @@
-"""Holdout, dataset-size subsets and cross-validation folds (DESIGN §4-5).
+"""Holdout, dataset-size subsets and cross-validation folds (docs/design.md §5).
 
 The patients are shuffled once with the config seed; the first `holdout_fraction` of
 them form the holdout test pool, the rest the development pool. A subset of S images

@@ -1,4 +1,4 @@
-"""The study's statistics (DESIGN §9), from the merged metrics table alone.
+"""The study's statistics (docs/design.md §11), from the merged metrics table alone.
 
 One frame of the paper's variables (`model_frame`): `DICE` (the chosen metric), `ls` (the
 encoder's depth, long/short), `Family`, `Dataset` (the subset size), `lr`, `reg`. On it:

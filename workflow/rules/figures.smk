@@ -1,4 +1,4 @@
-# Stage 7: the study's figures from the merged tables and the statistics (DESIGN §10), and
+# Stage 7: the study's figures from the merged tables and the statistics (docs/design.md §13), and
 # the `analysis` target: every table and figure, rebuilt from results/metrics.csv and
 # results/histories.csv (and results/segmentations.npz) alone with
 #   snakemake analysis --allowed-rules sample_size stats figures analysis --forcerun sample_size stats figures

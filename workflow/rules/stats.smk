@@ -1,4 +1,4 @@
-# Stage 6: the statistics of the study from the merged metrics table alone (DESIGN §9):
+# Stage 6: the statistics of the study from the merged metrics table alone (docs/design.md §11-12):
 # OLS (Table 1) and its AIC against the log-link GLM, type 2 ANOVA (Table 2), Tukey HSD,
 # the GAM and "which model for my data size?", led by "how many images do I need?" (the
 # learning curves of rule sample_size).

@@ -4,6 +4,7 @@ that schedules no training job."""
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +24,17 @@ TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs":
 
 
 def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
-    if not (analysis / "sample_size_curves.csv").is_file():
-        sample_size.write_sample_size(metrics_csv, analysis, resamples=50)
-    return figures.write_figures(metrics_csv, histories_csv, analysis / "hsd_groups.csv",
-                                 analysis / "predictions.csv", analysis / "gam_partial.csv",
-                                 Path(metrics_csv).with_name("segmentations.npz"), out)
+    """Every figure into `out`; the sample-size curves are written beside the figures, not
+    into `analysis` (which other tests share and list)."""
+    curves = out / "sample_size"
+    sample_size.write_sample_size(metrics_csv, curves, resamples=50)
+    written = figures.write_figures(metrics_csv, histories_csv, analysis / "hsd_groups.csv",
+                                    analysis / "predictions.csv", analysis / "gam_partial.csv",
+                                    Path(metrics_csv).with_name("segmentations.npz"), out,
+                                    curves_path=curves / "sample_size_curves.csv",
+                                    fits_path=curves / "sample_size_fits.csv")
+    shutil.rmtree(curves)
+    return written
 
 
 def digests(folder: Path) -> dict[str, str]:

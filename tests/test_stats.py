@@ -132,6 +132,11 @@ def test_anova_rows_and_partial_eta_squared(which, request):
     assert resid["sum_sq"] == pytest.approx(res.ssr) and resid["df"] == res.df_resid
     terms = anova[anova["term"] != "Residuals"]
     np.testing.assert_allclose(terms["partial_eta_sq"], terms["sum_sq"] / (terms["sum_sq"] + res.ssr))
+    # the paper's column: shares of the summed SS, Residuals included, adding up to 1
+    np.testing.assert_allclose(anova["eta_sq"], anova["sum_sq"] / anova["sum_sq"].sum())
+    assert anova["eta_sq"].sum() == pytest.approx(1.0) and anova["eta_sq"].iloc[-1] > 0
+    if which == "full":  # balanced: the SS add up to the total sum of squares of DICE
+        assert anova["sum_sq"].sum() == pytest.approx(res.centered_tss)
     np.testing.assert_allclose(terms["F"], terms["sum_sq"] / terms["df"] / (res.ssr / res.df_resid))
     assert np.isnan(resid["partial_eta_sq"]) and np.isnan(resid["F"])
 
@@ -321,7 +326,7 @@ def test_written_files_and_formats(full):
     tex = (folder / "table1_ols.tex").read_text()
     assert r"\toprule" in tex and r"log(lr):ls[long]:Family[EfficientNet]" in tex and "²" not in tex
     anova_tex = (folder / "table2_anova.tex").read_text()
-    assert r"$\eta^2_p$" in anova_tex and "Residuals" in anova_tex and "Type 2 ANOVA" in anova_tex
+    assert r"$\eta^2_p$" in anova_tex and r"$\eta^2$" in anova_tex and "Residuals" in anova_tex and "Type 2 ANOVA" in anova_tex
     which = (folder / "which_model.md").read_text()
     assert which.startswith("# Which model for my data size?")
     assert "| 3000 | OLS | " in which

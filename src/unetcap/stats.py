@@ -60,6 +60,15 @@ ANOVA_CAPTION = (
     "depend on the order of the terms in the formula."
 )
 
+ETA_CAPTION = (
+    "η² = SS / total SS: each row's share of the column's sum of squares, Residuals included, so "
+    "the column sums to 1 (the quantity the paper prints under the heading ηp²: log(Dataset) "
+    "91.7177 / 119.2273 = 0.7693). On the full balanced grid the column's SS add up to the total "
+    "sum of squares of DICE; with runs missing, type 2 SS do not add up and η² is the share of "
+    "their sum. Partial η² = SS / (SS + SS of the residuals): the term's share of what the other "
+    "terms leave unexplained (not defined for the Residuals)."
+)
+
 # Files `write_analysis` writes, relative to its output folder.
 ANALYSIS_FILES = (
     "table1_ols.csv", "table1_ols.md", "table1_ols.tex", "table1_ols.html",
@@ -402,7 +411,8 @@ def coefficient_table(fit: Fit, alpha: float = 0.05) -> pd.DataFrame:
 
 def anova_table(ols: Fit) -> pd.DataFrame:
     """Table 2: the OLS's type 2 ANOVA (see ANOVA_CAPTION): term, sum_sq, df, mean_sq, F,
-    p, partial_eta_sq = SS / (SS + SS_resid), and a Residuals row.
+    p, eta_sq = SS / (sum of the column's SS, Residuals included: the paper's "ηp²" column,
+    which sums to 1), partial_eta_sq = SS / (SS + SS_resid), and a Residuals row.
 
     Each term's SS is the drop in residual SS when it is added to the model of every term
     that does not contain it (columns of the fitted design), its df the gain in rank. This is
@@ -440,9 +450,10 @@ def anova_table(ols: Fit) -> pd.DataFrame:
     rows.append({"term": "Residuals", "sum_sq": ss_resid, "df": df_resid, "F": np.nan, "p": np.nan})
     table = pd.DataFrame(rows)
     table["mean_sq"] = table["sum_sq"] / table["df"].where(table["df"] > 0)
+    table["eta_sq"] = table["sum_sq"] / table["sum_sq"].sum()
     table["partial_eta_sq"] = table["sum_sq"] / (table["sum_sq"] + ss_resid)
     table.loc[table["term"] == "Residuals", "partial_eta_sq"] = np.nan
-    return table[["term", "sum_sq", "df", "mean_sq", "F", "p", "partial_eta_sq"]]
+    return table[["term", "sum_sq", "df", "mean_sq", "F", "p", "eta_sq", "partial_eta_sq"]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -893,12 +904,12 @@ def format_anova(anova: pd.DataFrame, ols: Fit, notes: list[str]) -> Formatted:
     rows = []
     for r in anova.itertuples():
         rows.append([r.term, fmt_num(r.sum_sq), f"{int(r.df)}", fmt_num(r.mean_sq), fmt_num(r.F, 3), fmt_p(r.p),
-                     fmt_num(r.partial_eta_sq, 3), stars(r.p)])
+                     fmt_num(r.eta_sq, 4), fmt_num(r.partial_eta_sq, 3), stars(r.p)])
     return Formatted(f"Table 2: ANOVA (type {ANOVA_TYPE}) of the OLS {ols.formula}",
-                     ["Term", "SS", "df", "MS", "F", "p", "partial η²", ""], rows,
-                     [ANOVA_CAPTION, "Partial η² = SS / (SS + SS of the residuals).", STARS_LEGEND] + notes,
-                     "lrrrrrrl", "tab:anova",
-                     ["Term", "SS", "df", "MS", "$F$", "$p$", r"$\eta^2_p$", ""])
+                     ["Term", "SS", "df", "MS", "F", "p", "η²", "partial η²", ""], rows,
+                     [ANOVA_CAPTION, ETA_CAPTION, STARS_LEGEND] + notes,
+                     "lrrrrrrrl", "tab:anova",
+                     ["Term", "SS", "df", "MS", "$F$", "$p$", r"$\eta^2$", r"$\eta^2_p$", ""])
 
 
 def format_aic(aic: pd.DataFrame) -> Formatted:

@@ -304,7 +304,7 @@ def test_every_job_goes_through_sbatch(study: Study):
     # run 1: every job Snakemake planned up to training, each once; the four
     # training runs, those of fold 1 twice (retry); nothing after training
     planned = job_counts(study.faulty.text)
-    after = {"train", "merge", "stats", "figures", "analysis", "all"}
+    after = {"train", "merge", "sample_size", "stats", "figures", "analysis", "all"}
     want = {rule: n for rule, n in planned.items() if rule not in after and rule != "total"}
     got: dict[str, int] = {}
     for job in study.faulty.jobs():
@@ -312,7 +312,7 @@ def test_every_job_goes_through_sbatch(study: Study):
         got[rule] = got.get(rule, 0) + 1
     assert got == {**want, "train": planned["train"] + 2}, (got, planned)
     second = sorted(re.sub(r"_wildcards_.*_(\d+)$", r"_fold\1", j["Comment"]) for j in study.rerun.jobs())
-    # the two failed runs, then merge, stats and figures as one job (group "summary")
+    # the two failed runs, then merge, sample_size, stats and figures as one job (group "summary")
     assert len(second) == 3 and second[0].startswith("rule_summary"), second
     assert second[1:] == ["rule_train_fold1"] * 2, second
     assert all(j["State"] == "COMPLETED" for j in study.rerun.jobs())

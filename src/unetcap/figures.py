@@ -205,15 +205,21 @@ def figure3(data: pd.DataFrame, predictions: pd.DataFrame, metric: str = "test_d
             ax.set_xticks(trained, _size_labels(trained))
             ax.minorticks_off()
             ax.tick_params(axis="x", labelrotation=45)
-        for ax in axes.flat[len(models):]:
-            ax.set_visible(False)
-        for ax in axes[-1]:
-            ax.set_xlabel("Dataset size (images, log scale)")
-        for ax in axes[:, 0]:
-            ax.set_ylabel(_metric_label(metric).capitalize().replace("dice", "DICE"))
+        _label_size_grid(axes, len(models), metric)
         fig.legend(handles=_figure3_legend(bool((~predictions["trained"]).any())),
                    loc="outside upper center", ncol=5, frameon=False)
     return fig
+
+
+def _label_size_grid(axes, used: int, metric: str) -> None:
+    """A grid of per-model panels against dataset size: unused panels hidden, the bottom row's
+    x axes and the first column's y axes labelled."""
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("Dataset size (images, log scale)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(_metric_label(metric).capitalize().replace("dice", "DICE"))
 
 
 def _figure3_legend(untrained: bool) -> list:
@@ -508,12 +514,7 @@ def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, ta
             ax.set_xticks(sizes, _size_labels(sizes))
             ax.minorticks_off()
             ax.tick_params(axis="x", labelrotation=45)
-        for ax in axes.flat[len(models):]:
-            ax.set_visible(False)
-        for ax in axes[-1]:
-            ax.set_xlabel("Dataset size (images, log scale)")
-        for ax in axes[:, 0]:
-            ax.set_ylabel(_metric_label(metric).capitalize().replace("dice", "DICE"))
+        _label_size_grid(axes, len(models), metric)
         if targets:
             ax = axes[0, ncols - 1] if len(models) >= ncols else axes[0, 0]
             for target in targets:

@@ -66,6 +66,15 @@ def warm(files) -> None:
         Path(f).read_bytes()
 
 
+def prepare_in_process(code: str, cohort: Path, tmp: str) -> list:
+    """Run a preparation script in its own process, as the rules run; its last line's JSON."""
+    result = subprocess.run([sys.executable, "-c", code, str(cohort), tmp], capture_output=True,
+                            text=True, env=quiet_env())
+    if result.returncode:
+        sys.exit(f"preparation failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def bench_prepare() -> None:
     import pydicom
 
@@ -88,11 +97,7 @@ def bench_prepare() -> None:
                 "rss = [resource.getrusage(who).ru_maxrss / 1024\n"
                 "       for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
                 "print(json.dumps([seconds, *rss]))\n")
-        result = subprocess.run([sys.executable, "-c", code, str(cohort), tmp], capture_output=True,
-                                text=True, env=quiet_env())
-        if result.returncode:
-            sys.exit(f"preparation failed:\n{result.stderr[-3000:]}")
-        project, parent_mb, worker_mb = json.loads(result.stdout.strip().splitlines()[-1])
+        project, parent_mb, worker_mb = prepare_in_process(code, cohort, tmp)
         sample = read_table(f"{tmp}/sample.csv")
         sampled = list(sample.source)
     n = len(sampled)
@@ -142,11 +147,7 @@ def bench_nifti() -> None:
                 "write_sample(cohort, f'{tmp}/sample.csv', 20, workers=2, source='acdc')\n"
                 "store = prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 128, workers=2, source='acdc')\n"
                 "print(json.dumps([time.perf_counter() - t, store['n_images']]))\n")
-        result = subprocess.run([sys.executable, "-c", code, str(cohort), tmp], capture_output=True,
-                                text=True, env=quiet_env())
-        if result.returncode:
-            sys.exit(f"preparation failed:\n{result.stderr[-3000:]}")
-        project, n = json.loads(result.stdout.strip().splitlines()[-1])
+        project, n = prepare_in_process(code, cohort, tmp)
     t = time.perf_counter()
     loaded = 0
     for image in (v for v in volumes if not v.name.endswith("_gt.nii.gz")):

@@ -126,7 +126,7 @@ def curve(name: str, variant: dict, total_steps: int, every: int, batch_size: in
           size: int = SIZE, per_patient: int = PER_PATIENT, fraction: float = ROI_FRACTION) -> pd.DataFrame:
     """Train `backbone` on fold `fold` of size `size` with `variant`, scoring every `every` steps."""
     from unetcap import train
-    from unetcap.metrics import dice
+    from unetcap.scoring import dice
 
     folder = store(image_size, variant["roi"], per_patient, fraction)
     data = train.load_run_data(folder / "images.npy", folder / "masks.npy", folder / "store.json",

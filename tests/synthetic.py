@@ -98,7 +98,7 @@ def write_segmentations(metrics: pd.DataFrame, path, seed: int = 0, kept: int = 
     """A merged segmentations file for the runs of `metrics`: rings on a dim disc (tiny_store's
     images), each run's prediction the true ring shifted by a pixel or two, less for higher DICE."""
     from tiny_store import ring_image
-    from unetcap.metrics import dice
+    from unetcap.scoring import dice
     from unetcap.segmentations import write_segmentations as write
 
     rng = np.random.default_rng(seed)

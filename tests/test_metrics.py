@@ -1,16 +1,28 @@
-"""DICE and BCE by hand, the metrics.json schema, the merged tables."""
+"""DICE and BCE by hand (unetcap.scoring), the metrics.json schema (unetcap.metrics), the
+merged tables (unetcap.merge), and the merge's independence from TensorFlow."""
 
 import copy
+import importlib.metadata
 import json
 import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from unetcap import UnetcapError
-from unetcap.metrics import (HISTORY_COLUMNS, METRICS_COLUMNS, Score, bce, check_metrics, dice,
-                             flatten, merge, read_metrics, write_history, write_metrics)
+from unetcap.merge import METRICS_COLUMNS, flatten, merge
+from unetcap.metrics import HISTORY_COLUMNS, check_metrics, read_metrics, write_history, write_metrics
+from unetcap.scoring import Score, bce, dice
+from unetcap.segmentations import write_run_segmentations
+
+ROOT = Path(__file__).resolve().parents[1]
 
 EXAMPLE = {
     "schema": 1,
@@ -167,3 +179,93 @@ def test_merge_refuses_a_history_without_its_columns(tmp_path):
     h.write_text("epoch,loss\n1,0.5\n")
     with pytest.raises(UnetcapError, match=f"{h}: history.csv lacks the columns"):
         merge([m], [h], tmp_path / "metrics.csv", tmp_path / "histories.csv")
+
+
+# ---------------------------------------------------------------- the merge without TensorFlow
+def env_packages(name: str) -> set[str]:
+    """The pip packages of envs/<name>.yaml, normalised (tf_keras -> tf-keras)."""
+    spec = yaml.safe_load((ROOT / "envs" / f"{name}.yaml").read_text())
+    pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+    return {re.sub(r"[-_.]+", "-", r.split("==")[0]).lower() for r in pip}
+
+
+def modules_outside_the_analysis_env() -> set[str]:
+    """Top-level modules of the packages that the other environments have and the analysis
+    environment lacks (TensorFlow, segmentation-models, OpenCV, pydicom, ...)."""
+    missing = (env_packages("train") | env_packages("cohort")) - env_packages("analysis")
+    modules = set()
+    for module, dists in importlib.metadata.packages_distributions().items():
+        for dist in dists:
+            dist = re.sub(r"[-_.]+", "-", dist).lower()
+            if dist in missing or dist.removesuffix("-cpu") in missing:  # tensorflow-cpu here
+                modules.add(module)
+    return modules
+
+
+# Runs the rule's script as Snakemake would, with those modules made unimportable, and
+# prints the modules it loaded.
+MERGE_WITHOUT = """
+import json, runpy, sys, types
+blocked, args = set(json.loads(sys.argv[1])), json.loads(sys.argv[2])
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ImportError(f"{name} is not in the analysis environment")
+
+sys.meta_path.insert(0, Blocked())
+snakemake = types.SimpleNamespace(input=types.SimpleNamespace(**args["input"]),
+                                  output=types.SimpleNamespace(**args["output"]), log=[args["log"]])
+runpy.run_path(args["script"], init_globals={"snakemake": snakemake})
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_merge_rule_runs_without_tensorflow_or_the_cohort_readers(tmp_path):
+    """The `merge` rule's script, on two runs and a store, in a process where nothing of the
+    train or cohort environments can be imported (the analysis environment's view)."""
+    from tiny_store import write_tiny_store
+
+    rule = (ROOT / "workflow" / "rules" / "metrics.smk").read_text()
+    assert re.search(r'rule merge:.*?conda:\s*"\.\./\.\./envs/analysis\.yaml"', rule, flags=re.DOTALL), rule
+    blocked = modules_outside_the_analysis_env()
+    assert {"tensorflow", "segmentation_models", "cv2", "pydicom"} <= blocked, blocked
+    store = write_tiny_store(tmp_path / "work")
+    masks = np.load(store["masks"])
+    runs = [write_run(tmp_path / "runs", example(fold=f, size=store["size"])) for f in (0, 1)]
+    segmentations = []
+    for metrics_path, _ in runs:
+        segmentations.append(metrics_path.parent / "segmentations.npz")
+        write_run_segmentations(segmentations[-1], [20, 21], masks[[20, 21]], masks[[20, 21]] * 0.9)
+    out = tmp_path / "results"
+    args = {
+        "script": str(ROOT / "workflow" / "scripts" / "merge.py"),
+        "input": {"metrics": [str(m) for m, _ in runs], "histories": [str(h) for _, h in runs],
+                  "segmentations": [str(p) for p in segmentations], "store": str(store["store"])},
+        "output": {name: str(out / f"{name}.{ext}")
+                   for name, ext in (("metrics", "csv"), ("histories", "csv"), ("segmentations", "npz"))},
+        "log": str(tmp_path / "merge.log"),
+    }
+    result = subprocess.run([sys.executable, "-c", MERGE_WITHOUT, json.dumps(sorted(blocked)), json.dumps(args)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # as common.smk sets it
+    log = (tmp_path / "merge.log").read_text() if (tmp_path / "merge.log").exists() else ""
+    assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
+    loaded = {name.partition(".")[0] for name in json.loads(result.stdout.splitlines()[-1])}
+    assert not loaded & blocked, loaded & blocked
+    assert "unetcap.train" not in json.loads(result.stdout.splitlines()[-1])
+    assert len(pd.read_csv(out / "metrics.csv")) == 2
+    with np.load(out / "segmentations.npz") as merged:
+        assert merged["image_rows"].tolist() == [20, 21] and merged["fold"].tolist() == [0, 1]
+
+
+def test_training_does_not_import_the_merge():
+    """Training scores with unetcap.scoring and writes its files with unetcap.metrics; the
+    merge stage (unetcap.merge) comes after it and is not imported by it."""
+    code = "import sys, unetcap.train; print(sorted(m for m in sys.modules if m.startswith('unetcap')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = result.stdout.strip()
+    assert "'unetcap.scoring'" in loaded and "'unetcap.train.run'" in loaded, loaded
+    assert "'unetcap.merge'" not in loaded, loaded

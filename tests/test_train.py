@@ -331,7 +331,7 @@ def test_paper_epoch_is_one_pass(reference):
 
 @pytest.mark.slow
 def test_runs_keep_segmentations_of_the_same_test_images(store, reference, tmp_path):
-    from unetcap.metrics import dice
+    from unetcap.scoring import dice
     from unetcap.segmentations import read_run_segmentations
 
     paths = []

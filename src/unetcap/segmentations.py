@@ -41,7 +41,7 @@ def _unpack(packed: np.ndarray, size: int) -> np.ndarray:
 def write_run_segmentations(path, rows, truth, probability) -> None:
     """A run's kept segmentations: `rows` (store rows), `truth` masks and `probability` maps
     (n, S, S) of those images; stores the predicted masks and each image's DICE."""
-    from unetcap.metrics import dice
+    from unetcap.scoring import dice
 
     probability = np.asarray(probability).reshape(len(rows), *np.shape(probability)[1:3])
     truth = np.asarray(truth).reshape(probability.shape)

@@ -17,6 +17,6 @@ rule merge:
     log:
         "logs/merge.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/analysis.yaml"
     script:
         "../scripts/merge.py"

@@ -1,5 +1,5 @@
 from unetcap import log_to
-from unetcap.metrics import merge
+from unetcap.merge import merge
 from unetcap.segmentations import merge_segmentations
 
 log_to(snakemake.log[0])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetcap.metrics import Score
+from unetcap.scoring import Score
 from unetcap.train.checkpoint import write_checkpoint
 from unetcap.train.data import RunData, augment_batch, epoch_batches
 from unetcap.train.faults import FAULT_ENV, FAULT_EXIT_CODE

@@ -16,9 +16,8 @@ def test_probe_measures_one_encoder_in_its_own_process():
     probe = json.loads(result.stdout.strip().splitlines()[-1])
     seconds = probe["seconds"]
     assert all(seconds[key] > 0 for key in ("import", "build", "first_step", "step", "first_predict", "predict"))
-    # a first call costs more than a steady one (tracing), so the fixed cost exceeds import + build
+    # a first call costs more than a steady one (tracing)
     assert seconds["first_step"] > seconds["step"] and seconds["first_predict"] > seconds["predict"]
-    assert seconds["fixed"] > seconds["import"] + seconds["build"]
     assert probe["peak_mb"] > 100  # TensorFlow alone takes more
 
 

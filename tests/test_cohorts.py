@@ -165,6 +165,7 @@ def test_deal_is_equal_shares_when_no_patient_is_short():
     assert deal(3, [4, 4, 4, 4]) == [1, 1, 1, 0]
 
 
+@pytest.mark.slow
 def test_the_workflow_reads_an_acdc_cohort_up_to_the_splits(tmp_path):
     """The real Snakemake: cohort.source acdc, patients of 4 and 8 images (few_images: all),
     the LV cavity instead of the myocardium; cohort, prepare and splits run, the log says

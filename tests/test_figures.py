@@ -146,6 +146,7 @@ def job_counts(stdout: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_rebuild_from_the_merged_tables_alone(tmp_path):
     work = copy_workflow(tmp_path / "wf")
     (work / "Snakefile").write_text(SNAKEFILE.format(src=str(work / "src")))

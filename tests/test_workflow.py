@@ -63,6 +63,7 @@ def tiny_study(tmp_path_factory):
     return work
 
 
+@pytest.mark.slow
 def test_tiny_study_runs_end_to_end(tiny_study):
     import json
 
@@ -85,6 +86,7 @@ def test_tiny_study_runs_end_to_end(tiny_study):
     assert not list((tiny_study / "results/runs").rglob("checkpoint"))
 
 
+@pytest.mark.slow
 def test_a_finished_study_has_nothing_to_do_and_a_crashed_run_is_redone_alone(tiny_study):
     nothing = snakemake(tiny_study, "-n", "--configfile", "config/test.yaml")
     assert nothing.returncode == 0, nothing.stderr[-3000:]

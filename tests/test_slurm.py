@@ -2,7 +2,9 @@
 
 Start the cluster first:  tests/slurm/cluster.sh install && tests/slurm/cluster.sh up
 Without it these tests skip, except where a cluster is required (CI=true or
-UNETCAP_SLURM=1): there a missing cluster fails them.
+UNETCAP_SLURM=1): there a missing cluster fails them. The tests use the cluster
+of $SLURM_TEST_ROOT (by default this checkout's; `cluster.sh env` names it), so
+two test runs on one machine, each with its own root, do not share one.
 
 The tiny test study goes through the profile: a run where some folds fail
 (retried with more memory and time), the dry run that schedules only them, the
@@ -18,9 +20,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,11 +88,24 @@ def cluster_problem() -> str | None:
     return None
 
 
+def cluster_env(root: str | None = None) -> dict[str, str]:
+    """The variables that point the client tools (and srun inside jobs) at the test
+    cluster of `root` (default: $SLURM_TEST_ROOT, else this checkout's): `cluster.sh env`."""
+    env = dict(os.environ, SLURM_TEST_ROOT=root) if root else None
+    out = subprocess.run([str(CLUSTER_SH), "env"], check=True, capture_output=True, text=True, env=env)
+    return dict(shlex.split(line)[1].split("=", 1) for line in out.stdout.splitlines())
+
+
 @pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    problem = cluster_problem()
-    if problem is None:
-        return
+def slurm_cluster():
+    """This run's cluster: its SLURM_CONF and srun in the environment of every command."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in cluster_env().items():
+            patch.setenv(name, value)
+        problem = cluster_problem()
+        if problem is None:
+            yield
+            return
     message = (
         f"no Slurm test cluster: {problem}. Start it with "
         f"`{CLUSTER_SH.relative_to(REPO)} install && {CLUSTER_SH.relative_to(REPO)} up`."
@@ -96,6 +113,35 @@ def slurm_cluster() -> None:
     if REQUIRED:
         pytest.fail(message + " (required here: CI=true or UNETCAP_SLURM=1)", pytrace=False)
     pytest.skip(message)
+
+
+def test_a_second_cluster_runs_beside_this_one_and_its_down_leaves_this_one_up(slurm_cluster):
+    """Two test runs on one machine: each cluster has its own root and ports, runs its
+    own jobs, and stopping one does not touch the other."""
+    ours = cluster_env()
+    other_root = tempfile.mkdtemp(prefix="unetcap-slurm.", dir="/tmp")  # short: socket paths
+    other = {**os.environ, **cluster_env(other_root)}
+    conf = lambda env: Path(env["SLURM_CONF"]).read_text()
+    port = lambda env: re.search(r"^SlurmctldPort=(\d+)", conf(env), flags=re.MULTILINE)[1]
+    try:
+        up = subprocess.run([str(CLUSTER_SH), "up"], env=other, capture_output=True, text=True, timeout=180)
+        assert up.returncode == 0, up.stderr[-3000:]
+        assert port(other) != port(ours) and other_root in conf(other) and other_root not in conf(ours)
+        # a job on each; srun inside the job finds its own cluster without SLURM_CONF
+        for env in (other, dict(os.environ)):
+            job = subprocess.run(
+                ["sbatch", "--wait", "-o", "/dev/null", "--wrap", "env -u SLURM_CONF srun -n1 true"],
+                env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert job.returncode == 0, (env["SLURM_CONF"], job.stdout, job.stderr)
+        down = subprocess.run([str(CLUSTER_SH), "down"], env=other, capture_output=True, text=True, timeout=180)
+        assert down.returncode == 0, down.stderr[-3000:]
+        stopped = subprocess.run([str(CLUSTER_SH), "status"], env=other, capture_output=True, text=True)
+        assert stopped.returncode != 0 and "slurmctld: not running" in stopped.stdout, stopped.stdout
+        assert cluster_problem() is None
+    finally:
+        subprocess.run([str(CLUSTER_SH), "down"], env=other, capture_output=True, timeout=180)
+        shutil.rmtree(other_root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- runs

@@ -6,33 +6,44 @@
 #   tests/slurm/cluster.sh status    exit 0 when every daemon runs and the node is usable
 #   tests/slurm/cluster.sh down      cancel the jobs, stop the daemons by PID
 #   tests/slurm/cluster.sh logs      print the tail of every daemon log
+#   tests/slurm/cluster.sh env       print the exports that point the client tools at
+#                                    this cluster: eval "$(tests/slurm/cluster.sh env)"
 #
 # Debian 12 (Slurm 22.05), as root, without systemd and without cgroups. Daemons
 # run in the foreground under setsid, their PIDs kept in $ROOT/run/*.pid.
-# Everything the cluster writes (configs, state, logs, PID files, munge key,
-# the MariaDB datadir) lives under $SLURM_TEST_ROOT (default /tmp/unetcap-slurm);
-# the only file outside it is the symlink /etc/slurm/slurm.conf -> $ROOT/etc,
-# because the client tools (and the srun that the executor plugin starts inside
-# each job, with SLURM_CONF removed from its environment) read that path.
+#
+# One cluster per $SLURM_TEST_ROOT, and nothing shared between two of them, so
+# that two test runs on one machine each have their own (.ci/run makes a fresh
+# root per run; tests/test_slurm.py finds the cluster through `env`):
+# - everything the cluster writes (configs, state, logs, PID files, munge key and
+#   socket, the MariaDB datadir and socket) lives under $ROOT, by default
+#   /tmp/unetcap-slurm-<hash of this checkout's path> (one per checkout);
+# - its three ports are chosen at `up` among the free ones (under a machine-wide
+#   lock, so that two `up`s at once cannot pick the same) and kept in $ROOT/etc/ports;
+# - nothing is written outside $ROOT: the client tools find the configuration
+#   through SLURM_CONF, and $ROOT/bin/srun sets it again for the srun that the
+#   executor plugin starts inside each job (the plugin removes SLURM_* variables
+#   from that srun's environment; the job inherits PATH through sbatch --export=ALL).
 #
 # Settings (environment): SLURM_TEST_ROOT, SLURM_TEST_CPUS (default 32),
 # SLURM_TEST_MEM_MB (default 262144), SLURM_TEST_GPUS (default 4),
-# SLURM_TEST_PORT (default 6817: slurmctld, +1 slurmd, +2 slurmdbd).
+# SLURM_TEST_PORT (fixed ports instead of free ones: slurmctld, +1 slurmd, +2 slurmdbd).
 # The node is declared with these numbers whatever the machine has (a fake GPU
 # server; see slurm.conf.in), so that the production profile's requests fit.
 set -euo pipefail
 set +m  # no job control: `setsid CMD &` then execs CMD in place, and $! is its PID
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=${SLURM_TEST_ROOT:-/tmp/unetcap-slurm}
+CHECKOUT=$(cd "$HERE/../.." && pwd)
+ROOT=${SLURM_TEST_ROOT:-/tmp/unetcap-slurm-$(printf %s "$CHECKOUT" | sha256sum | cut -c1-8)}
 CPUS=${SLURM_TEST_CPUS:-32}
 MEM_MB=${SLURM_TEST_MEM_MB:-262144}
 GPUS=${SLURM_TEST_GPUS:-4}
-PORT=${SLURM_TEST_PORT:-6817}
 HOST=$(hostname -s)
 CLUSTER=unetcap
 ACCOUNT=unetcap
-SYSCONF=/etc/slurm/slurm.conf
+PORT_LOCK=/tmp/unetcap-slurm-ports.lock   # held while an `up` picks ports and starts
+PORT_RANGE=(20000 32000)                  # below Linux's ephemeral ports (32768-60999)
 PACKAGES=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server)
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)   # start order
 
@@ -96,6 +107,30 @@ stop() {  # stop NAME: SIGTERM, then SIGKILL after 15 s
   say "stopped $name (pid $pid)"
 }
 
+port_free() { [[ -z $(ss -Hltn "sport = :$1") ]]; }
+
+choose_port() {  # set PORT: slurmctld's port; +1 slurmd, +2 slurmdbd
+  if [[ -n ${SLURM_TEST_PORT:-} ]]; then
+    PORT=$SLURM_TEST_PORT
+  elif [[ -s $ROOT/etc/ports ]]; then
+    PORT=$(<"$ROOT/etc/ports")   # this cluster's, from an earlier `up`
+  else
+    local try
+    for ((try = 0; try < 200; try++)); do
+      PORT=$(shuf -i "${PORT_RANGE[0]}-$((PORT_RANGE[1] - 3))" -n 1)
+      port_free "$PORT" && port_free $((PORT + 1)) && port_free $((PORT + 2)) && break
+    done
+  fi
+  local d p
+  for d in slurmdbd slurmctld slurmd; do
+    pid_of "$d" >/dev/null && return 0   # a daemon of ours runs: the ports are ours
+  done
+  for p in "$PORT" $((PORT + 1)) $((PORT + 2)); do
+    port_free "$p" || die "port $p is taken (set SLURM_TEST_PORT, or remove $ROOT/etc/ports)"
+  done
+  echo "$PORT" >"$ROOT/etc/ports"
+}
+
 render() {  # render TEMPLATE OUT
   sed -e "s|@ROOT@|$ROOT|g" -e "s|@HOST@|$HOST|g" \
       -e "s|@CTLD_PORT@|$PORT|g" -e "s|@SLURMD_PORT@|$((PORT + 1))|g" \
@@ -121,8 +156,9 @@ cmd_install() {
 }
 
 write_configs() {
-  mkdir -p "$ROOT"/{etc,run,log,state/slurmctld,state/slurmd,munge,mysql,dev}
+  mkdir -p "$ROOT"/{bin,etc,run,log,state/slurmctld,state/slurmd,munge,mysql,dev}
   chmod 755 "$ROOT"
+  choose_port
   render "$HERE/slurm.conf.in" "$ROOT/etc/slurm.conf"
   render "$HERE/slurmdbd.conf.in" "$ROOT/etc/slurmdbd.conf"
   chmod 600 "$ROOT/etc/slurmdbd.conf"
@@ -133,16 +169,13 @@ write_configs() {
   done
   printf 'NodeName=localhost Name=gpu Type=testgpu File=%s/dev/gpu[0-%d]\n' "$ROOT" $((GPUS - 1)) \
     >"$ROOT/etc/gres.conf"
-  # The client tools read /etc/slurm/slurm.conf: point it at ours, but never
-  # replace a configuration that is not ours.
-  mkdir -p /etc/slurm
-  if [[ -e $SYSCONF || -L $SYSCONF ]]; then
-    if [[ $(readlink "$SYSCONF" || true) != "$ROOT/etc/slurm.conf" ]]; then
-      die "$SYSCONF exists and is not the test cluster's; refusing to replace it"
-    fi
-  else
-    ln -s "$ROOT/etc/slurm.conf" "$SYSCONF"
-  fi
+  # srun inside a job runs without SLURM_CONF (see the top): this one puts it back.
+  local srun
+  srun=$(dirname "$(command -v sbatch)")/srun   # Slurm's (PATH may hold another cluster's)
+  [[ -x $srun ]] || die "srun is not installed"
+  printf '#!/bin/sh\n# srun of the test cluster in %q (written by cluster.sh up)\nSLURM_CONF=%q exec %q "$@"\n' \
+    "$ROOT" "$SLURM_CONF" "$srun" >"$ROOT/bin/srun"
+  chmod 755 "$ROOT/bin/srun"
 }
 
 start_munge() {
@@ -181,6 +214,10 @@ node_usable() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }
 cmd_up() {
   local t0=$SECONDS
   command -v slurmctld >/dev/null || die "Slurm is not installed: run '$0 install' first"
+  mkdir -p "$ROOT"
+  # Until this cluster listens on its ports, no other `up` may choose them.
+  exec 9>"$PORT_LOCK"
+  flock 9
   write_configs
   start_munge
   start_mariadb
@@ -204,7 +241,9 @@ cmd_up() {
     sacctmgr -i add account "$ACCOUNT" cluster="$CLUSTER" description=tests >/dev/null
     sacctmgr -i add user root account="$ACCOUNT" >/dev/null
   fi
-  say "cluster up in $((SECONDS - t0)) s: $(sinfo -h -o '%P %a %D %T' | tr '\n' ' ')"
+  flock -u 9
+  say "cluster up in $((SECONDS - t0)) s in $ROOT (ports $PORT-$((PORT + 2))):" \
+    "$(sinfo -h -o '%P %a %D %T' | tr '\n' ' ')"
 }
 
 cmd_down() {
@@ -218,9 +257,6 @@ cmd_down() {
   fi
   local d
   for ((d = ${#DAEMONS[@]} - 1; d >= 0; d--)); do stop "${DAEMONS[d]}"; done
-  if [[ $(readlink "$SYSCONF" 2>/dev/null || true) == "$ROOT/etc/slurm.conf" ]]; then
-    rm -f "$SYSCONF"
-  fi
   say "down (state and logs stay in $ROOT; remove it for a fresh cluster)"
 }
 
@@ -245,11 +281,18 @@ cmd_logs() {
   done
 }
 
+cmd_env() {
+  printf 'export SLURM_TEST_ROOT=%q\n' "$ROOT"
+  printf 'export SLURM_CONF=%q\n' "$SLURM_CONF"
+  printf 'export PATH=%q\n' "$ROOT/bin:${PATH//$ROOT\/bin:/}"
+}
+
 case ${1:-} in
   install) cmd_install ;;
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   logs) cmd_logs ;;
-  *) echo "usage: $0 install|up|down|status|logs" >&2; exit 2 ;;
+  env) cmd_env ;;
+  *) echo "usage: $0 install|up|down|status|logs|env" >&2; exit 2 ;;
 esac

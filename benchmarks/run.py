@@ -19,6 +19,11 @@ Sections:
   demo      wall time of the README's demo command from an empty results folder.
   memory    peak RSS of a training process per encoder at 256 px and the paper's batch size
             (model, optimizer, one batch: what config train.mem_mb covers).
+  fit       the project's epoch loop (unetcap.train.loop.fit) against Keras' model.fit at the
+            same settings (Adam, BCE + L2, batch 8, 400 images x 3 epochs, validation on 100
+            after each epoch, early stopping with the best weights restored, no checkpoints),
+            per encoder of FIT_ENCODERS at 64 and 128 px, each contender in its own process;
+            the ratio fit / loop above 1 means the project's loop is the faster.
 """
 
 from __future__ import annotations
@@ -339,14 +344,96 @@ def bench_memory() -> None:
         "(config train.mem_mb default: model, optimizer and one batch; the rule adds the run's arrays)")
 
 
+# The fit section's encoders: one of each kind of block that the loop could handle worse
+# than Keras (plain convolutions, depthwise + squeeze-excite); add others to measure them.
+FIT_ENCODERS = ("resnet18", "efficientnetb0")
+FIT_SIZES = (64, 128)
+FIT = {"train": 400, "val": 100, "epochs": 3, "batch": 8, "threads": 2, "lr": 1e-3, "reg": 1e-4}
+
+
+def fit_probe(contender: str, backbone: str, image_size: int, n_train: int, n_val: int, epochs: int) -> None:
+    """One process, one contender ("loop": the project's fit; "keras": model.fit), one
+    encoder: seconds from the untraced model to the end of training (tracing, steps,
+    validation, best weights), not import and build. Prints one JSON line."""
+    if contender not in ("loop", "keras"):
+        sys.exit(f"unknown contender {contender!r}: loop or keras")
+    import numpy as np
+    from tiny_store import ring_image
+
+    from unetcap import train
+    from unetcap.train.loop import Loop, fit, new_state
+
+    train.import_sm()
+    flags = train.configure_tensorflow(FIT["threads"])
+    rng = np.random.default_rng(0)
+    pairs = [ring_image(rng, image_size, empty=i % 10 == 9) for i in range(n_train + n_val)]
+    x = np.stack([image for image, _ in pairs])[..., None]
+    y = np.stack([mask for _, mask in pairs])[..., None]
+    model = train.build_model(backbone, image_size, FIT["reg"], seed=1)
+    optimizer = train.make_optimizer("adam", FIT["lr"], model)
+    t = time.perf_counter()
+    if contender == "loop":
+        settings = train.Settings.from_config(max_epochs=epochs, patience=epochs, batch_size=FIT["batch"],
+                                              threads=FIT["threads"], checkpoint_every=1e9)
+        train_step, predict = train.make_functions(model, optimizer, image_size, flags["grappler_predict"])
+        data = train.RunData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], x[:0], y[:0],
+                             np.zeros(0, np.int64), image_size, "", {})
+        with tempfile.TemporaryDirectory() as tmp:
+            loop = Loop(model, optimizer, train_step, predict, lambda: train.penalty(model), data, settings,
+                        seed=1, checkpoint=Path(tmp) / "checkpoint")
+            state = new_state("benchmark", FIT["lr"])
+            fit(loop, state, None, t)
+        epochs_run = state["epoch"]
+    else:
+        import tensorflow as tf
+
+        model.compile(optimizer=optimizer, loss=tf.keras.losses.BinaryCrossentropy())
+        stop = tf.keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True)
+        history = model.fit(x[:n_train], y[:n_train].astype(np.float32), batch_size=FIT["batch"], epochs=epochs,
+                            validation_data=(x[n_train:], y[n_train:].astype(np.float32)), shuffle=True,
+                            callbacks=[stop], verbose=0)
+        epochs_run = len(history.history["loss"])
+    seconds = time.perf_counter() - t
+    print(json.dumps({"seconds": seconds, "epochs": epochs_run, "steps": int(optimizer.iterations.numpy())}))
+
+
+def run_fit_probe(contender: str, backbone: str, image_size: int, n_train: int = FIT["train"],
+                  n_val: int = FIT["val"], epochs: int = FIT["epochs"]) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--fit-probe", contender, backbone, str(image_size),
+                             str(n_train), str(n_val), str(epochs)], capture_output=True, text=True,
+                            env=quiet_env())
+    if result.returncode:
+        sys.exit(f"fit probe {contender} {backbone} {image_size} px failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_fit() -> None:
+    """The project's loop against model.fit, per encoder and image size, side by side."""
+    for backbone in FIT_ENCODERS:
+        for size in FIT_SIZES:
+            loop, keras = run_fit_probe("loop", backbone, size), run_fit_probe("keras", backbone, size)
+            if loop["steps"] != keras["steps"]:
+                sys.exit(f"fit {backbone} {size} px: the loop took {loop['steps']} steps, model.fit "
+                         f"{keras['steps']}: not the same settings")
+            ratio = keras["seconds"] / loop["seconds"]
+            row(f"fit {size} px: {backbone}",
+                f"loop {loop['seconds']:.1f} s, model.fit {keras['seconds']:.1f} s "
+                f"({loop['epochs']} epochs, {loop['steps']} steps each): fit / loop {ratio:.2f}x",
+                f">= 1x {verdict(ratio >= 1)}")
+
+
 SECTIONS = {"prepare": bench_prepare, "nifti": bench_nifti, "overhead": bench_overhead, "dag": bench_dag, "demo": bench_demo,
-            "memory": bench_memory}
+            "memory": bench_memory, "fit": bench_fit}
 
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--probe"]:
         backbone, image_size, batch, threads = argv[1], *map(int, argv[2:5])
         probe(backbone, image_size, batch, threads)
+        return
+    if argv[:1] == ["--fit-probe"]:
+        contender, backbone, image_size, n_train, n_val, epochs = argv[1], argv[2], *map(int, argv[3:7])
+        fit_probe(contender, backbone, image_size, n_train, n_val, epochs)
         return
     chosen = argv or list(SECTIONS)
     unknown = set(chosen) - set(SECTIONS)

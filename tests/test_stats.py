@@ -2,6 +2,7 @@
 an unbalanced one with runs missing, and degenerate demo/test grids."""
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,14 @@ def test_aic_convention_counts_the_variance_like_r(full):
     result = full[2]
     aic, ols, glm = result["aic"], result["ols"].results, result["glm"].results
     row = aic.set_index("model")
-    # statsmodels' OLS AIC leaves the variance parameter out; the table's (R's) counts it.
-    assert row.at["OLS", "aic_statsmodels"] == pytest.approx(ols.aic, rel=1e-12)
+    # aic_statsmodels is statsmodels' own aic of each fit; the OLS's leaves the variance out
+    # (2 lower than R's), the GLM's takes log L at the dispersion RSS/(n - k), not RSS/n.
+    assert row.at["OLS", "aic_statsmodels"] == ols.aic and row.at["GLM", "aic_statsmodels"] == glm.aic
     assert row.at["OLS", "aic"] - ols.aic == pytest.approx(2.0)
-    assert (row["aic"] - row["aic_statsmodels"]).tolist() == pytest.approx([2.0, 2.0])
+    n, k = int(glm.nobs), 14
+    rss = float(np.sum(glm.resid_response ** 2))
+    assert glm.aic == pytest.approx(n * (np.log(2 * np.pi * rss / (n - k)) + 1) - k + 2 * k, rel=1e-12)
+    assert row.at["GLM", "aic"] - glm.aic != pytest.approx(2.0, abs=1e-6)  # not the OLS convention
     assert row.at["OLS", "k"] == 14 and row.at["GLM", "k"] == 14
     # Both likelihoods at the maximum-likelihood variance RSS/n of the same response, DICE.
     y = result["frame"].data["DICE"].to_numpy()
@@ -118,6 +123,25 @@ def test_glm_uses_the_log_link_on_dice(full):
     assert glm.formula == stats.PAPER_GLM
     assert "lr:ls[long]:Family[EfficientNet]" in glm.results.params.index
     assert glm.results.converged
+
+
+def test_glm_inference_is_on_t_with_the_residual_df_and_irls_runs_to_the_maximum(full):
+    """As R's summary.glm: dispersion Pearson χ² / (n - k), t on n - k df; and IRLS stopped
+    where one more step moves no coefficient by more than 1e-10 (relative)."""
+    result = full[2]
+    res, coef = result["glm"].results, result["glm_coef"]
+    df = res.df_resid
+    assert df == res.nobs - 14
+    assert res.scale == pytest.approx(np.sum(res.resid_pearson ** 2) / df, rel=1e-12)
+    np.testing.assert_allclose(coef["p"], 2 * st.t.sf(np.abs(coef["t"]), df), rtol=1e-10, atol=1e-300)
+    q = st.t.ppf(0.975, df)
+    np.testing.assert_allclose(coef["ci_high"], coef["estimate"] + q * coef["std_error"], rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step = res.model.fit(start_params=res.params, maxiter=1, tol=0)
+    change = np.abs(step.params - res.params) / np.maximum(np.abs(res.params), 1e-12)
+    assert change.max() < 1e-10
+    assert "t distribution with the n - k residual degrees of freedom" in stats.GLM_INFERENCE
 
 
 # ------------------------------------------------------------------------------ ANOVA, Table 2

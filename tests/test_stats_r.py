@@ -88,6 +88,13 @@ def test_type2_anova_as_car(compared):
         assert largest_difference(ours.loc[terms, col], theirs.loc[terms, col]) < TOL, col
 
 
+def test_glm_as_r_glm_gaussian_log_link(compared):
+    result, r = compared
+    ours, theirs = _by_term(result["glm_coef"], r["glm"])
+    for col in ("estimate", "std_error", "t", "p", "ci_low", "ci_high"):
+        assert largest_difference(ours[col], theirs[col]) < TOL, col
+
+
 def test_aic_as_r_aic(compared):
     result, r = compared
     ours, theirs = result["aic"].set_index("model"), r["aic"].set_index("model").loc[["OLS", "GLM"]]

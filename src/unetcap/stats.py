@@ -50,10 +50,20 @@ REQUIRED = ("size", "backbone", "family", "depth", "lr", "reg", "fold", "status"
 ANOVA_TYPE = 2
 AIC_CONVENTION = (
     "AIC = -2 log L + 2 (k + 1): k coefficients of the mean plus the residual variance, as R's "
-    "AIC() counts them; log L is the gaussian likelihood at the maximum-likelihood variance "
-    "RSS/n for both models. statsmodels' OLS `aic` leaves the variance out (k only), so it is "
-    "2 lower (column aic_statsmodels)."
+    "AIC() counts them for lm and glm; log L is the gaussian likelihood at the maximum-likelihood "
+    "variance RSS/n for both models. Column aic_statsmodels is statsmodels' own `aic` of each "
+    "fit: for the OLS -2 log L + 2 k (the variance not counted, 2 lower); for the GLM -2 log L + "
+    "2 k with log L at statsmodels' dispersion estimate RSS/(n - k) instead of RSS/n."
 )
+GLM_INFERENCE = (
+    "Standard errors from the dispersion estimated as Pearson χ² / (n - k), t and p on the t "
+    "distribution with the n - k residual degrees of freedom, intervals estimate ± t quantile "
+    "x standard error (Wald), as R's summary.glm computes them."
+)
+# IRLS stops when no coefficient moves by more than this (relative, or absolute near 0).
+# statsmodels' default stops on the deviance, which is flat at its minimum: at 1e-8 it left
+# coefficients up to 1e-6 (relative) from the maximum of the likelihood.
+GLM_TOL = 1e-12
 ANOVA_CAPTION = (
     "Type 2 ANOVA (each term adjusted for every term that does not contain it). On the full "
     "balanced grid it equals the sequential (type 1) table; with runs missing it does not "
@@ -309,7 +319,7 @@ def fit_glm(data: pd.DataFrame, formula: str = PAPER_GLM) -> Fit:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            results = model.fit()
+            results = model.fit(use_t=True, tol_criterion="params", tol=GLM_TOL, rtol=GLM_TOL)
     except ValueError as err:
         notes.append(f"The GLM could not be fitted ({str(err).splitlines()[0]}). Its AIC and "
                      f"coefficients are left blank.")
@@ -381,21 +391,23 @@ def aic_table(ols: Fit, glm: Fit) -> pd.DataFrame:
         aic = -2 * loglik + 2 * (k + 1)
         rows.append({
             "model": name, "formula": fit.formula, "family": "gaussian", "link": fit.link,
-            "n": len(y), "k": k, "loglik": loglik, "aic": aic, "aic_statsmodels": aic - 2,
+            "n": len(y), "k": k, "loglik": loglik, "aic": aic, "aic_statsmodels": float(res.aic),
         })
     table = pd.DataFrame(rows)
     table["delta_aic"] = table["aic"] - table["aic"].min()
-    return table
+    return table[["model", "formula", "family", "link", "n", "k", "loglik", "aic", "delta_aic",
+                  "aic_statsmodels"]]
 
 
 def coefficient_table(fit: Fit, alpha: float = 0.05) -> pd.DataFrame:
-    """Table 1: term, estimate, std_error, t (or z for a GLM), p, and the 1-alpha interval
-    (no rows for a model that could not be fitted)."""
+    """Table 1: term, estimate, std_error, t, p (on the t distribution with the residual df,
+    for the GLM too, as R) and the 1-alpha interval (no rows for a model that could not be
+    fitted)."""
     res = fit.results
     if res is None:
-        return pd.DataFrame(columns=["term", "estimate", "std_error", "z", "p", "ci_low", "ci_high"])
+        return pd.DataFrame(columns=["term", "estimate", "std_error", "t", "p", "ci_low", "ci_high"])
     ci = np.asarray(res.conf_int(alpha=alpha))
-    stat = "t" if fit.link == "identity" and hasattr(res, "rsquared") else "z"
+    stat = "t" if res.use_t else "z"
     table = pd.DataFrame({
         "term": list(res.params.index),
         "estimate": np.asarray(res.params, dtype=float),
@@ -917,19 +929,21 @@ def format_aic(aic: pd.DataFrame) -> Formatted:
         return f"{v:.2f}" if np.isfinite(v) else ""
 
     rows = [[r.model, r.formula, r.link, str(r.n), f"{r.k:.0f}" if np.isfinite(r.k) else "", f2(r.loglik),
-             f2(r.aic), f2(r.aic_statsmodels), f2(r.delta_aic)] for r in aic.itertuples()]
+             f2(r.aic), f2(r.delta_aic), f2(r.aic_statsmodels)] for r in aic.itertuples()]
     return Formatted("AIC of the OLS and the log-link gaussian GLM (same response, DICE)",
-                     ["Model", "Formula", "Link", "n", "k", "log L", "AIC", "AIC (statsmodels)", "ΔAIC"],
+                     ["Model", "Formula", "Link", "n", "k", "log L", "AIC (R's AIC())", "ΔAIC",
+                      "statsmodels' aic"],
                      rows, [AIC_CONVENTION, "The lower AIC fits better; ΔAIC > 10 is decisive."],
                      "lllrrrrrr")
 
 
 def format_glm(coef: pd.DataFrame, glm: Fit, notes: list[str]) -> Formatted:
-    rows = [[r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.z, 3), fmt_p(r.p), stars(r.p)]
+    rows = [[r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.t, 3), fmt_p(r.p), stars(r.p)]
             for r in coef.itertuples()]
     return Formatted(f"GLM (gaussian, {glm.link} link) {glm.requested}",
-                     ["Term", "Estimate", "Std. error", "z", "p", ""], rows,
-                     [f"Coefficients on the {glm.link} scale of mean {glm.response}.", STARS_LEGEND] + notes,
+                     ["Term", "Estimate", "Std. error", "t", "p", ""], rows,
+                     [f"Coefficients on the {glm.link} scale of mean {glm.response}.", GLM_INFERENCE,
+                      STARS_LEGEND] + notes,
                      "lrrrrl")
 
 

@@ -325,16 +325,44 @@ def test_a_model_that_never_segments_leaves_the_glm_blank_not_a_crash(tmp_path):
     assert pd.read_csv(tmp_path / "out" / "glm.csv").empty
     notes = (tmp_path / "out" / "notes.md").read_text()
     assert "The GLM was not fitted: every run of long EfficientNet, short VGG has DICE = 0" in notes
+    table1 = (tmp_path / "out" / "table1_ols.md").read_text()
+    assert "GLM `log(DICE) ~ ls + ls:Family + Dataset`: not fitted, every run of long EfficientNet" in table1
+    assert "nan" not in table1
 
 
 def test_test_config_grid_gives_every_file(tmp_path):
     metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
     written = stats.write_analysis(metrics_csv, tmp_path / "out")
     assert sorted(p.name for p in written) == sorted(stats.ANALYSIS_FILES)
-    assert "DICE ~ 1" in (tmp_path / "out" / "table1_ols.md").read_text()
+    # two short encoders of two families: ls is constant, the Family contrast is kept
+    assert "DICE ~ Family" in (tmp_path / "out" / "table1_ols.md").read_text()
     notes = (tmp_path / "out" / "notes.md").read_text()
-    assert "`log(Dataset)` dropped: the grid has a single level of Dataset (40)" in notes
-    assert list(pd.read_csv(tmp_path / "out" / "table2_anova.csv")["term"]) == ["Residuals"]
+    assert "`log(Dataset)` dropped: the grid has a single value of Dataset (40)" in notes
+    assert "Term `ls:Family` reduced to `Family`: the grid has a single level of ls (short)" in notes
+    assert list(pd.read_csv(tmp_path / "out" / "table2_anova.csv")["term"]) == ["Family", "Residuals"]
+
+
+@pytest.mark.parametrize("backbones, formula, reduced", [
+    (("resnet18", "resnet50"), "DICE ~ ls + log(Dataset) + log(lr):ls + log(reg)",
+     ["Term `ls:Family` dropped: with a single level of Family (ResNet) it is `ls`, already in the formula.",
+      "Term `log(lr):ls:Family` reduced to `log(lr):ls`"]),
+    (("resnet18", "efficientnetb0"), "DICE ~ Family + log(Dataset) + log(lr):Family + log(reg)",
+     ["Term `ls` dropped: the grid has a single level of ls (short).",
+      "Term `ls:Family` reduced to `Family`", "Term `log(lr):ls:Family` reduced to `log(lr):Family`"]),
+])
+def test_a_single_level_factor_leaves_the_terms_that_vary(backbones, formula, reduced):
+    """One family, or one depth: the factor drops out of the interactions, the lr slopes and
+    the contrast of what varies stay (the same fit as the reduced formula written by hand)."""
+    data = stats.model_frame(synthetic.metrics_table(seed=3, backbones=backbones, sizes=(200, 1000),
+                                                     folds=3)).data
+    ols = stats.fit_ols(data)
+    assert ols.formula == formula
+    for note in reduced:
+        assert any(n.startswith(note) for n in ols.notes), note
+    assert ols.results.rsquared == pytest.approx(stats.fit_ols(data, formula).results.rsquared, rel=1e-12)
+    assert ols.results.rsquared > stats.fit_ols(data, "DICE ~ log(Dataset) + log(reg)").results.rsquared + 0.01
+    glm = stats.fit_glm(data)
+    assert "lr:" in glm.formula and glm.results is not None
 
 
 # ------------------------------------------------------------------------------ files and formats
@@ -376,7 +404,8 @@ def test_a_formula_from_the_config():
     metrics = synthetic.metrics_table(seed=6, **DEMO_GRID)
     fit = stats.fit_ols(stats.model_frame(metrics).data, "DICE ~ Family + log(Dataset) + log(lr)")
     assert list(fit.results.params.index) == ["Intercept", "Family[T.ResNet]", "Family[T.VGG]", "log(Dataset)"]
-    assert fit.notes == ["Term `log(lr)` dropped: the grid has a single level of lr (0.001)."]
+    assert fit.notes == ["Term `log(lr)` dropped: the grid has a single value of lr (0.001), so its effect "
+                         "is not identified."]
 
 
 def test_bad_tables_and_settings_are_refused(tmp_path):

@@ -16,8 +16,9 @@ encoder's depth, long/short), `Family`, `Dataset` (the subset size), `lr`, `reg`
   significantly worse than the best one under the HSD; per untrained size of the config,
   the OLS-predicted DICE with intervals.
 
-A term of a formula whose variable takes a single value in the table (a demo grid with one
-lr) is dropped, with a note, and the analysis goes on. `write_analysis` writes every table
+A formula is reduced to what the table identifies (`usable_formula`): a factor with a single
+level leaves the interactions it is part of, a term with a numeric variable of a single value
+(a demo grid with one lr) is dropped, each with a note, and the analysis goes on. `write_analysis` writes every table
 as CSV (full precision), Markdown and LaTeX (or HTML for the report).
 """
 
@@ -187,16 +188,7 @@ def split_formula(formula: str) -> tuple[str, list[str]]:
     if formula.count("~") != 1:
         raise UnetcapError(f"analysis formula {formula!r}: needs exactly one '~'")
     lhs, rhs = (part.strip() for part in formula.split("~"))
-    terms, depth, current = [], 0, ""
-    for ch in rhs:
-        depth += (ch == "(") - (ch == ")")
-        if ch == "+" and depth == 0:
-            terms.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    terms.append(current.strip())
-    terms = [t for t in terms if t]
+    terms = _split_top(rhs, "+")
     if not lhs or not terms:
         raise UnetcapError(f"analysis formula {formula!r}: needs a response and at least one term")
     return lhs, terms
@@ -212,22 +204,60 @@ def single_level(data: pd.DataFrame) -> dict[str, object]:
     return {v: data[v].iloc[0] for v in VARIABLES if data[v].nunique() <= 1}
 
 
-def usable_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str], list[str]]:
-    """The formula without the terms whose variables take a single value in `data`.
+CATEGORICAL = ("ls", "Family")
 
-    Returns (formula, kept terms, notes). With no term left the formula is `lhs ~ 1`.
+
+def usable_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str], list[str]]:
+    """The formula reduced to what the data identifies, and a note for each change.
+
+    A factor (`ls`, `Family`) with a single level in `data` is the constant: it is taken out
+    of each interaction it is part of (`log(lr):ls:Family` with one family is `log(lr):ls`,
+    `ls:Family` with one depth is `Family`); a term left empty, or repeating a term already
+    kept, is dropped. A term with a numeric variable (`Dataset`, `lr`, `reg`) that takes a
+    single value is dropped: its effect is not identified. Returns (formula, kept terms,
+    notes); with no term left the formula is `lhs ~ 1`.
     """
     lhs, terms = split_formula(formula)
     constant = single_level(data)
     kept, notes = [], []
     for term in terms:
         flat = [v for v in term_variables(term) if v in constant]
-        if flat:
-            what = _and([f"{v} ({_fmt_level(constant[v])})" for v in flat])
-            notes.append(f"Term `{term}` dropped: the grid has a single level of {what}.")
-        else:
+        if not flat:
             kept.append(term)
+            continue
+        what = _and([f"{v} ({_fmt_level(constant[v])})" for v in flat])
+        numeric = [v for v in flat if v not in CATEGORICAL]
+        if numeric:
+            values = _and([f"{v} ({_fmt_level(constant[v])})" for v in numeric])
+            notes.append(f"Term `{term}` dropped: the grid has a single value of {values}, so its "
+                         "effect is not identified.")
+            continue
+        parts = [p for p in _split_top(term, ":") if not set(term_variables(p)) <= set(flat)]
+        reduced = ":".join(parts)
+        if not parts:
+            notes.append(f"Term `{term}` dropped: the grid has a single level of {what}.")
+        elif reduced in kept:
+            notes.append(f"Term `{term}` dropped: with a single level of {what} it is `{reduced}`, "
+                         "already in the formula.")
+        else:
+            notes.append(f"Term `{term}` reduced to `{reduced}`: the grid has a single level of {what}, "
+                         f"so the term keeps what varies.")
+            kept.append(reduced)
     return f"{lhs} ~ {' + '.join(kept) if kept else '1'}", kept, notes
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """`text` split on `sep` outside parentheses, each piece stripped."""
+    pieces, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == sep and depth == 0:
+            pieces.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    pieces.append(current.strip())
+    return [p for p in pieces if p]
 
 
 def _and(items) -> str:
@@ -272,6 +302,7 @@ class Fit:
     notes: list[str]
     link: str = "identity"
     response: str = "DICE"
+    failure: str = ""  # why `results` is None
 
 
 def fit_ols(data: pd.DataFrame, formula: str = PAPER_OLS) -> Fit:
@@ -313,17 +344,18 @@ def fit_glm(data: pd.DataFrame, formula: str = PAPER_GLM) -> Fit:
         cells = data.groupby(["ls", "Family"], observed=True)[response].max()
         zero = [f"{ls} {family}" for (ls, family), top in cells.items() if top <= 0]
         if zero:
-            notes.append(f"The GLM was not fitted: every run of {', '.join(zero)} has {response} = 0, "
-                         f"which a log link cannot reach. Its AIC and coefficients are left blank.")
-            return Fit(None, used, formula, terms, notes, link=link, response=response)
+            failure = (f"every run of {', '.join(zero)} has {response} = 0, which a log link "
+                       "cannot reach")
+            notes.append(f"The GLM was not fitted: {failure}. Its AIC and coefficients are left blank.")
+            return Fit(None, used, formula, terms, notes, link=link, response=response, failure=failure)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = model.fit(use_t=True, tol_criterion="params", tol=GLM_TOL, rtol=GLM_TOL)
     except ValueError as err:
-        notes.append(f"The GLM could not be fitted ({str(err).splitlines()[0]}). Its AIC and "
-                     f"coefficients are left blank.")
-        return Fit(None, used, formula, terms, notes, link=link, response=response)
+        failure = f"IRLS failed ({str(err).splitlines()[0]})"
+        notes.append(f"The GLM could not be fitted: {failure}. Its AIC and coefficients are left blank.")
+        return Fit(None, used, formula, terms, notes, link=link, response=response, failure=failure)
     if not results.converged:
         notes.append("The GLM's IRLS did not converge; its AIC is not reliable.")
     fit = Fit(results, used, formula, terms, notes, link=link, response=response)
@@ -894,7 +926,7 @@ def to_html(tables: list[Formatted], intro=(), outro=()) -> str:
     return "\n".join(parts) + "\n"
 
 
-def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, notes: list[str]) -> Formatted:
+def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, glm: Fit, notes: list[str]) -> Formatted:
     res = ols.results
     rows = [[r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.t, 3), fmt_p(r.p), stars(r.p)]
             for r in coef.itertuples()]
@@ -903,7 +935,8 @@ def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, notes: list[s
     table_notes = [
         (f"n = {int(res.nobs)} runs; R² = {res.rsquared:.4f}, adjusted R² = {res.rsquared_adj:.4f}; "
          f"residual standard error {math.sqrt(res.scale):.4f} on {int(res.df_resid)} df."),
-        f"AIC = {ols_aic['aic']:.2f} (log-link gaussian GLM `{glm_aic['formula']}`: {glm_aic['aic']:.2f}). "
+        f"AIC = {ols_aic['aic']:.2f} (log-link gaussian GLM `{glm_aic['formula']}`: "
+        + (f"{glm_aic['aic']:.2f}). " if glm.results is not None else f"not fitted, {glm.failure}). ")
         + AIC_CONVENTION,
         STARS_LEGEND,
     ] + notes
@@ -1085,7 +1118,7 @@ def write_results(result: dict, outdir) -> list[Path]:
 
     ols, glm, notes = result["ols"], result["glm"], result["notes"]
     model_notes = ols.notes
-    t1 = format_table1(result["coef"], result["aic"], ols, model_notes)
+    t1 = format_table1(result["coef"], result["aic"], ols, glm, model_notes)
     t2 = format_anova(result["anova"], ols, model_notes)
     ta = format_aic(result["aic"])
     tg = format_glm(result["glm_coef"], glm, glm.notes)

@@ -433,3 +433,18 @@ def test_bad_tables_and_settings_are_refused(tmp_path):
         stats.fit_ols(data, "DICE ~ Familiy")
     with pytest.raises(UnetcapError, match="analysis.glm_formula"):
         stats.fit_glm(data, "log(dice) ~ ls")
+
+
+def test_every_table_states_the_runs_it_used_and_left_out(tmp_path):
+    metrics = synthetic.metrics_table(seed=9, sizes=(200, 1000), lrs=(0.01, 0.001), folds=2, diverge=0.3)
+    metrics.loc[[0, 5, 7], "test_dice"] = np.nan
+    diverged = int((metrics["status"] != "ok").drop(index=[0, 5, 7]).sum())
+    assert diverged > 0
+    metrics.to_csv(tmp_path / "metrics.csv", index=False)
+    stats.write_analysis(tmp_path / "metrics.csv", tmp_path / "out")
+    line = (f"Runs: {len(metrics) - 3} of the {len(metrics)} in the metrics table used, 3 left out "
+            f"(no finite test_dice); {diverged} diverged run(s) kept with their test_dice.")
+    for name in ("table1_ols.md", "table1_ols.html", "table2_anova.md", "aic.md", "glm.md", "hsd.html",
+                 "which_model.md", "gam_summary.txt"):
+        assert line in (tmp_path / "out" / name).read_text(), name
+    assert line.replace("_", r"\_") in (tmp_path / "out" / "table2_anova.tex").read_text()

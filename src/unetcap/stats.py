@@ -135,6 +135,7 @@ class Frame:
     data: pd.DataFrame
     metric: str
     notes: list[str] = field(default_factory=list)
+    runs: str = ""  # runs used and left out, and why: the line every table carries
 
 
 def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
@@ -176,7 +177,10 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
         key=lambda c: c.map(order) if c.name == "backbone" else c, kind="stable",
     ).reset_index(drop=True)
     notes.insert(1, f"{len(frame)} run(s) analysed.")
-    return Frame(frame, metric, notes)
+    left_out = (f"{int(bad.sum())} left out (no finite {metric})" if bad.any() else "none left out")
+    kept = f"; {diverged} diverged run(s) kept with their {metric}" if diverged else ""
+    runs = f"Runs: {len(frame)} of the {len(bad)} in the metrics table used, {left_out}{kept}."
+    return Frame(frame, metric, notes, runs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1122,6 +1126,11 @@ def write_results(result: dict, outdir) -> list[Path]:
     t2 = format_anova(result["anova"], ols, model_notes)
     ta = format_aic(result["aic"])
     tg = format_glm(result["glm_coef"], glm, glm.notes)
+    tables, general = format_which_model(result["which"], result["alpha"], result["constant_ranking"])
+    hsd_tables = format_hsd(result["groups"], result["pairs"], result["alpha"])
+    runs = result["frame"].runs
+    for table in (t1, t2, ta, tg, *hsd_tables, *tables):  # each table says which runs it rests on
+        table.notes.insert(0, runs)
     put_csv("table1_ols.csv", result["coef"])
     put("table1_ols.md", to_markdown(t1))
     put("table1_ols.tex", to_latex(t1))
@@ -1137,10 +1146,9 @@ def write_results(result: dict, outdir) -> list[Path]:
     put("glm.md", to_markdown(tg))
     put_csv("hsd.csv", result["pairs"])
     put_csv("hsd_groups.csv", result["groups"])
-    put("hsd.html", to_html(format_hsd(result["groups"], result["pairs"], result["alpha"])))
+    put("hsd.html", to_html(hsd_tables))
     put_csv("predictions.csv", result["predictions"])
     which, alpha = result["which"], result["alpha"]
-    tables, general = format_which_model(which, alpha, result["constant_ranking"])
     put_csv("which_model.csv", which)
     plan = []
     if result.get("sample_size") is not None:
@@ -1151,7 +1159,7 @@ def write_results(result: dict, outdir) -> list[Path]:
     put("which_model.md", "# Which model for my data size?\n\n" + "".join(f"{p}  \n" for p in plan) +
         ("\n" if plan else "") + "\n".join(to_markdown(t) for t in tables) + "".join(f"\n{g}\n" for g in general))
     put("which_model.html", to_html(tables, plan, [*general, *(f"Note: {n}" for n in notes)]))
-    summary = gam_summary(result["gam"])
+    summary = runs + "\n" + gam_summary(result["gam"])
     put("gam_summary.txt", summary)
     put("gam_summary.html", pre_html("GAM summary", summary))
     put_csv("gam_partial.csv", result["gam_partial"])

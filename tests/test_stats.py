@@ -448,3 +448,29 @@ def test_every_table_states_the_runs_it_used_and_left_out(tmp_path):
                  "which_model.md", "gam_summary.txt"):
         assert line in (tmp_path / "out" / name).read_text(), name
     assert line.replace("_", r"\_") in (tmp_path / "out" / "table2_anova.tex").read_text()
+
+
+def test_short_minus_long_per_family_and_trained_lr(full):
+    """ls[T.short] is the EfficientNet difference at lr = 1; the contrasts give it at each
+    trained lr, from the coefficients, with the t interval of c' beta."""
+    result, folder = full[2], full[3]
+    b, cov = result["ols"].results.params, result["ols"].results.cov_params()
+    depth = result["depth"]
+    assert len(depth) == 9 and set(depth["Family"]) == {"EfficientNet", "ResNet", "VGG"}
+    assert sorted(depth["lr"].unique()) == [0.0001, 0.001, 0.01]
+    df = result["ols"].results.df_resid
+    for r in depth.itertuples():
+        c = pd.Series(0.0, index=b.index)
+        c["ls[T.short]"] = 1
+        if r.Family != "EfficientNet":
+            c[f"ls[short]:Family[T.{r.Family}]"], c[f"ls[long]:Family[T.{r.Family}]"] = 1, -1
+        c[f"log(lr):ls[short]:Family[{r.Family}]"] = np.log(r.lr)
+        c[f"log(lr):ls[long]:Family[{r.Family}]"] = -np.log(r.lr)
+        assert r.difference == pytest.approx(c @ b, rel=1e-9, abs=1e-12)
+        assert r.std_error == pytest.approx(np.sqrt(c @ cov @ c), rel=1e-9)
+        q = st.t.ppf(0.975, df)
+        assert (r.ci_low, r.ci_high) == pytest.approx((c @ b - q * r.std_error, c @ b + q * r.std_error), rel=1e-9)
+        assert r.p == pytest.approx(2 * st.t.sf(abs(c @ b) / r.std_error, df), rel=1e-8)
+    md = (folder / "table1_ols.md").read_text()
+    assert stats.DEPTH_NOTE in md and "Short minus long encoder, per family and trained lr" in md
+    assert len(pd.read_csv(folder / "table1_depth.csv")) == 9

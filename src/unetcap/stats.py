@@ -82,7 +82,7 @@ ETA_CAPTION = (
 
 # Files `write_analysis` writes, relative to its output folder.
 ANALYSIS_FILES = (
-    "table1_ols.csv", "table1_ols.md", "table1_ols.tex", "table1_ols.html",
+    "table1_ols.csv", "table1_ols.md", "table1_ols.tex", "table1_ols.html", "table1_depth.csv",
     "table2_anova.csv", "table2_anova.md", "table2_anova.tex", "table2_anova.html",
     "aic.csv", "aic.md", "aic.html", "glm.csv", "glm.md",
     "hsd.csv", "hsd_groups.csv", "hsd.html", "predictions.csv",
@@ -673,6 +673,41 @@ def ranking_constant(predictions: pd.DataFrame) -> bool:
     return bool(np.allclose(diffs.to_numpy(), diffs.iloc[[0]].to_numpy(), atol=1e-9))
 
 
+DEPTH_NOTE = (
+    "`ls[T.short]` is short minus long for EfficientNet (the reference family) at log(lr) = 0, "
+    "i.e. lr = 1, outside the grid: the lr slopes differ by ls, so the difference between the "
+    "depths depends on lr (and on the family). The short-versus-long difference at each "
+    "trained lr follows, per family."
+)
+
+
+def depth_contrasts(ols: Fit, data: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per family with both depths in the grid and per trained lr: the OLS's short-minus-long
+    difference in mean DICE (a linear contrast, statsmodels `t_test`, averaged over the
+    trained sizes and regs, which cancel in the paper's formula), its standard error, t, p
+    and 1-alpha interval. Empty when the formula has no `ls`."""
+    res = ols.results
+    cols = ["Family", "lr", "difference", "std_error", "t", "p", "ci_low", "ci_high"]
+    if not any("ls" in term_variables(t) for t in ols.terms):
+        return pd.DataFrame(columns=cols)
+    rows = []
+    sizes, regs = sorted(data["Dataset"].unique()), sorted(data["reg"].unique())
+    for family in sorted(data["Family"].unique()):
+        if data.loc[data["Family"] == family, "ls"].nunique() < 2:
+            continue
+        for lr in sorted(data["lr"].unique()):
+            def mean_row(ls):
+                grid = pd.DataFrame([{"ls": ls, "Family": family, "Dataset": size, "lr": lr, "reg": reg,
+                                      "DICE": 0.0} for size in sizes for reg in regs])
+                return _design(ols, grid).mean(axis=0)
+            test = res.t_test(mean_row("short") - mean_row("long"))
+            low, high = np.ravel(test.conf_int(alpha=alpha))
+            rows.append({"Family": family, "lr": lr, "difference": float(np.ravel(test.effect)[0]),
+                         "std_error": float(np.ravel(test.sd)[0]), "t": float(np.ravel(test.tvalue)[0]),
+                         "p": float(np.ravel(test.pvalue)[0]), "ci_low": float(low), "ci_high": float(high)})
+    return pd.DataFrame(rows, columns=cols)
+
+
 # ---------------------------------------------------------------------------------------
 # GAM
 # ---------------------------------------------------------------------------------------
@@ -943,10 +978,22 @@ def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, glm: Fit, not
         + (f"{glm_aic['aic']:.2f}). " if glm.results is not None else f"not fitted, {glm.failure}). ")
         + AIC_CONVENTION,
         STARS_LEGEND,
-    ] + notes
+    ] + ([DEPTH_NOTE] if "ls[T.short]" in coef["term"].tolist() else []) + notes
     return Formatted(f"Table 1: OLS {ols.formula}", ["Term", "Estimate", "Std. error", "t", "p", ""],
                      rows, table_notes, "lrrrrl", "tab:ols",
                      ["Term", "Estimate", "Std.\\ error", "$t$", "$p$", ""])
+
+
+def format_depth(depth: pd.DataFrame, alpha: float) -> Formatted:
+    level = f"{100 * (1 - alpha):g} %"
+    rows = [[r.Family, _fmt_level(r.lr), fmt_num(r.difference), fmt_num(r.std_error),
+             f"[{r.ci_low:.4f}, {r.ci_high:.4f}]", fmt_p(r.p), stars(r.p)] for r in depth.itertuples()]
+    return Formatted("Short minus long encoder, per family and trained lr (OLS contrast)",
+                     ["Family", "lr", "Difference", "Std. error", f"{level} interval", "p", ""], rows,
+                     [("Mean DICE of the short encoder minus the long one of the same family at that lr, "
+                       "from the OLS (a linear contrast of its coefficients; dataset size and reg cancel "
+                       "in the paper's formula). Only families with both depths in the grid.")],
+                     "lrrrlrl", "tab:depth")
 
 
 def format_anova(anova: pd.DataFrame, ols: Fit, notes: list[str]) -> Formatted:
@@ -1078,6 +1125,7 @@ def analyse(metrics: pd.DataFrame, metric: str = "test_dice", ols_formula: str =
     coef = coefficient_table(ols, alpha)
     glm_coef = coefficient_table(glm, alpha)
     anova = anova_table(ols)
+    depth = depth_contrasts(ols, data, alpha)
     pairs, groups = tukey_hsd(data, alpha)
     predictions, design = ols_predictions(ols, data, predict_sizes, alpha)
     which = which_model(groups, pairs, predictions, design, ols, alpha)
@@ -1085,7 +1133,7 @@ def analyse(metrics: pd.DataFrame, metric: str = "test_dice", ols_formula: str =
     log.info("OLS AIC %.2f, GLM AIC %.2f, %d HSD groups, %d pairs", aic["aic"].iloc[0],
              aic["aic"].iloc[1], len(groups), len(pairs))
     notes = frame.notes + ols.notes + [f"GLM: {n}" for n in glm.notes] + gam.notes
-    return {"frame": frame, "ols": ols, "glm": glm, "aic": aic, "coef": coef, "glm_coef": glm_coef,
+    return {"frame": frame, "ols": ols, "glm": glm, "aic": aic, "coef": coef, "depth": depth, "glm_coef": glm_coef,
             "anova": anova, "pairs": pairs, "groups": groups, "predictions": predictions,
             "which": which, "gam": gam, "gam_partial": gam_partial(gam, data, 1 - alpha),
             "notes": notes, "alpha": alpha, "constant_ranking": ranking_constant(predictions)}
@@ -1126,15 +1174,18 @@ def write_results(result: dict, outdir) -> list[Path]:
     t2 = format_anova(result["anova"], ols, model_notes)
     ta = format_aic(result["aic"])
     tg = format_glm(result["glm_coef"], glm, glm.notes)
+    td = format_depth(result["depth"], result["alpha"])
     tables, general = format_which_model(result["which"], result["alpha"], result["constant_ranking"])
     hsd_tables = format_hsd(result["groups"], result["pairs"], result["alpha"])
     runs = result["frame"].runs
-    for table in (t1, t2, ta, tg, *hsd_tables, *tables):  # each table says which runs it rests on
+    for table in (t1, td, t2, ta, tg, *hsd_tables, *tables):  # each table says which runs it rests on
         table.notes.insert(0, runs)
     put_csv("table1_ols.csv", result["coef"])
-    put("table1_ols.md", to_markdown(t1))
-    put("table1_ols.tex", to_latex(t1))
-    put("table1_ols.html", to_html([t1]))
+    table1 = [t1, td] if len(result["depth"]) else [t1]
+    put_csv("table1_depth.csv", result["depth"])
+    put("table1_ols.md", "\n".join(to_markdown(t) for t in table1))
+    put("table1_ols.tex", "\n".join(to_latex(t) for t in table1))
+    put("table1_ols.html", to_html(table1))
     put_csv("table2_anova.csv", result["anova"])
     put("table2_anova.md", to_markdown(t2))
     put("table2_anova.tex", to_latex(t2))

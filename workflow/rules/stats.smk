@@ -55,6 +55,8 @@ rule stats:
         table1_tex=report("results/analysis/table1_ols.tex", caption="../report/table1.rst",
                           category=STATISTICS, subcategory="Table 1: OLS"),
         table1_md="results/analysis/table1_ols.md",
+        table1_depth=report("results/analysis/table1_depth.csv", caption="../report/table1.rst",
+                            category=STATISTICS, subcategory="Table 1: OLS"),
         table2_html=report("results/analysis/table2_anova.html", caption="../report/table2.rst",
                            category=STATISTICS, subcategory="Table 2: ANOVA"),
         table2_csv=report("results/analysis/table2_anova.csv", caption="../report/table2.rst",

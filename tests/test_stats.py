@@ -474,3 +474,27 @@ def test_short_minus_long_per_family_and_trained_lr(full):
     md = (folder / "table1_ols.md").read_text()
     assert stats.DEPTH_NOTE in md and "Short minus long encoder, per family and trained lr" in md
     assert len(pd.read_csv(folder / "table1_depth.csv")) == 9
+
+
+def test_the_paper_beside_the_study(full, tmp_path):
+    result, folder = full[2], full[3]
+    paper = result["paper"]
+    coef = paper[paper["table"] == 1].set_index("term")
+    assert list(coef.index) == PAPER_TERMS
+    study = result["coef"].set_index("term")["estimate"]
+    assert (coef["study"] == study[coef.index]).all()
+    assert (coef["same_sign"] == (np.sign(coef["paper"]) == np.sign(study[coef.index]))).all()
+    eta = paper[(paper["table"] == 2) & (paper["quantity"] == "η²")].set_index("term")
+    assert eta.at["log(Dataset)", "paper"] == 0.7693 and eta.at["log(Dataset)", "rank_paper"] == 1
+    anova = result["anova"].set_index("term")
+    assert eta.at["log(Dataset)", "study"] == anova.at["log(Dataset)", "eta_sq"]
+    assert sorted(eta["rank_study"].dropna()) == [1, 2, 3, 4, 5]
+    assert eta["rank_study"].dropna().idxmin() == anova.drop("Residuals")["eta_sq"].idxmax()
+    md = (folder / "paper.md").read_text()
+    assert "| Table 2 | log(Dataset) | η² | 0.7693 |" in md and "| Residuals | F |" not in md
+    assert f"Same sign as the paper: {int(coef['same_sign'].sum())} of 14 coefficients." in md
+    # another grid, other terms: nothing to compare, said so
+    metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
+    stats.write_analysis(metrics_csv, tmp_path / "out")
+    assert pd.read_csv(tmp_path / "out" / "paper.csv").empty
+    assert "Not comparable" in (tmp_path / "out" / "paper.md").read_text()

@@ -498,3 +498,12 @@ def test_the_paper_beside_the_study(full, tmp_path):
     stats.write_analysis(metrics_csv, tmp_path / "out")
     assert pd.read_csv(tmp_path / "out" / "paper.csv").empty
     assert "Not comparable" in (tmp_path / "out" / "paper.md").read_text()
+
+
+def test_p_values_are_printed_as_the_paper_prints_them(full):
+    assert [stats.fmt_p(p) for p in (0.5, 0.0123, 9.9e-4, 3.4e-7, 2e-300, 0.0, np.nan)] == [
+        "0.500", "0.012", "9.9e-04", "3.4e-07", "< 1e-22", "< 1e-22", ""]
+    coef, md = full[2]["coef"].set_index("term"), (full[3] / "table1_ols.md").read_text()
+    assert coef.at["log(Dataset)", "p"] < 1e-22 and "| log(Dataset) |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| log(Dataset) |"))
+    assert "< 1e-22" in row

@@ -932,10 +932,17 @@ def fmt_num(x, digits: int = 4) -> str:
     return f"{x:.{digits}f}"
 
 
+P_FLOOR = 1e-22  # below it the paper prints "< 1e-22": doubles carry no more than that
+
+
 def fmt_p(p) -> str:
+    """A p-value as the paper prints it: 3 decimals, 2 significant digits in e-notation below
+    0.001, and "< 1e-22" below that."""
     if p is None or not np.isfinite(p):
         return ""
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    if p < P_FLOOR:
+        return f"< {P_FLOOR:.0e}"
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
 def stars(p) -> str:

@@ -2,6 +2,7 @@
 an unbalanced one with runs missing, and degenerate demo/test grids."""
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,14 @@ def test_aic_convention_counts_the_variance_like_r(full):
     result = full[2]
     aic, ols, glm = result["aic"], result["ols"].results, result["glm"].results
     row = aic.set_index("model")
-    # statsmodels' OLS AIC leaves the variance parameter out; the table's (R's) counts it.
-    assert row.at["OLS", "aic_statsmodels"] == pytest.approx(ols.aic, rel=1e-12)
+    # aic_statsmodels is statsmodels' own aic of each fit; the OLS's leaves the variance out
+    # (2 lower than R's), the GLM's takes log L at the dispersion RSS/(n - k), not RSS/n.
+    assert row.at["OLS", "aic_statsmodels"] == ols.aic and row.at["GLM", "aic_statsmodels"] == glm.aic
     assert row.at["OLS", "aic"] - ols.aic == pytest.approx(2.0)
-    assert (row["aic"] - row["aic_statsmodels"]).tolist() == pytest.approx([2.0, 2.0])
+    n, k = int(glm.nobs), 14
+    rss = float(np.sum(glm.resid_response ** 2))
+    assert glm.aic == pytest.approx(n * (np.log(2 * np.pi * rss / (n - k)) + 1) - k + 2 * k, rel=1e-12)
+    assert row.at["GLM", "aic"] - glm.aic != pytest.approx(2.0, abs=1e-6)  # not the OLS convention
     assert row.at["OLS", "k"] == 14 and row.at["GLM", "k"] == 14
     # Both likelihoods at the maximum-likelihood variance RSS/n of the same response, DICE.
     y = result["frame"].data["DICE"].to_numpy()
@@ -118,6 +123,25 @@ def test_glm_uses_the_log_link_on_dice(full):
     assert glm.formula == stats.PAPER_GLM
     assert "lr:ls[long]:Family[EfficientNet]" in glm.results.params.index
     assert glm.results.converged
+
+
+def test_glm_inference_is_on_t_with_the_residual_df_and_irls_runs_to_the_maximum(full):
+    """As R's summary.glm: dispersion Pearson χ² / (n - k), t on n - k df; and IRLS stopped
+    where one more step moves no coefficient by more than 1e-10 (relative)."""
+    result = full[2]
+    res, coef = result["glm"].results, result["glm_coef"]
+    df = res.df_resid
+    assert df == res.nobs - 14
+    assert res.scale == pytest.approx(np.sum(res.resid_pearson ** 2) / df, rel=1e-12)
+    np.testing.assert_allclose(coef["p"], 2 * st.t.sf(np.abs(coef["t"]), df), rtol=1e-10, atol=1e-300)
+    q = st.t.ppf(0.975, df)
+    np.testing.assert_allclose(coef["ci_high"], coef["estimate"] + q * coef["std_error"], rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step = res.model.fit(start_params=res.params, maxiter=1, tol=0)
+    change = np.abs(step.params - res.params) / np.maximum(np.abs(res.params), 1e-12)
+    assert change.max() < 1e-10
+    assert "t distribution with the n - k residual degrees of freedom" in stats.GLM_INFERENCE
 
 
 # ------------------------------------------------------------------------------ ANOVA, Table 2
@@ -301,16 +325,44 @@ def test_a_model_that_never_segments_leaves_the_glm_blank_not_a_crash(tmp_path):
     assert pd.read_csv(tmp_path / "out" / "glm.csv").empty
     notes = (tmp_path / "out" / "notes.md").read_text()
     assert "The GLM was not fitted: every run of long EfficientNet, short VGG has DICE = 0" in notes
+    table1 = (tmp_path / "out" / "table1_ols.md").read_text()
+    assert "GLM `log(DICE) ~ ls + ls:Family + Dataset`: not fitted, every run of long EfficientNet" in table1
+    assert "nan" not in table1
 
 
 def test_test_config_grid_gives_every_file(tmp_path):
     metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
     written = stats.write_analysis(metrics_csv, tmp_path / "out")
     assert sorted(p.name for p in written) == sorted(stats.ANALYSIS_FILES)
-    assert "DICE ~ 1" in (tmp_path / "out" / "table1_ols.md").read_text()
+    # two short encoders of two families: ls is constant, the Family contrast is kept
+    assert "DICE ~ Family" in (tmp_path / "out" / "table1_ols.md").read_text()
     notes = (tmp_path / "out" / "notes.md").read_text()
-    assert "`log(Dataset)` dropped: the grid has a single level of Dataset (40)" in notes
-    assert list(pd.read_csv(tmp_path / "out" / "table2_anova.csv")["term"]) == ["Residuals"]
+    assert "`log(Dataset)` dropped: the grid has a single value of Dataset (40)" in notes
+    assert "Term `ls:Family` reduced to `Family`: the grid has a single level of ls (short)" in notes
+    assert list(pd.read_csv(tmp_path / "out" / "table2_anova.csv")["term"]) == ["Family", "Residuals"]
+
+
+@pytest.mark.parametrize("backbones, formula, reduced", [
+    (("resnet18", "resnet50"), "DICE ~ ls + log(Dataset) + log(lr):ls + log(reg)",
+     ["Term `ls:Family` dropped: with a single level of Family (ResNet) it is `ls`, already in the formula.",
+      "Term `log(lr):ls:Family` reduced to `log(lr):ls`"]),
+    (("resnet18", "efficientnetb0"), "DICE ~ Family + log(Dataset) + log(lr):Family + log(reg)",
+     ["Term `ls` dropped: the grid has a single level of ls (short).",
+      "Term `ls:Family` reduced to `Family`", "Term `log(lr):ls:Family` reduced to `log(lr):Family`"]),
+])
+def test_a_single_level_factor_leaves_the_terms_that_vary(backbones, formula, reduced):
+    """One family, or one depth: the factor drops out of the interactions, the lr slopes and
+    the contrast of what varies stay (the same fit as the reduced formula written by hand)."""
+    data = stats.model_frame(synthetic.metrics_table(seed=3, backbones=backbones, sizes=(200, 1000),
+                                                     folds=3)).data
+    ols = stats.fit_ols(data)
+    assert ols.formula == formula
+    for note in reduced:
+        assert any(n.startswith(note) for n in ols.notes), note
+    assert ols.results.rsquared == pytest.approx(stats.fit_ols(data, formula).results.rsquared, rel=1e-12)
+    assert ols.results.rsquared > stats.fit_ols(data, "DICE ~ log(Dataset) + log(reg)").results.rsquared + 0.01
+    glm = stats.fit_glm(data)
+    assert "lr:" in glm.formula and glm.results is not None
 
 
 # ------------------------------------------------------------------------------ files and formats
@@ -352,7 +404,8 @@ def test_a_formula_from_the_config():
     metrics = synthetic.metrics_table(seed=6, **DEMO_GRID)
     fit = stats.fit_ols(stats.model_frame(metrics).data, "DICE ~ Family + log(Dataset) + log(lr)")
     assert list(fit.results.params.index) == ["Intercept", "Family[T.ResNet]", "Family[T.VGG]", "log(Dataset)"]
-    assert fit.notes == ["Term `log(lr)` dropped: the grid has a single level of lr (0.001)."]
+    assert fit.notes == ["Term `log(lr)` dropped: the grid has a single value of lr (0.001), so its effect "
+                         "is not identified."]
 
 
 def test_bad_tables_and_settings_are_refused(tmp_path):
@@ -380,3 +433,77 @@ def test_bad_tables_and_settings_are_refused(tmp_path):
         stats.fit_ols(data, "DICE ~ Familiy")
     with pytest.raises(UnetcapError, match="analysis.glm_formula"):
         stats.fit_glm(data, "log(dice) ~ ls")
+
+
+def test_every_table_states_the_runs_it_used_and_left_out(tmp_path):
+    metrics = synthetic.metrics_table(seed=9, sizes=(200, 1000), lrs=(0.01, 0.001), folds=2, diverge=0.3)
+    metrics.loc[[0, 5, 7], "test_dice"] = np.nan
+    diverged = int((metrics["status"] != "ok").drop(index=[0, 5, 7]).sum())
+    assert diverged > 0
+    metrics.to_csv(tmp_path / "metrics.csv", index=False)
+    stats.write_analysis(tmp_path / "metrics.csv", tmp_path / "out")
+    line = (f"Runs: {len(metrics) - 3} of the {len(metrics)} in the metrics table used, 3 left out "
+            f"(no finite test_dice); {diverged} diverged run(s) kept with their test_dice.")
+    for name in ("table1_ols.md", "table1_ols.html", "table2_anova.md", "aic.md", "glm.md", "hsd.html",
+                 "which_model.md", "gam_summary.txt"):
+        assert line in (tmp_path / "out" / name).read_text(), name
+    assert line.replace("_", r"\_") in (tmp_path / "out" / "table2_anova.tex").read_text()
+
+
+def test_short_minus_long_per_family_and_trained_lr(full):
+    """ls[T.short] is the EfficientNet difference at lr = 1; the contrasts give it at each
+    trained lr, from the coefficients, with the t interval of c' beta."""
+    result, folder = full[2], full[3]
+    b, cov = result["ols"].results.params, result["ols"].results.cov_params()
+    depth = result["depth"]
+    assert len(depth) == 9 and set(depth["Family"]) == {"EfficientNet", "ResNet", "VGG"}
+    assert sorted(depth["lr"].unique()) == [0.0001, 0.001, 0.01]
+    df = result["ols"].results.df_resid
+    for r in depth.itertuples():
+        c = pd.Series(0.0, index=b.index)
+        c["ls[T.short]"] = 1
+        if r.Family != "EfficientNet":
+            c[f"ls[short]:Family[T.{r.Family}]"], c[f"ls[long]:Family[T.{r.Family}]"] = 1, -1
+        c[f"log(lr):ls[short]:Family[{r.Family}]"] = np.log(r.lr)
+        c[f"log(lr):ls[long]:Family[{r.Family}]"] = -np.log(r.lr)
+        assert r.difference == pytest.approx(c @ b, rel=1e-9, abs=1e-12)
+        assert r.std_error == pytest.approx(np.sqrt(c @ cov @ c), rel=1e-9)
+        q = st.t.ppf(0.975, df)
+        assert (r.ci_low, r.ci_high) == pytest.approx((c @ b - q * r.std_error, c @ b + q * r.std_error), rel=1e-9)
+        assert r.p == pytest.approx(2 * st.t.sf(abs(c @ b) / r.std_error, df), rel=1e-8)
+    md = (folder / "table1_ols.md").read_text()
+    assert stats.DEPTH_NOTE in md and "Short minus long encoder, per family and trained lr" in md
+    assert len(pd.read_csv(folder / "table1_depth.csv")) == 9
+
+
+def test_the_paper_beside_the_study(full, tmp_path):
+    result, folder = full[2], full[3]
+    paper = result["paper"]
+    coef = paper[paper["table"] == 1].set_index("term")
+    assert list(coef.index) == PAPER_TERMS
+    study = result["coef"].set_index("term")["estimate"]
+    assert (coef["study"] == study[coef.index]).all()
+    assert (coef["same_sign"] == (np.sign(coef["paper"]) == np.sign(study[coef.index]))).all()
+    eta = paper[(paper["table"] == 2) & (paper["quantity"] == "η²")].set_index("term")
+    assert eta.at["log(Dataset)", "paper"] == 0.7693 and eta.at["log(Dataset)", "rank_paper"] == 1
+    anova = result["anova"].set_index("term")
+    assert eta.at["log(Dataset)", "study"] == anova.at["log(Dataset)", "eta_sq"]
+    assert sorted(eta["rank_study"].dropna()) == [1, 2, 3, 4, 5]
+    assert eta["rank_study"].dropna().idxmin() == anova.drop("Residuals")["eta_sq"].idxmax()
+    md = (folder / "paper.md").read_text()
+    assert "| Table 2 | log(Dataset) | η² | 0.7693 |" in md and "| Residuals | F |" not in md
+    assert f"Same sign as the paper: {int(coef['same_sign'].sum())} of 14 coefficients." in md
+    # another grid, other terms: nothing to compare, said so
+    metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
+    stats.write_analysis(metrics_csv, tmp_path / "out")
+    assert pd.read_csv(tmp_path / "out" / "paper.csv").empty
+    assert "Not comparable" in (tmp_path / "out" / "paper.md").read_text()
+
+
+def test_p_values_are_printed_as_the_paper_prints_them(full):
+    assert [stats.fmt_p(p) for p in (0.5, 0.0123, 9.9e-4, 3.4e-7, 2e-300, 0.0, np.nan)] == [
+        "0.500", "0.012", "9.9e-04", "3.4e-07", "< 1e-22", "< 1e-22", ""]
+    coef, md = full[2]["coef"].set_index("term"), (full[3] / "table1_ols.md").read_text()
+    assert coef.at["log(Dataset)", "p"] < 1e-22 and "| log(Dataset) |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| log(Dataset) |"))
+    assert "< 1e-22" in row

@@ -16,8 +16,9 @@ encoder's depth, long/short), `Family`, `Dataset` (the subset size), `lr`, `reg`
   significantly worse than the best one under the HSD; per untrained size of the config,
   the OLS-predicted DICE with intervals.
 
-A term of a formula whose variable takes a single value in the table (a demo grid with one
-lr) is dropped, with a note, and the analysis goes on. `write_analysis` writes every table
+A formula is reduced to what the table identifies (`usable_formula`): a factor with a single
+level leaves the interactions it is part of, a term with a numeric variable of a single value
+(a demo grid with one lr) is dropped, each with a note, and the analysis goes on. `write_analysis` writes every table
 as CSV (full precision), Markdown and LaTeX (or HTML for the report).
 """
 
@@ -50,10 +51,20 @@ REQUIRED = ("size", "backbone", "family", "depth", "lr", "reg", "fold", "status"
 ANOVA_TYPE = 2
 AIC_CONVENTION = (
     "AIC = -2 log L + 2 (k + 1): k coefficients of the mean plus the residual variance, as R's "
-    "AIC() counts them; log L is the gaussian likelihood at the maximum-likelihood variance "
-    "RSS/n for both models. statsmodels' OLS `aic` leaves the variance out (k only), so it is "
-    "2 lower (column aic_statsmodels)."
+    "AIC() counts them for lm and glm; log L is the gaussian likelihood at the maximum-likelihood "
+    "variance RSS/n for both models. Column aic_statsmodels is statsmodels' own `aic` of each "
+    "fit: for the OLS -2 log L + 2 k (the variance not counted, 2 lower); for the GLM -2 log L + "
+    "2 k with log L at statsmodels' dispersion estimate RSS/(n - k) instead of RSS/n."
 )
+GLM_INFERENCE = (
+    "Standard errors from the dispersion estimated as Pearson χ² / (n - k), t and p on the t "
+    "distribution with the n - k residual degrees of freedom, intervals estimate ± t quantile "
+    "x standard error (Wald), as R's summary.glm computes them."
+)
+# IRLS stops when no coefficient moves by more than this (relative, or absolute near 0).
+# statsmodels' default stops on the deviance, which is flat at its minimum: at 1e-8 it left
+# coefficients up to 1e-6 (relative) from the maximum of the likelihood.
+GLM_TOL = 1e-12
 ANOVA_CAPTION = (
     "Type 2 ANOVA (each term adjusted for every term that does not contain it). On the full "
     "balanced grid it equals the sequential (type 1) table; with runs missing it does not "
@@ -71,7 +82,8 @@ ETA_CAPTION = (
 
 # Files `write_analysis` writes, relative to its output folder.
 ANALYSIS_FILES = (
-    "table1_ols.csv", "table1_ols.md", "table1_ols.tex", "table1_ols.html",
+    "table1_ols.csv", "table1_ols.md", "table1_ols.tex", "table1_ols.html", "table1_depth.csv",
+    "paper.csv", "paper.md",
     "table2_anova.csv", "table2_anova.md", "table2_anova.tex", "table2_anova.html",
     "aic.csv", "aic.md", "aic.html", "glm.csv", "glm.md",
     "hsd.csv", "hsd_groups.csv", "hsd.html", "predictions.csv",
@@ -124,6 +136,7 @@ class Frame:
     data: pd.DataFrame
     metric: str
     notes: list[str] = field(default_factory=list)
+    runs: str = ""  # runs used and left out, and why: the line every table carries
 
 
 def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
@@ -165,7 +178,10 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
         key=lambda c: c.map(order) if c.name == "backbone" else c, kind="stable",
     ).reset_index(drop=True)
     notes.insert(1, f"{len(frame)} run(s) analysed.")
-    return Frame(frame, metric, notes)
+    left_out = (f"{int(bad.sum())} left out (no finite {metric})" if bad.any() else "none left out")
+    kept = f"; {diverged} diverged run(s) kept with their {metric}" if diverged else ""
+    runs = f"Runs: {len(frame)} of the {len(bad)} in the metrics table used, {left_out}{kept}."
+    return Frame(frame, metric, notes, runs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,16 +193,7 @@ def split_formula(formula: str) -> tuple[str, list[str]]:
     if formula.count("~") != 1:
         raise UnetcapError(f"analysis formula {formula!r}: needs exactly one '~'")
     lhs, rhs = (part.strip() for part in formula.split("~"))
-    terms, depth, current = [], 0, ""
-    for ch in rhs:
-        depth += (ch == "(") - (ch == ")")
-        if ch == "+" and depth == 0:
-            terms.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    terms.append(current.strip())
-    terms = [t for t in terms if t]
+    terms = _split_top(rhs, "+")
     if not lhs or not terms:
         raise UnetcapError(f"analysis formula {formula!r}: needs a response and at least one term")
     return lhs, terms
@@ -202,22 +209,60 @@ def single_level(data: pd.DataFrame) -> dict[str, object]:
     return {v: data[v].iloc[0] for v in VARIABLES if data[v].nunique() <= 1}
 
 
-def usable_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str], list[str]]:
-    """The formula without the terms whose variables take a single value in `data`.
+CATEGORICAL = ("ls", "Family")
 
-    Returns (formula, kept terms, notes). With no term left the formula is `lhs ~ 1`.
+
+def usable_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str], list[str]]:
+    """The formula reduced to what the data identifies, and a note for each change.
+
+    A factor (`ls`, `Family`) with a single level in `data` is the constant: it is taken out
+    of each interaction it is part of (`log(lr):ls:Family` with one family is `log(lr):ls`,
+    `ls:Family` with one depth is `Family`); a term left empty, or repeating a term already
+    kept, is dropped. A term with a numeric variable (`Dataset`, `lr`, `reg`) that takes a
+    single value is dropped: its effect is not identified. Returns (formula, kept terms,
+    notes); with no term left the formula is `lhs ~ 1`.
     """
     lhs, terms = split_formula(formula)
     constant = single_level(data)
     kept, notes = [], []
     for term in terms:
         flat = [v for v in term_variables(term) if v in constant]
-        if flat:
-            what = _and([f"{v} ({_fmt_level(constant[v])})" for v in flat])
-            notes.append(f"Term `{term}` dropped: the grid has a single level of {what}.")
-        else:
+        if not flat:
             kept.append(term)
+            continue
+        what = _and([f"{v} ({_fmt_level(constant[v])})" for v in flat])
+        numeric = [v for v in flat if v not in CATEGORICAL]
+        if numeric:
+            values = _and([f"{v} ({_fmt_level(constant[v])})" for v in numeric])
+            notes.append(f"Term `{term}` dropped: the grid has a single value of {values}, so its "
+                         "effect is not identified.")
+            continue
+        parts = [p for p in _split_top(term, ":") if not set(term_variables(p)) <= set(flat)]
+        reduced = ":".join(parts)
+        if not parts:
+            notes.append(f"Term `{term}` dropped: the grid has a single level of {what}.")
+        elif reduced in kept:
+            notes.append(f"Term `{term}` dropped: with a single level of {what} it is `{reduced}`, "
+                         "already in the formula.")
+        else:
+            notes.append(f"Term `{term}` reduced to `{reduced}`: the grid has a single level of {what}, "
+                         f"so the term keeps what varies.")
+            kept.append(reduced)
     return f"{lhs} ~ {' + '.join(kept) if kept else '1'}", kept, notes
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """`text` split on `sep` outside parentheses, each piece stripped."""
+    pieces, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == sep and depth == 0:
+            pieces.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    pieces.append(current.strip())
+    return [p for p in pieces if p]
 
 
 def _and(items) -> str:
@@ -262,6 +307,7 @@ class Fit:
     notes: list[str]
     link: str = "identity"
     response: str = "DICE"
+    failure: str = ""  # why `results` is None
 
 
 def fit_ols(data: pd.DataFrame, formula: str = PAPER_OLS) -> Fit:
@@ -303,17 +349,18 @@ def fit_glm(data: pd.DataFrame, formula: str = PAPER_GLM) -> Fit:
         cells = data.groupby(["ls", "Family"], observed=True)[response].max()
         zero = [f"{ls} {family}" for (ls, family), top in cells.items() if top <= 0]
         if zero:
-            notes.append(f"The GLM was not fitted: every run of {', '.join(zero)} has {response} = 0, "
-                         f"which a log link cannot reach. Its AIC and coefficients are left blank.")
-            return Fit(None, used, formula, terms, notes, link=link, response=response)
+            failure = (f"every run of {', '.join(zero)} has {response} = 0, which a log link "
+                       "cannot reach")
+            notes.append(f"The GLM was not fitted: {failure}. Its AIC and coefficients are left blank.")
+            return Fit(None, used, formula, terms, notes, link=link, response=response, failure=failure)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            results = model.fit()
+            results = model.fit(use_t=True, tol_criterion="params", tol=GLM_TOL, rtol=GLM_TOL)
     except ValueError as err:
-        notes.append(f"The GLM could not be fitted ({str(err).splitlines()[0]}). Its AIC and "
-                     f"coefficients are left blank.")
-        return Fit(None, used, formula, terms, notes, link=link, response=response)
+        failure = f"IRLS failed ({str(err).splitlines()[0]})"
+        notes.append(f"The GLM could not be fitted: {failure}. Its AIC and coefficients are left blank.")
+        return Fit(None, used, formula, terms, notes, link=link, response=response, failure=failure)
     if not results.converged:
         notes.append("The GLM's IRLS did not converge; its AIC is not reliable.")
     fit = Fit(results, used, formula, terms, notes, link=link, response=response)
@@ -381,21 +428,23 @@ def aic_table(ols: Fit, glm: Fit) -> pd.DataFrame:
         aic = -2 * loglik + 2 * (k + 1)
         rows.append({
             "model": name, "formula": fit.formula, "family": "gaussian", "link": fit.link,
-            "n": len(y), "k": k, "loglik": loglik, "aic": aic, "aic_statsmodels": aic - 2,
+            "n": len(y), "k": k, "loglik": loglik, "aic": aic, "aic_statsmodels": float(res.aic),
         })
     table = pd.DataFrame(rows)
     table["delta_aic"] = table["aic"] - table["aic"].min()
-    return table
+    return table[["model", "formula", "family", "link", "n", "k", "loglik", "aic", "delta_aic",
+                  "aic_statsmodels"]]
 
 
 def coefficient_table(fit: Fit, alpha: float = 0.05) -> pd.DataFrame:
-    """Table 1: term, estimate, std_error, t (or z for a GLM), p, and the 1-alpha interval
-    (no rows for a model that could not be fitted)."""
+    """Table 1: term, estimate, std_error, t, p (on the t distribution with the residual df,
+    for the GLM too, as R) and the 1-alpha interval (no rows for a model that could not be
+    fitted)."""
     res = fit.results
     if res is None:
-        return pd.DataFrame(columns=["term", "estimate", "std_error", "z", "p", "ci_low", "ci_high"])
+        return pd.DataFrame(columns=["term", "estimate", "std_error", "t", "p", "ci_low", "ci_high"])
     ci = np.asarray(res.conf_int(alpha=alpha))
-    stat = "t" if fit.link == "identity" and hasattr(res, "rsquared") else "z"
+    stat = "t" if res.use_t else "z"
     table = pd.DataFrame({
         "term": list(res.params.index),
         "estimate": np.asarray(res.params, dtype=float),
@@ -625,6 +674,103 @@ def ranking_constant(predictions: pd.DataFrame) -> bool:
     return bool(np.allclose(diffs.to_numpy(), diffs.iloc[[0]].to_numpy(), atol=1e-9))
 
 
+# The paper's published numbers (Toledo et al. 2021): Table 1's OLS coefficients (and AICs)
+# and Table 2's SS, F and η² (SS / summed SS, printed there under the heading ηp²).
+PAPER_COEFFICIENTS = {
+    "Intercept": -0.5810, "ls[T.short]": 0.0016,
+    "ls[long]:Family[T.ResNet]": -0.0936, "ls[short]:Family[T.ResNet]": -0.1107,
+    "ls[long]:Family[T.VGG]": -0.3903, "ls[short]:Family[T.VGG]": -0.3237, "log(Dataset)": 0.1627,
+    "log(lr):ls[long]:Family[EfficientNet]": 0.0158, "log(lr):ls[short]:Family[EfficientNet]": 0.0193,
+    "log(lr):ls[long]:Family[ResNet]": 0.0130, "log(lr):ls[short]:Family[ResNet]": 0.0111,
+    "log(lr):ls[long]:Family[VGG]": -0.0281, "log(lr):ls[short]:Family[VGG]": -0.0193, "log(reg)": -0.0003,
+}
+PAPER_AIC = {"OLS": -2213.0, "GLM": -582.0}
+PAPER_ANOVA = {  # term: (SS, F, η²)
+    "ls": (0.0145, 0.9802, 0.0001), "ls:Family": (1.7284, 29.1844, 0.0145),
+    "log(Dataset)": (91.7177, 6194.7601, 0.7693), "log(lr):ls:Family": (1.9866, 22.3631, 0.0167),
+    "log(reg)": (0.0022, 0.1463, 0.0000), "Residuals": (23.7779, np.nan, 0.1994),
+}
+
+
+def paper_comparison(coef: pd.DataFrame, anova: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 coefficients and Table 2 rows beside the study's: `table`
+    (1 or 2), `term`, `quantity`, `paper`, `study`, `same_sign` (coefficients) and the rank of
+    η² among the terms (Table 2; 1 = largest). Empty when the study's OLS does not have the
+    paper's terms (another formula, or a grid that reduced it)."""
+    cols = ["table", "term", "quantity", "paper", "study", "same_sign", "rank_paper", "rank_study"]
+    study = coef.set_index("term")["estimate"]
+    terms = anova.set_index("term")
+    if set(study.index) != set(PAPER_COEFFICIENTS) or set(terms.index) != set(PAPER_ANOVA):
+        return pd.DataFrame(columns=cols)
+    rows = [{"table": 1, "term": t, "quantity": "coefficient", "paper": v, "study": float(study[t]),
+             "same_sign": bool(np.sign(v) == np.sign(study[t])) if v != 0 else None}
+            for t, v in PAPER_COEFFICIENTS.items()]
+    effects = [t for t in PAPER_ANOVA if t != "Residuals"]
+    rank_paper = pd.Series({t: PAPER_ANOVA[t][2] for t in effects}).rank(ascending=False, method="min")
+    rank_study = terms.loc[effects, "eta_sq"].rank(ascending=False, method="min")
+    for t, values in PAPER_ANOVA.items():
+        for quantity, paper, column in zip(("SS", "F", "η²"), values, ("sum_sq", "F", "eta_sq")):
+            if not np.isfinite(paper):  # the Residuals' F
+                continue
+            rows.append({"table": 2, "term": t, "quantity": quantity, "paper": paper,
+                         "study": float(terms.at[t, column]), "same_sign": None,
+                         "rank_paper": rank_paper.get(t, np.nan) if quantity == "η²" else np.nan,
+                         "rank_study": rank_study.get(t, np.nan) if quantity == "η²" else np.nan})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def format_paper(table: pd.DataFrame) -> Formatted:
+    rows = [[f"Table {r.table}", r.term, r.quantity, fmt_num(r.paper), fmt_num(r.study),
+             {True: "yes", False: "no"}.get(r.same_sign, ""),
+             "" if not np.isfinite(r.rank_paper) else f"{r.rank_paper:.0f} / {r.rank_study:.0f}"]
+            for r in table.itertuples()]
+    signs = table["same_sign"].dropna()
+    notes = [f"Same sign as the paper: {int(signs.sum())} of {len(signs)} coefficients.",
+             f"The paper's AIC: OLS {PAPER_AIC['OLS']:g}, log-link GLM {PAPER_AIC['GLM']:g} (the study's: aic.md).",
+             "Rank: of η² among the terms, 1 = largest, paper / study."]
+    if table.empty:
+        notes = ["Not comparable: the study's OLS does not have the paper's terms (another formula, or "
+                 "a grid that reduced it; see the notes)."]
+    return Formatted("The paper (Toledo et al. 2021, Tables 1 and 2) beside the study",
+                     ["Table", "Term", "Quantity", "Paper", "Study", "Same sign", "Rank of η²"], rows,
+                     notes, "lllrrll")
+
+
+DEPTH_NOTE = (
+    "`ls[T.short]` is short minus long for EfficientNet (the reference family) at log(lr) = 0, "
+    "i.e. lr = 1, outside the grid: the lr slopes differ by ls, so the difference between the "
+    "depths depends on lr (and on the family). The short-versus-long difference at each "
+    "trained lr follows, per family."
+)
+
+
+def depth_contrasts(ols: Fit, data: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per family with both depths in the grid and per trained lr: the OLS's short-minus-long
+    difference in mean DICE (a linear contrast, statsmodels `t_test`, averaged over the
+    trained sizes and regs, which cancel in the paper's formula), its standard error, t, p
+    and 1-alpha interval. Empty when the formula has no `ls`."""
+    res = ols.results
+    cols = ["Family", "lr", "difference", "std_error", "t", "p", "ci_low", "ci_high"]
+    if not any("ls" in term_variables(t) for t in ols.terms):
+        return pd.DataFrame(columns=cols)
+    rows = []
+    sizes, regs = sorted(data["Dataset"].unique()), sorted(data["reg"].unique())
+    for family in sorted(data["Family"].unique()):
+        if data.loc[data["Family"] == family, "ls"].nunique() < 2:
+            continue
+        for lr in sorted(data["lr"].unique()):
+            def mean_row(ls):
+                grid = pd.DataFrame([{"ls": ls, "Family": family, "Dataset": size, "lr": lr, "reg": reg,
+                                      "DICE": 0.0} for size in sizes for reg in regs])
+                return _design(ols, grid).mean(axis=0)
+            test = res.t_test(mean_row("short") - mean_row("long"))
+            low, high = np.ravel(test.conf_int(alpha=alpha))
+            rows.append({"Family": family, "lr": lr, "difference": float(np.ravel(test.effect)[0]),
+                         "std_error": float(np.ravel(test.sd)[0]), "t": float(np.ravel(test.tvalue)[0]),
+                         "p": float(np.ravel(test.pvalue)[0]), "ci_low": float(low), "ci_high": float(high)})
+    return pd.DataFrame(rows, columns=cols)
+
+
 # ---------------------------------------------------------------------------------------
 # GAM
 # ---------------------------------------------------------------------------------------
@@ -786,10 +932,17 @@ def fmt_num(x, digits: int = 4) -> str:
     return f"{x:.{digits}f}"
 
 
+P_FLOOR = 1e-22  # below it the paper prints "< 1e-22": doubles carry no more than that
+
+
 def fmt_p(p) -> str:
+    """A p-value as the paper prints it: 3 decimals, 2 significant digits in e-notation below
+    0.001, and "< 1e-22" below that."""
     if p is None or not np.isfinite(p):
         return ""
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    if p < P_FLOOR:
+        return f"< {P_FLOOR:.0e}"
+    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
 def stars(p) -> str:
@@ -882,7 +1035,7 @@ def to_html(tables: list[Formatted], intro=(), outro=()) -> str:
     return "\n".join(parts) + "\n"
 
 
-def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, notes: list[str]) -> Formatted:
+def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, glm: Fit, notes: list[str]) -> Formatted:
     res = ols.results
     rows = [[r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.t, 3), fmt_p(r.p), stars(r.p)]
             for r in coef.itertuples()]
@@ -891,13 +1044,26 @@ def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, notes: list[s
     table_notes = [
         (f"n = {int(res.nobs)} runs; R² = {res.rsquared:.4f}, adjusted R² = {res.rsquared_adj:.4f}; "
          f"residual standard error {math.sqrt(res.scale):.4f} on {int(res.df_resid)} df."),
-        f"AIC = {ols_aic['aic']:.2f} (log-link gaussian GLM `{glm_aic['formula']}`: {glm_aic['aic']:.2f}). "
+        f"AIC = {ols_aic['aic']:.2f} (log-link gaussian GLM `{glm_aic['formula']}`: "
+        + (f"{glm_aic['aic']:.2f}). " if glm.results is not None else f"not fitted, {glm.failure}). ")
         + AIC_CONVENTION,
         STARS_LEGEND,
-    ] + notes
+    ] + ([DEPTH_NOTE] if "ls[T.short]" in coef["term"].tolist() else []) + notes
     return Formatted(f"Table 1: OLS {ols.formula}", ["Term", "Estimate", "Std. error", "t", "p", ""],
                      rows, table_notes, "lrrrrl", "tab:ols",
                      ["Term", "Estimate", "Std.\\ error", "$t$", "$p$", ""])
+
+
+def format_depth(depth: pd.DataFrame, alpha: float) -> Formatted:
+    level = f"{100 * (1 - alpha):g} %"
+    rows = [[r.Family, _fmt_level(r.lr), fmt_num(r.difference), fmt_num(r.std_error),
+             f"[{r.ci_low:.4f}, {r.ci_high:.4f}]", fmt_p(r.p), stars(r.p)] for r in depth.itertuples()]
+    return Formatted("Short minus long encoder, per family and trained lr (OLS contrast)",
+                     ["Family", "lr", "Difference", "Std. error", f"{level} interval", "p", ""], rows,
+                     [("Mean DICE of the short encoder minus the long one of the same family at that lr, "
+                       "from the OLS (a linear contrast of its coefficients; dataset size and reg cancel "
+                       "in the paper's formula). Only families with both depths in the grid.")],
+                     "lrrrlrl", "tab:depth")
 
 
 def format_anova(anova: pd.DataFrame, ols: Fit, notes: list[str]) -> Formatted:
@@ -917,19 +1083,21 @@ def format_aic(aic: pd.DataFrame) -> Formatted:
         return f"{v:.2f}" if np.isfinite(v) else ""
 
     rows = [[r.model, r.formula, r.link, str(r.n), f"{r.k:.0f}" if np.isfinite(r.k) else "", f2(r.loglik),
-             f2(r.aic), f2(r.aic_statsmodels), f2(r.delta_aic)] for r in aic.itertuples()]
+             f2(r.aic), f2(r.delta_aic), f2(r.aic_statsmodels)] for r in aic.itertuples()]
     return Formatted("AIC of the OLS and the log-link gaussian GLM (same response, DICE)",
-                     ["Model", "Formula", "Link", "n", "k", "log L", "AIC", "AIC (statsmodels)", "ΔAIC"],
+                     ["Model", "Formula", "Link", "n", "k", "log L", "AIC (R's AIC())", "ΔAIC",
+                      "statsmodels' aic"],
                      rows, [AIC_CONVENTION, "The lower AIC fits better; ΔAIC > 10 is decisive."],
                      "lllrrrrrr")
 
 
 def format_glm(coef: pd.DataFrame, glm: Fit, notes: list[str]) -> Formatted:
-    rows = [[r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.z, 3), fmt_p(r.p), stars(r.p)]
+    rows = [[r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.t, 3), fmt_p(r.p), stars(r.p)]
             for r in coef.itertuples()]
     return Formatted(f"GLM (gaussian, {glm.link} link) {glm.requested}",
-                     ["Term", "Estimate", "Std. error", "z", "p", ""], rows,
-                     [f"Coefficients on the {glm.link} scale of mean {glm.response}.", STARS_LEGEND] + notes,
+                     ["Term", "Estimate", "Std. error", "t", "p", ""], rows,
+                     [f"Coefficients on the {glm.link} scale of mean {glm.response}.", GLM_INFERENCE,
+                      STARS_LEGEND] + notes,
                      "lrrrrl")
 
 
@@ -1027,6 +1195,8 @@ def analyse(metrics: pd.DataFrame, metric: str = "test_dice", ols_formula: str =
     coef = coefficient_table(ols, alpha)
     glm_coef = coefficient_table(glm, alpha)
     anova = anova_table(ols)
+    paper = paper_comparison(coef, anova)
+    depth = depth_contrasts(ols, data, alpha)
     pairs, groups = tukey_hsd(data, alpha)
     predictions, design = ols_predictions(ols, data, predict_sizes, alpha)
     which = which_model(groups, pairs, predictions, design, ols, alpha)
@@ -1034,7 +1204,7 @@ def analyse(metrics: pd.DataFrame, metric: str = "test_dice", ols_formula: str =
     log.info("OLS AIC %.2f, GLM AIC %.2f, %d HSD groups, %d pairs", aic["aic"].iloc[0],
              aic["aic"].iloc[1], len(groups), len(pairs))
     notes = frame.notes + ols.notes + [f"GLM: {n}" for n in glm.notes] + gam.notes
-    return {"frame": frame, "ols": ols, "glm": glm, "aic": aic, "coef": coef, "glm_coef": glm_coef,
+    return {"frame": frame, "ols": ols, "glm": glm, "aic": aic, "coef": coef, "depth": depth, "paper": paper, "glm_coef": glm_coef,
             "anova": anova, "pairs": pairs, "groups": groups, "predictions": predictions,
             "which": which, "gam": gam, "gam_partial": gam_partial(gam, data, 1 - alpha),
             "notes": notes, "alpha": alpha, "constant_ranking": ranking_constant(predictions)}
@@ -1071,14 +1241,24 @@ def write_results(result: dict, outdir) -> list[Path]:
 
     ols, glm, notes = result["ols"], result["glm"], result["notes"]
     model_notes = ols.notes
-    t1 = format_table1(result["coef"], result["aic"], ols, model_notes)
+    t1 = format_table1(result["coef"], result["aic"], ols, glm, model_notes)
     t2 = format_anova(result["anova"], ols, model_notes)
     ta = format_aic(result["aic"])
     tg = format_glm(result["glm_coef"], glm, glm.notes)
+    td = format_depth(result["depth"], result["alpha"])
+    tables, general = format_which_model(result["which"], result["alpha"], result["constant_ranking"])
+    hsd_tables = format_hsd(result["groups"], result["pairs"], result["alpha"])
+    runs = result["frame"].runs
+    for table in (t1, td, t2, ta, tg, *hsd_tables, *tables):  # each table says which runs it rests on
+        table.notes.insert(0, runs)
     put_csv("table1_ols.csv", result["coef"])
-    put("table1_ols.md", to_markdown(t1))
-    put("table1_ols.tex", to_latex(t1))
-    put("table1_ols.html", to_html([t1]))
+    table1 = [t1, td] if len(result["depth"]) else [t1]
+    put_csv("table1_depth.csv", result["depth"])
+    put("table1_ols.md", "\n".join(to_markdown(t) for t in table1))
+    put("table1_ols.tex", "\n".join(to_latex(t) for t in table1))
+    put("table1_ols.html", to_html(table1))
+    put_csv("paper.csv", result["paper"])
+    put("paper.md", to_markdown(format_paper(result["paper"])))
     put_csv("table2_anova.csv", result["anova"])
     put("table2_anova.md", to_markdown(t2))
     put("table2_anova.tex", to_latex(t2))
@@ -1090,10 +1270,9 @@ def write_results(result: dict, outdir) -> list[Path]:
     put("glm.md", to_markdown(tg))
     put_csv("hsd.csv", result["pairs"])
     put_csv("hsd_groups.csv", result["groups"])
-    put("hsd.html", to_html(format_hsd(result["groups"], result["pairs"], result["alpha"])))
+    put("hsd.html", to_html(hsd_tables))
     put_csv("predictions.csv", result["predictions"])
     which, alpha = result["which"], result["alpha"]
-    tables, general = format_which_model(which, alpha, result["constant_ranking"])
     put_csv("which_model.csv", which)
     plan = []
     if result.get("sample_size") is not None:
@@ -1104,7 +1283,7 @@ def write_results(result: dict, outdir) -> list[Path]:
     put("which_model.md", "# Which model for my data size?\n\n" + "".join(f"{p}  \n" for p in plan) +
         ("\n" if plan else "") + "\n".join(to_markdown(t) for t in tables) + "".join(f"\n{g}\n" for g in general))
     put("which_model.html", to_html(tables, plan, [*general, *(f"Note: {n}" for n in notes)]))
-    summary = gam_summary(result["gam"])
+    summary = runs + "\n" + gam_summary(result["gam"])
     put("gam_summary.txt", summary)
     put("gam_summary.html", pre_html("GAM summary", summary))
     put_csv("gam_partial.csv", result["gam_partial"])

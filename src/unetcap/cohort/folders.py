@@ -134,9 +134,10 @@ def read_array(path) -> tuple[np.ndarray, tuple[float, float]]:
     if low.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
     elif low.endswith((".nii", ".nii.gz")):
-        from unetcap.cohort.nifti import read_volume_header, read_voxels
+        from unetcap.cohort.nifti import read_volume
 
-        array, spacing = read_voxels(str(path)), read_volume_header(path).spacing
+        volume, array = read_volume(str(path))
+        spacing = volume.spacing
     else:
         import cv2
 

@@ -293,3 +293,30 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
                                            options={"labels": [7]}))
     assert "4 problem(s)" in message and "patient p10: the structure (cohort.labels) is empty in every one of " \
                                           "its 2 sampled images" in message
+
+
+@pytest.mark.parametrize("kind, dtype, scaled", [("Nifti1Image", ">i2", True), ("Nifti1Image", "<u2", False),
+                                                 ("Nifti2Image", "<f4", False)])
+def test_nifti_voxels_and_header_as_nibabel_reads_them(tmp_path, kind, dtype, scaled):
+    """The cohort's NIfTI reader parses the files itself (one read, no nibabel image): the
+    voxels (values, dtype, axis order, scaling), shape and spacing are nibabel's."""
+    import nibabel as nib
+
+    from unetcap.cohort.nifti import read_volume, read_volume_header
+
+    data = np.arange(5 * 7 * 3, dtype=dtype).reshape(5, 7, 3)
+    affine = np.diag([0.8, 1.3, 8.0, 1.0])
+    image = getattr(nib, kind)(data, affine)
+    if scaled:
+        image.header.set_slope_inter(0.5, 3.0)
+    path = tmp_path / "volume.nii.gz"
+    nib.save(image, str(path))
+    volume, voxels = read_volume(str(path))
+    expected = np.asanyarray(nib.load(str(path)).dataobj)
+    assert voxels.dtype == expected.dtype and np.array_equal(voxels, expected)
+    assert volume == read_volume_header(path)
+    assert volume.shape == (5, 7, 3) and volume.spacing == pytest.approx((0.8, 1.3))
+    assert volume.positions == pytest.approx((0.0, 8.0, 16.0))
+    path.write_bytes(path.read_bytes()[:80])  # truncated
+    with pytest.raises(ValueError, match="cannot read the NIfTI voxels"):
+        read_volume.__wrapped__(str(path))

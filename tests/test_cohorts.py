@@ -320,3 +320,22 @@ def test_nifti_voxels_and_header_as_nibabel_reads_them(tmp_path, kind, dtype, sc
     path.write_bytes(path.read_bytes()[:80])  # truncated
     with pytest.raises(ValueError, match="cannot read the NIfTI voxels"):
         read_volume.__wrapped__(str(path))
+
+
+def test_worker_blocks_keep_patients_whole_so_no_volume_is_read_twice():
+    """The prepare stage's blocks cover every row once, in order, at most a block long; a
+    patient that fits in a block is never cut between two (two workers would each read
+    its volumes); with whole_patients each block is one patient."""
+    from unetcap.prepare import _blocks
+
+    sizes = {"a": 20, "b": 25, "c": 250, "d": 5, "e": 30}
+    sample = pd.DataFrame({"patient": [p for p, k in sizes.items() for _ in range(k)]})
+    blocks = _blocks(sample, 2, whole_patients=False)
+    block = -(-len(sample) // 8)
+    assert [b[0] for b in blocks[1:]] == [b[1] for b in blocks[:-1]] and blocks[0][0] == 0
+    assert blocks[-1][1] == len(sample) and all(0 < end - start <= block for start, end in blocks)
+    for patient, size in sizes.items():
+        rows = np.flatnonzero(sample.patient == patient)
+        cut = sum(start < rows[0] < end <= rows[-1] or rows[0] < start <= rows[-1] for start, end in blocks)
+        assert cut == 0 or size > block, patient
+    assert [end - start for start, end in _blocks(sample, 2, whole_patients=True)] == list(sizes.values())

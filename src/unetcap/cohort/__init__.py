@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from types import ModuleType
 
@@ -105,6 +105,7 @@ def parallel_map(fn, items, workers: int, chunksize: int = 1):
         yield from pool.map(fn, items, chunksize=chunksize)
 
 
+@lru_cache(maxsize=None)
 def reader(source: str) -> ModuleType:
     """The module that reads cohorts of format `source` (the phantom is written as LVSC)."""
     import importlib

@@ -339,3 +339,25 @@ def test_worker_blocks_keep_patients_whole_so_no_volume_is_read_twice():
         cut = sum(start < rows[0] < end <= rows[-1] or rows[0] < start <= rows[-1] for start, end in blocks)
         assert cut == 0 or size > block, patient
     assert [end - start for start, end in _blocks(sample, 2, whole_patients=True)] == list(sizes.values())
+
+
+def test_folders_cohort_is_walked_once_whatever_its_patient_count(tmp_path, monkeypatch):
+    """images/ and masks/ are each walked once per cohort scan, not once per patient (which
+    made a scan quadratic in patients); the sample is the same."""
+    import os
+
+    from unetcap.cohort import folders
+
+    write_folders(tmp_path / "export")
+    options = {"folders": {"slice": r"/s(\d+)_", "phase": r"_p(\d+)\."}}
+    walked = []
+    real_walk = os.walk
+
+    def counting_walk(top, *args, **kwargs):
+        walked.append(os.path.basename(top))
+        return real_walk(top, *args, **kwargs)
+
+    monkeypatch.setattr(folders.os, "walk", counting_walk)
+    sample = scan_cohort(tmp_path / "export", 4, source="folders", options=options)
+    assert sample.patient.nunique() == 4
+    assert sorted(walked) == ["images", "masks"]

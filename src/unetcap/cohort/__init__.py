@@ -64,6 +64,7 @@ class Patient:
     vendor: str = ""  # when a table gives it (M&Ms); else the image headers do
     series: Path | None = None  # Sunnybrook: the DICOM series its contours belong to
     frames: tuple[int, ...] = ()  # M&Ms: the labelled frames, when the information CSV gives them
+    files: tuple[tuple[str, str | None], ...] = ()  # folders: (image, its mask or None), relative paths
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,28 @@ def acdc_phantom() -> Path:
     return path
 
 
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def second_worker_speedup() -> float:
+    """How much faster two worker processes burn a fixed CPU load than one, now: about 2 on
+    two idle cores, about 1 when other processes hold a core (then a 2-worker stage cannot
+    be faster than a 1-process loop by parallelism, only by doing less)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    seconds = []
+    for workers in (1, 2):
+        t = time.perf_counter()
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_burn, [5_000_000] * 4))
+        seconds.append(time.perf_counter() - t)
+    return seconds[0] / seconds[1]
+
+
 def bench_nifti(rounds: int = 3) -> None:
     import nibabel as nib
     import numpy as np
@@ -186,6 +208,8 @@ def bench_nifti(rounds: int = 3) -> None:
     row("nifti: project / loop (images/s)", f"{ours / theirs:.2f}x", f">= 0.8x {verdict(ours / theirs >= 0.8)}")
     row("nifti: CPU per 1000 images, project (both workers) / loop",
         f"{min(project_cpu) / n * 1e3:.2f} s / {min(loop_cpu) / loaded * 1e3:.2f} s")
+    row("nifti: second worker's speed-up on this machine now (CPU burn, 2 vs 1 process)",
+        f"{second_worker_speedup():.2f}x", f"(load average {os.getloadavg()[0]:.1f})")
 
 
 def per_image_costs(sources: list[str], masks: list[str]) -> str:

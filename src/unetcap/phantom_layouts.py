@@ -1,4 +1,4 @@
-"""The phantom's patients in the other layouts a reader takes: ACDC, M&Ms and folders.
+"""The phantom's patients in the other layouts a reader takes: ACDC, M&Ms, Sunnybrook and folders.
 
 :func:`write_layout` reads a cohort in the LVSC layout (the phantom) with the LVSC reader
 and writes the same images and myocardium masks as the dataset of `layout` distributes
@@ -10,6 +10,13 @@ stores can be compared:
 - `mnms`: ``<PID>/<PID>_sa.nii.gz``, the 4-D cine, with ``<PID>_sa_gt.nii.gz`` labelled at
   every phase.
 - `folders`: ``images/<PID>/s<slice>_p<phase>.png`` (16 bit) and ``masks/...png`` (0/1).
+- `sunnybrook`: the DICOM files as a series ``images/<PID>/IM-0001-NNNN.dcm`` (NNNN counts
+  slices, then phases, from 1), expert-style contour files
+  ``contours/<PID>/IM-0001-NNNN-icontour-manual.txt`` / ``-ocontour-manual.txt`` traced
+  (cv2.findContours, every boundary pixel's centre) around the endocardium-filled region
+  (the LV cavity: the hole of the myocardium ring) and the epicardium-filled one (ring and
+  hole), and ``series_map.csv`` (config `cohort.series_map`). Filling traced contours
+  again does not give the masks back exactly at the boundary (see tests/test_cohorts.py).
 
 The NIfTI volumes are stored as a DICOM-to-NIfTI converter stores them: the first axis runs
 along a row (the DICOM columns), so an image read back is the DICOM image transposed; the
@@ -30,8 +37,9 @@ from unetcap import UnetcapError
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("lvsc", "acdc", "mnms", "folders")
-MYOCARDIUM = {"acdc": 2, "mnms": 2, "folders": 1}
+LAYOUTS = ("lvsc", "acdc", "mnms", "sunnybrook", "folders")
+MYOCARDIUM = {"acdc": 2, "mnms": 2, "sunnybrook": 2, "folders": 1}
+SERIES_MAP = "series_map.csv"  # the sunnybrook layout's series map, in the cohort folder
 # What the folders reader needs to read the phantom's names (config `cohort.folders`).
 FOLDERS_OPTIONS = {"slice": r"/s(\d+)_", "phase": r"_p(\d+)\."}
 
@@ -104,6 +112,9 @@ def write_patient(patient, out: Path, layout: str) -> None:
                 cv2.imwrite(str(out / "images" / pid / name), image["pixels"].astype(np.uint16))
                 cv2.imwrite(str(out / "masks" / pid / name), image["mask"].astype(np.uint8))
         return
+    if layout == "sunnybrook":
+        _write_sunnybrook(slices, out, pid)
+        return
     folder = out / pid
     folder.mkdir(parents=True)
     affine = _affine(slices[0][0]["source"], [s[0]["position"] for s in slices])
@@ -121,6 +132,54 @@ def write_patient(patient, out: Path, layout: str) -> None:
         _save_nifti(folder / f"{pid}_sa_gt.nii.gz", labels, affine)
     else:
         raise UnetcapError(f"cohort.phantom.layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+
+
+def _trace(region: np.ndarray) -> np.ndarray | None:
+    """(x, y) points of the largest outer boundary of a boolean region (the centres of its
+    boundary pixels), None when the region is empty."""
+    import cv2
+
+    contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    return max(contours, key=cv2.contourArea)[:, 0, :].astype(float)
+
+
+def contours_of(myocardium: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(inner, outer) contours of a myocardium mask: traced around the endocardium-filled
+    region (the ring's hole) and the epicardium-filled one (ring and hole); None when the
+    mask is not a ring."""
+    import cv2
+
+    outer = _trace(myocardium)
+    if outer is None or len(outer) < 3:
+        return None
+    filled = np.zeros(myocardium.shape, np.uint8)
+    cv2.fillPoly(filled, [outer.astype(np.int32)], 1)
+    inner = _trace(filled.astype(bool) & ~myocardium.astype(bool))
+    if inner is None or len(inner) < 3:
+        return None
+    return inner, outer
+
+
+def _write_sunnybrook(slices, out: Path, pid: str) -> None:
+    """One patient in the Sunnybrook layout (its images with a myocardial ring only)."""
+    series, contours = out / "images" / pid, out / "contours" / pid
+    series.mkdir(parents=True)
+    contours.mkdir(parents=True)
+    for k, images in enumerate(slices):
+        for t, image in enumerate(images):
+            traced = contours_of(image["mask"] > 0)
+            if traced is None:
+                continue
+            stem = f"IM-0001-{k * len(images) + t + 1:04d}"
+            shutil.copyfile(image["source"], series / f"{stem}.dcm")
+            for kind, points in zip("io", traced):
+                np.savetxt(contours / f"{stem}-{kind}contour-manual.txt", points, fmt="%.2f")
+    with open(out / SERIES_MAP, "a") as table:
+        if table.tell() == 0:
+            table.write("patient,contours,series\n")
+        table.write(f"{pid},contours/{pid},images/{pid}\n")
 
 
 def write_layout(lvsc_dir, out_dir, layout: str) -> list[str]:

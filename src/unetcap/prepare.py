@@ -255,14 +255,28 @@ def _prepare_block(job):
 
 
 def _blocks(sample: pd.DataFrame, workers: int, whole_patients: bool) -> list[tuple[int, int]]:
-    """(start, end) row ranges of the worker tasks: whole patients when `whole_patients`,
-    else up to BLOCK rows (at least 4 blocks per worker)."""
+    """(start, end) row ranges of the worker tasks, in order: whole patients, packed up to a
+    block of BLOCK rows (fewer when that gives under 4 blocks per worker), so that two
+    workers never read the same volume; a patient with more rows than a block is cut into
+    blocks, unless `whole_patients` (then each block is one patient)."""
     n = len(sample)
+    patient = sample.patient.to_numpy()
+    starts = np.flatnonzero(np.r_[True, patient[1:] != patient[:-1]]).tolist() if n else []
+    spans = list(zip(starts, [*starts[1:], n]))
     if whole_patients:
-        starts = np.flatnonzero(np.r_[True, sample.patient.to_numpy()[1:] != sample.patient.to_numpy()[:-1]])
-        return list(zip(starts.tolist(), [*starts[1:].tolist(), n]))
+        return spans
     block = max(1, min(BLOCK, -(-n // (4 * workers))))
-    return [(start, min(start + block, n)) for start in range(0, n, block)]
+    blocks, begin = [], 0
+    for start, end in spans:
+        if end - begin > block and start > begin:  # this patient does not fit: close the block before it
+            blocks.append((begin, start))
+            begin = start
+        while end - begin > block:  # a patient larger than a block
+            blocks.append((begin, begin + block))
+            begin += block
+    if begin < n:
+        blocks.append((begin, n))
+    return blocks
 
 
 def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: dict | None = None,

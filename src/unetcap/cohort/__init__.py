@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from types import ModuleType
 
@@ -64,6 +64,7 @@ class Patient:
     vendor: str = ""  # when a table gives it (M&Ms); else the image headers do
     series: Path | None = None  # Sunnybrook: the DICOM series its contours belong to
     frames: tuple[int, ...] = ()  # M&Ms: the labelled frames, when the information CSV gives them
+    files: tuple[tuple[str, str | None], ...] = ()  # folders: (image, its mask or None), relative paths
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ def parallel_map(fn, items, workers: int, chunksize: int = 1):
         yield from pool.map(fn, items, chunksize=chunksize)
 
 
+@lru_cache(maxsize=None)
 def reader(source: str) -> ModuleType:
     """The module that reads cohorts of format `source` (the phantom is written as LVSC)."""
     import importlib
@@ -251,13 +253,33 @@ def read_labelled(row: dict, source: str, options: dict | None = None) -> tuple[
                          f"is {pixels.shape[0]}x{pixels.shape[1]}")
     declared = reader(source).LABEL_VALUES
     if declared is not None:
-        stray = np.setdiff1d(np.unique(labels), declared)
-        if stray.size:
-            raise ValueError(f"labels {Path(row['mask']).name} hold value(s) {stray.tolist()[:5]} outside the "
+        stray = values_outside(labels, declared)
+        if stray:
+            raise ValueError(f"labels {Path(row['mask']).name} hold value(s) {stray[:5]} outside the "
                              f"format's {list(declared)}")
     wanted = labels_of(source, options)
-    mask = labels > 0 if wanted is None else np.isin(labels, wanted)
+    mask = labels > 0 if wanted is None else equal_any(labels, wanted)
     return header, pixels, mask
+
+
+def values_outside(labels: np.ndarray, declared) -> list:
+    """The values of `labels` that are not in `declared`, sorted. (For integer labels and a
+    `declared` that is a run of consecutive integers, as every format's is, the minimum and
+    maximum settle it: np.unique sorts the image, a hundred times slower.)"""
+    low, high = min(declared), max(declared)
+    if labels.size == 0 or (np.issubdtype(labels.dtype, np.integer) and set(range(low, high + 1)) <= set(declared)
+                            and low <= labels.min() and labels.max() <= high):
+        return []
+    return np.setdiff1d(np.unique(labels), declared).tolist()
+
+
+def equal_any(labels: np.ndarray, values) -> np.ndarray:
+    """Boolean image: where `labels` holds one of `values` (np.isin's answer; a comparison per
+    value is far quicker for the few values a structure has)."""
+    mask = np.zeros(labels.shape, bool)
+    for value in values:
+        mask |= labels == value
+    return mask
 
 
 def natural_key(text: str) -> list:

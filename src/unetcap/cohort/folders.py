@@ -73,21 +73,32 @@ def _layout(root: Path) -> tuple[Path, Path]:
     return images, masks
 
 
+def _patient_of(pattern, relative: str) -> str | None:
+    match = pattern.search(relative)
+    if not match:
+        return None
+    return match.group("patient") if "patient" in pattern.groupindex else match.group(1)
+
+
 def patients(root: Path, options: dict) -> list[Patient]:
-    """The patients named by `cohort.folders.patient` in the images' relative paths."""
-    images, _ = _layout(root)
+    """The patients named by `cohort.folders.patient` in the images' relative paths, each
+    with its images and their masks (images/ and masks/ are walked once for the cohort)."""
+    images, masks = _layout(root)
     pattern = settings(options)["patient"]
-    ids, unmatched = set(), []
-    for relative in files(images).values():
-        match = pattern.search(relative)
-        if match:
-            ids.add(match.group("patient") if "patient" in pattern.groupindex else match.group(1))
-        else:
+    mask_files = files(masks)
+    found: dict[str, list] = {}
+    unmatched = []
+    for key, relative in files(images).items():
+        patient = _patient_of(pattern, relative)
+        if patient is None:
             unmatched.append(relative)
+        else:
+            found.setdefault(patient, []).append((relative, mask_files.get(key)))
     if unmatched:
         raise UnetcapError(f"{images}: {len(unmatched)} image(s) whose path the patient expression "
                            f"{pattern.pattern!r} (cohort.folders.patient) does not match, e.g. {unmatched[0]}")
-    return [Patient(i, Path(root)) for i in sorted(ids, key=natural_key)]
+    return [Patient(i, Path(root), files=tuple(sorted(found[i], key=lambda f: natural_key(f[0]))))
+            for i in sorted(found, key=natural_key)]
 
 
 def _number(pattern, relative: str, key: str) -> int | None:
@@ -100,18 +111,13 @@ def _number(pattern, relative: str, key: str) -> int | None:
 
 
 def images(patient: Patient, options: dict):
-    """The patient's images with a mask, in study order."""
-    image_dir, mask_dir = _layout(patient.folder)
+    """The patient's images with a mask (found by `patients`), in study order."""
+    image_dir, mask_dir = Path(patient.folder) / "images", Path(patient.folder) / "masks"
     compiled = settings(options)
-    pattern = compiled["patient"]
-    masks = files(mask_dir)
     problems, rows = [], []
-    for key, relative in sorted(files(image_dir).items(), key=lambda kv: natural_key(kv[1])):
-        match = pattern.search(relative)
-        if not match or (match.group("patient") if "patient" in pattern.groupindex else match.group(1)) != patient.id:
-            continue
-        if key not in masks:
-            problems.append((image_dir / relative, f"image without a mask (expected masks/{key}.<ext>)"))
+    for relative, mask in patient.files:
+        if mask is None:
+            problems.append((image_dir / relative, f"image without a mask (expected masks/{stem(relative)}.<ext>)"))
             continue
         try:
             slice_number = _number(compiled["slice"], relative, "slice")
@@ -119,7 +125,7 @@ def images(patient: Patient, options: dict):
         except ValueError as err:
             problems.append((image_dir / relative, str(err)))
             continue
-        rows.append((relative, slice_number, phase, str(image_dir / relative), str(mask_dir / masks[key])))
+        rows.append((relative, slice_number, phase, str(image_dir / relative), str(mask_dir / mask)))
     found = []
     for k, (relative, slice_number, phase, source, mask) in enumerate(rows):
         label = slice_number if slice_number is not None else k
@@ -134,9 +140,10 @@ def read_array(path) -> tuple[np.ndarray, tuple[float, float]]:
     if low.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
     elif low.endswith((".nii", ".nii.gz")):
-        from unetcap.cohort.nifti import read_volume_header, read_voxels
+        from unetcap.cohort.nifti import read_volume
 
-        array, spacing = read_voxels(str(path)), read_volume_header(path).spacing
+        volume, array = read_volume(str(path))
+        spacing = volume.spacing
     else:
         import cv2
 

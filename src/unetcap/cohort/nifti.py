@@ -6,15 +6,29 @@ first two axes as stored (rows = first axis), for the image and its labels alike
 stay aligned whatever the orientation. Slice positions come from the affine: the origin of
 slice k projected on the slice normal (the cross product of the in-plane axes), in mm, so
 the slice order never depends on file names or on the direction the slices were stored in.
+
+Headers are parsed with nibabel's NIfTI-1 and NIfTI-2 header classes directly
+(``nib.load`` would first sniff every image class it knows, reading the header again for
+each): the header alone when the cohort is scanned; when its slices are prepared, the
+whole file is read and decompressed in one go and the voxels are taken from its bytes as
+the header says (offset, data type, byte order, scaling by nibabel's own
+``apply_read_scaling``), without building a nibabel image, which costs as much again as
+the decompression.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
+import math
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+NIFTI2_SIZES = (540, 0x1C020000)  # a NIfTI-2 header's first field (sizeof_hdr), in either byte order
 
 
 @dataclass(frozen=True)
@@ -27,42 +41,75 @@ class Volume:
     spacing: tuple[float, float]  # in-plane: first axis, second axis (mm)
 
 
-def read_volume_header(path) -> Volume:
-    """The header of a .nii / .nii.gz file; ValueError with a readable reason when it is not one."""
+def _image_class(head: bytes):
+    """nibabel's NIfTI-1 or NIfTI-2 image class, from a file's first four bytes."""
     import nibabel as nib
 
-    try:
-        image = nib.load(str(path))
-    except Exception as err:  # nibabel raises many kinds on corrupt files
-        raise ValueError(f"not a readable NIfTI file ({type(err).__name__}: {err})") from None
-    shape = tuple(int(n) for n in image.shape)
+    size = struct.unpack("<i", head[:4])[0] if len(head) >= 4 else 0
+    return nib.Nifti2Image if size in NIFTI2_SIZES else nib.Nifti1Image
+
+
+def _compressed(path) -> bool:
+    return str(path).lower().endswith(".gz")
+
+
+def _volume(path, header) -> Volume:
+    """The Volume a NIfTI header describes; ValueError when it is not an image."""
+    shape = tuple(int(n) for n in header.get_data_shape())
     if len(shape) < 2:
         raise ValueError(f"NIfTI of shape {shape}: not an image")
-    affine = np.asarray(image.affine, dtype=float)
+    affine = np.asarray(header.get_best_affine(), dtype=float)
     normal = np.cross(affine[:3, 0], affine[:3, 1])
     norm = float(np.linalg.norm(normal))
     normal = normal / norm if norm > 0 else np.array([0.0, 0.0, 1.0])
     depth = shape[2] if len(shape) > 2 else 1
-    positions = tuple(float((affine[:3, :3] @ [0.0, 0.0, k] + affine[:3, 3]) @ normal) for k in range(depth))
-    zooms = image.header.get_zooms()
+    origin, step = float(affine[:3, 3] @ normal), float(affine[:3, 2] @ normal)
+    positions = tuple(origin + k * step for k in range(depth))
+    zooms = header.get_zooms()
     return Volume(Path(path), shape, positions, (float(zooms[0]), float(zooms[1])))
 
 
+def read_volume_header(path) -> Volume:
+    """The header of a .nii / .nii.gz file (only the header is read); ValueError with a
+    readable reason when it is not one."""
+    try:
+        with (gzip.open if _compressed(path) else open)(path, "rb") as f:
+            header_class = _image_class(f.read(4)).header_class
+            f.seek(0)
+            header = header_class.from_fileobj(f)
+    except Exception as err:  # nibabel and gzip raise many kinds on corrupt files
+        raise ValueError(f"not a readable NIfTI file ({type(err).__name__}: {err})") from None
+    return _volume(path, header)
+
+
 @lru_cache(maxsize=4)
-def read_voxels(path: str) -> np.ndarray:
-    """All voxels of a volume (scaled as the header says), cached: a patient's sampled images
-    are prepared one after another, so each volume is decompressed once."""
-    import nibabel as nib
+def read_volume(path: str) -> tuple[Volume, np.ndarray]:
+    """(header, all voxels scaled as the header says) of a volume, from one read of the
+    file; cached: a patient's sampled images are prepared one after another, so each volume
+    is read and decompressed once. The voxels are a read-only view of the file's bytes."""
+    from nibabel.volumeutils import apply_read_scaling
 
     try:
-        return np.asanyarray(nib.load(path).dataobj)
+        data = Path(path).read_bytes()
+        if _compressed(path):
+            data = gzip.decompress(data)
+        header = _image_class(data).header_class.from_fileobj(io.BytesIO(data))
+        shape = header.get_data_shape()
+        voxels = np.frombuffer(data, header.get_data_dtype(), math.prod(shape),
+                               int(header.get_data_offset())).reshape(shape, order="F")
+        voxels = apply_read_scaling(voxels, *header.get_slope_inter())
     except Exception as err:
         raise ValueError(f"cannot read the NIfTI voxels ({type(err).__name__}: {err})") from None
+    return _volume(path, header), voxels
 
 
-def plane(path, slice_index: int, frame: int) -> np.ndarray:
-    """The 2-D image of slice `slice_index` (and `frame`, for a 4-D volume) of a volume."""
-    voxels = read_voxels(str(path))
+def read_voxels(path) -> np.ndarray:
+    """All voxels of a volume (`read_volume`'s, cached)."""
+    return read_volume(str(path))[1]
+
+
+def plane(voxels: np.ndarray, slice_index: int, frame: int) -> np.ndarray:
+    """The 2-D image of slice `slice_index` (and `frame`, for a 4-D volume) of a volume's voxels."""
     if voxels.ndim == 2:
         return voxels
     if voxels.ndim == 3:
@@ -74,22 +121,24 @@ def plane(path, slice_index: int, frame: int) -> np.ndarray:
     raise ValueError(f"NIfTI of shape {voxels.shape}: expected 2 to 4 dimensions")
 
 
-def load_slice(row, volume_header: Volume | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+def load_slice(row) -> tuple[dict, np.ndarray, np.ndarray]:
     """(header, pixels, labels) of the sampled slice `row` (source and mask volumes)."""
-    header = volume_header or read_volume_header(row["source"])
+    volume, voxels = read_volume(str(row["source"]))
     z, t = int(row["slice_label"]), int(row["phase"])
-    pixels = plane(row["source"], z, t)
-    labels = plane(row["mask"], z, t)
-    if not np.all(np.isfinite(labels)):
-        raise ValueError(f"labels of {row['mask']} are not all finite")
-    return ({"rows": pixels.shape[0], "cols": pixels.shape[1], "spacing_row": header.spacing[0],
-             "spacing_col": header.spacing[1], "vendor": "", "field_strength": float("nan")},
-            pixels, np.rint(labels).astype(np.int16))
+    pixels = plane(voxels, z, t)
+    labels = plane(read_voxels(row["mask"]), z, t)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.isfinite(labels)):
+            raise ValueError(f"labels of {row['mask']} are not all finite")
+        labels = np.rint(labels)
+    return ({"rows": pixels.shape[0], "cols": pixels.shape[1], "spacing_row": volume.spacing[0],
+             "spacing_col": volume.spacing[1], "vendor": "", "field_strength": float("nan")},
+            pixels, labels.astype(np.int16))
 
 
 def labelled_frames(path) -> list[int]:
     """The frames (fourth axis) of a 4-D label volume that hold any label."""
-    voxels = read_voxels(str(path))
+    voxels = read_voxels(path)
     if voxels.ndim < 4:
         return [0] if np.any(voxels) else []
     return [t for t in range(voxels.shape[3]) if np.any(voxels[:, :, :, t])]

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 DATA = ROOT / "benchmarks" / "data"
+DEMO_RESULTS = "results/demo"  # the folder of the study config/demo.yaml runs (docs/design.md §7)
 ROWS: list[tuple[str, str, str]] = []  # (measure, value, target / verdict)
 
 
@@ -207,7 +208,7 @@ def bench_demo() -> None:
         result = subprocess.run([str(ROOT / ".venv/bin/snakemake"), "--configfile", "config/demo.yaml"],
                                 cwd=work, capture_output=True, text=True)
         seconds = time.perf_counter() - t
-        runs = len(list(Path(work, "results/runs").rglob("metrics.json")))
+        runs = len(list(Path(work, DEMO_RESULTS, "runs").rglob("metrics.json")))
     ok = result.returncode == 0
     if not ok:
         print(result.stdout[-3000:], result.stderr[-3000:])
@@ -267,8 +268,8 @@ def demo_run(work: Path, backbone: str, settings: dict, size: int) -> tuple[floa
     out = work / "bench" / backbone
     code = ("import json, sys; from unetcap.train import train_run; "
             "train_run(**json.loads(sys.argv[1]))")
-    arguments = {"images": "results/prepared/images.npy", "masks": "results/prepared/masks.npy",
-                 "store": "results/prepared/store.json", "manifest": f"results/splits/size{size}.json",
+    arguments = {"images": f"{DEMO_RESULTS}/prepared/images.npy", "masks": f"{DEMO_RESULTS}/prepared/masks.npy",
+                 "store": f"{DEMO_RESULTS}/prepared/store.json", "manifest": f"{DEMO_RESULTS}/splits/size{size}.json",
                  "metrics": str(out / "metrics.json"), "history": str(out / "history.csv"),
                  "size": size, "backbone": backbone, "fold": 0, **settings}
     t = time.perf_counter()
@@ -297,8 +298,8 @@ def bench_overhead() -> None:
     settings = {"lr": demo["lrs"][0], "reg": demo["regs"][0], "seed": demo["seed"], **train}
     with tempfile.TemporaryDirectory() as tmp:
         work = copy_workflow(Path(tmp))
-        result = snakemake(work, "--configfile", "config/demo.yaml", "--cores", "2",
-                           "results/prepared/store.json", f"results/splits/size{size}.json")
+        result = snakemake(work, f"{DEMO_RESULTS}/prepared/store.json", f"{DEMO_RESULTS}/splits/size{size}.json",
+                           "--configfile", "config/demo.yaml", "--cores", "2")
         if result.returncode:
             sys.exit(f"preparing the demo store failed:\n{result.stderr[-3000:]}")
         for backbone in BACKBONES:

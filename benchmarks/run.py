@@ -34,8 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers that run the workflow from a copy
 DATA = ROOT / "benchmarks" / "data"
 DEMO_RESULTS = "results/demo"  # the folder of the study config/demo.yaml runs (docs/design.md §7)
 ROWS: list[tuple[str, str, str]] = []  # (measure, value, target / verdict)
@@ -260,7 +259,7 @@ def run_probe(backbone: str, image_size: int, batch: int, threads: int) -> dict:
 
 
 def quiet_env() -> dict:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT / "src")}
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def demo_run(work: Path, backbone: str, settings: dict, size: int) -> tuple[float, dict]:

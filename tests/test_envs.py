@@ -45,3 +45,14 @@ def test_every_rule_names_an_existing_environment():
             assert (rules / env).resolve().is_file(), f"{smk.name}: conda env {env} missing"
             named += 1
     assert named >= 8, f"only {named} rules name a conda environment"  # every rule but `all`
+
+
+def test_every_environment_installs_the_library():
+    """Snakemake runs <env>.post-deploy.sh in each new environment: all of them the one script
+    that installs unetcap from the repository."""
+    script = ROOT / "envs/install-unetcap.sh"
+    assert "pip install --quiet --no-deps --editable ." in script.read_text()
+    envs = sorted((ROOT / "envs").glob("*.yaml"))
+    assert envs
+    for env in envs:
+        assert env.with_name(f"{env.stem}.post-deploy.sh").resolve() == script.resolve(), env.name

@@ -3,7 +3,6 @@ table, byte-identical rebuilds, and a rebuild through Snakemake from the merged 
 that schedules no training job."""
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import synthetic
 from snakemake_run import copy_workflow
 from unetcap import figures, sample_size, stats
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_GRID = {"sizes": (200, 1000), "backbones": ("resnet18", "resnet50", "vgg16"), "lrs": (0.01, 0.001),
               "regs": (0.0001, 1e-06), "folds": 2}
 TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs": (0.001,), "regs": (0.0001,),
@@ -93,13 +91,6 @@ def test_histories_without_needed_columns_are_refused(tmp_path):
 SNAKEFILE = """\
 # Throwaway Snakefile: the analysis rules, and stand-ins for training and merge that must
 # never run when the analysis is rebuilt from the merged tables.
-import os
-import sys
-
-SRC = {src!r}
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = SRC
-
 configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
@@ -130,8 +121,7 @@ REBUILD = ["analysis", "--configfile", "config/showcase.yaml", "--cores", "2", "
 
 
 def snakemake(workdir, *args):
-    env = dict(os.environ, PYTHONPATH=str(Path(workdir) / "src"))
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir,
                           capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -147,7 +137,7 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 def test_rebuild_from_the_merged_tables_alone(tmp_path):
     work = copy_workflow(tmp_path / "wf")
-    (work / "Snakefile").write_text(SNAKEFILE.format(src=str(work / "src")))
+    (work / "Snakefile").write_text(SNAKEFILE.format())
     results = work / "results/showcase"
     synthetic.write_tables(results, seed=2, **SMALL_GRID)
     # A training output newer than the merged tables: a plain run would retrain and merge.

@@ -171,3 +171,10 @@ def test_the_study_is_named_by_its_config_unless_it_names_itself():
     assert study_name({}, [paper], paper) == "paper"
     assert study_name({}, ["lab/acdc.yaml", "lab/gpu.yml"], paper) == "acdc+gpu"
     assert study_name({"study": "acdc"}, ["lab/acdc.yaml", "lab/gpu.yml"], paper) == "acdc"
+
+
+def test_lint_is_clean(workdir):
+    """`snakemake --lint` has nothing to say (issue 15: no PYTHONPATH set by the workflow)."""
+    result = snakemake(workdir, "--lint", "--configfile", "config/demo.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Lints for" not in output, output

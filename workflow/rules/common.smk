@@ -1,14 +1,10 @@
 # The config turned into the study's grid, wildcard constraints and input functions.
+# The library, unetcap, is an installed package (setup.sh; envs/install-unetcap.sh in the
+# rules' conda environments).
 import re
-import sys
 from pathlib import Path
 
 from snakemake.utils import validate
-
-SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, SRC)
-# Rule scripts run in their own Python processes: let them import the library too.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
 from unetcap import UnetcapError
 from unetcap.cohort import count_patients

@@ -2,7 +2,8 @@
 # cohort -> prepared store -> splits per size -> training runs -> metrics -> statistics, figures, report
 from snakemake.utils import min_version
 
-min_version("9.0")
+# pathvars (<results>, <logs>: one folder per study) are recent; 9.27 is the pinned version, tested.
+min_version("9.27")
 
 
 configfile: "config/config.yaml"
@@ -23,5 +24,5 @@ include: "workflow/rules/figures.smk"
 
 rule all:
     input:
-        "results/metrics.csv",
+        "<results>/metrics.csv",
         ANALYSIS_OUTPUTS,

@@ -18,20 +18,18 @@ Snakemake; the data goes to benchmarks/out/learning/ (generated, not in git).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from unetcap.cohort import write_sample
+from unetcap.phantom import write_cohort
+from unetcap.prepare import prepare_store
+from unetcap.splits import plan_subset, write_manifest
 
-from unetcap.cohort import write_sample  # noqa: E402
-from unetcap.phantom import write_cohort  # noqa: E402
-from unetcap.prepare import prepare_store  # noqa: E402
-from unetcap.splits import plan_subset, write_manifest  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT / "benchmarks" / "out" / "learning"
 # The demo's cohort (config/demo.yaml): the phantom, its seed and shape.

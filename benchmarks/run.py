@@ -41,9 +41,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' helpers that run the workflow from a copy
 DATA = ROOT / "benchmarks" / "data"
+DEMO_RESULTS = "results/demo"  # the folder of the study config/demo.yaml runs (docs/design.md §7)
 ROWS: list[tuple[str, str, str]] = []  # (measure, value, target / verdict)
 
 
@@ -263,7 +263,7 @@ def bench_demo() -> None:
         result = subprocess.run([str(ROOT / ".venv/bin/snakemake"), "--configfile", "config/demo.yaml"],
                                 cwd=work, capture_output=True, text=True)
         seconds = time.perf_counter() - t
-        runs = len(list(Path(work, "results/runs").rglob("metrics.json")))
+        runs = len(list(Path(work, DEMO_RESULTS, "runs").rglob("metrics.json")))
     ok = result.returncode == 0
     if not ok:
         print(result.stdout[-3000:], result.stderr[-3000:])
@@ -315,7 +315,7 @@ def run_probe(backbone: str, image_size: int, batch: int, threads: int) -> dict:
 
 
 def quiet_env() -> dict:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT / "src")}
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def demo_run(work: Path, backbone: str, settings: dict, size: int) -> tuple[float, dict]:
@@ -323,8 +323,8 @@ def demo_run(work: Path, backbone: str, settings: dict, size: int) -> tuple[floa
     out = work / "bench" / backbone
     code = ("import json, sys; from unetcap.train import train_run; "
             "train_run(**json.loads(sys.argv[1]))")
-    arguments = {"images": "results/prepared/images.npy", "masks": "results/prepared/masks.npy",
-                 "store": "results/prepared/store.json", "manifest": f"results/splits/size{size}.json",
+    arguments = {"images": f"{DEMO_RESULTS}/prepared/images.npy", "masks": f"{DEMO_RESULTS}/prepared/masks.npy",
+                 "store": f"{DEMO_RESULTS}/prepared/store.json", "manifest": f"{DEMO_RESULTS}/splits/size{size}.json",
                  "metrics": str(out / "metrics.json"), "history": str(out / "history.csv"),
                  "size": size, "backbone": backbone, "fold": 0, **settings}
     t = time.perf_counter()
@@ -353,8 +353,8 @@ def bench_overhead() -> None:
     settings = {"lr": demo["lrs"][0], "reg": demo["regs"][0], "seed": demo["seed"], **train}
     with tempfile.TemporaryDirectory() as tmp:
         work = copy_workflow(Path(tmp))
-        result = snakemake(work, "--configfile", "config/demo.yaml", "--cores", "2",
-                           "results/prepared/store.json", f"results/splits/size{size}.json")
+        result = snakemake(work, f"{DEMO_RESULTS}/prepared/store.json", f"{DEMO_RESULTS}/splits/size{size}.json",
+                           "--configfile", "config/demo.yaml", "--cores", "2")
         if result.returncode:
             sys.exit(f"preparing the demo store failed:\n{result.stderr[-3000:]}")
         for backbone in BACKBONES:

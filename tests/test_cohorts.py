@@ -182,13 +182,13 @@ def test_the_workflow_reads_an_acdc_cohort_up_to_the_splits(tmp_path):
     config["cohort"] = {"source": "acdc", "path": str(root), "patients": 4, "labels": [3]}
     config.update(images_per_patient=8, sizes=[12], holdout_fraction=0.5)
     (work / "acdc.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(work, "--configfile", "acdc.yaml", "--cores", "1", "results/prepared/store.json",
-                       "results/splits/size12.json")
+    result = snakemake(work, "results/acdc/prepared/store.json", "results/acdc/splits/size12.json",
+                       "--configfile", "acdc.yaml", "--cores", "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    index = read_table(work / "results/prepared/index.csv")
+    index = read_table(work / "results/acdc/prepared/index.csv")
     assert index.groupby("patient").size().to_dict() == {"patient001": 8, "patient002": 8, "patient003": 4,
                                                           "patient004": 8}
-    _, masks, _ = load_store(work / "results/prepared")
+    _, masks, _ = load_store(work / "results/acdc/prepared")
     from unetcap.prepare import prepare_mask
 
     for k in (0, 5, 19):  # the stored masks are the LV cavity (label 3), not the myocardium
@@ -196,7 +196,7 @@ def test_the_workflow_reads_an_acdc_cohort_up_to_the_splits(tmp_path):
         cavity = prepare_mask(read_labelled(row, "acdc", {"labels": [3]})[2], 32)
         myocardium = prepare_mask(read_labelled(row, "acdc")[2], 32)
         assert cavity.any() and np.array_equal(masks[k], cavity) and not np.array_equal(masks[k], myocardium)
-    assert "cohort.few_images all: 1 patient(s) with fewer than 8 images" in (work / "logs/cohort.log").read_text()
+    assert "cohort.few_images all: 1 patient(s) with fewer than 8 images" in (work / "logs/acdc/cohort.log").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -53,3 +53,14 @@ def test_every_rule_that_runs_code_names_an_existing_environment():
         env = re.search(r'^\s+conda:\s*\n\s*"([^"]+)"', body, flags=re.MULTILINE)
         assert env, f"{smk.name}: rule {name} names no conda environment"
         assert (smk.parent / env[1]).resolve().is_file(), f"{smk.name}: rule {name}: {env[1]} missing"
+
+
+def test_every_environment_installs_the_library():
+    """Snakemake runs <env>.post-deploy.sh in each new environment: all of them the one script
+    that installs unetcap from the repository."""
+    script = ROOT / "envs/install-unetcap.sh"
+    assert "pip install --quiet --no-deps --editable ." in script.read_text()
+    envs = sorted((ROOT / "envs").glob("*.yaml"))
+    assert envs
+    for env in envs:
+        assert env.with_name(f"{env.stem}.post-deploy.sh").resolve() == script.resolve(), env.name

@@ -3,7 +3,6 @@ table, byte-identical rebuilds, and a rebuild through Snakemake from the merged 
 that schedules no training job."""
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import synthetic
 from snakemake_run import copy_workflow
 from unetcap import figures, sample_size, stats
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_GRID = {"sizes": (200, 1000), "backbones": ("resnet18", "resnet50", "vgg16"), "lrs": (0.01, 0.001),
               "regs": (0.0001, 1e-06), "folds": 2}
 TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs": (0.001,), "regs": (0.0001,),
@@ -93,46 +91,37 @@ def test_histories_without_needed_columns_are_refused(tmp_path):
 SNAKEFILE = """\
 # Throwaway Snakefile: the analysis rules, and stand-ins for training and merge that must
 # never run when the analysis is rebuilt from the merged tables.
-import os
-import sys
-
-from snakemake.utils import validate
-
-SRC = {src!r}
-sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = SRC
-
 configfile: "config/config.yaml"
-validate(config, schema="workflow/schemas/config.schema.yaml", set_default=True)
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/figures.smk"
 
 
 rule train:
     output:
-        "results/runs/done.txt",
+        "<results>/runs/done.txt",
     shell:
         "touch {{output}}"
 
 
 rule merge:
     input:
-        "results/runs/done.txt",
+        "<results>/runs/done.txt",
     output:
-        "results/metrics.csv",
-        "results/histories.csv",
-        "results/segmentations.npz",
+        "<results>/metrics.csv",
+        "<results>/histories.csv",
+        "<results>/segmentations.npz",
     shell:
         "exit 1"
 """
-REBUILD = ["analysis", "--cores", "2", "--allowed-rules", "sample_size", "stats", "figures", "analysis",
+# README's rebuild of the showcase, into results/showcase/.
+REBUILD = ["analysis", "--configfile", "config/showcase.yaml", "--cores", "2", "--allowed-rules", "sample_size", "stats", "figures", "analysis",
            "--forcerun", "sample_size", "stats", "figures"]
 
 
 def snakemake(workdir, *args):
-    env = dict(os.environ, PYTHONPATH=str(Path(workdir) / "src"))
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir,
                           capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -149,12 +138,13 @@ def job_counts(stdout: str) -> dict[str, int]:
 @pytest.mark.slow
 def test_rebuild_from_the_merged_tables_alone(tmp_path):
     work = copy_workflow(tmp_path / "wf")
-    (work / "Snakefile").write_text(SNAKEFILE.format(src=str(work / "src")))
-    synthetic.write_tables(work / "results", seed=2, **SMALL_GRID)
+    (work / "Snakefile").write_text(SNAKEFILE.format())
+    results = work / "results/showcase"
+    synthetic.write_tables(results, seed=2, **SMALL_GRID)
     # A training output newer than the merged tables: a plain run would retrain and merge.
-    (work / "results/runs").mkdir()
-    (work / "results/runs/done.txt").touch()
-    plain = snakemake(work, "analysis", "-n", "--cores", "1")
+    (results / "runs").mkdir()
+    (results / "runs/done.txt").touch()
+    plain = snakemake(work, "analysis", "-n", "--configfile", "config/showcase.yaml", "--cores", "1")
     assert plain.returncode == 0, plain.stderr
     assert {"train", "merge"} & set(job_counts(plain.stdout))
 
@@ -162,20 +152,21 @@ def test_rebuild_from_the_merged_tables_alone(tmp_path):
     assert run.returncode == 0, run.stderr
     assert job_counts(run.stderr + run.stdout) == {"analysis": 1, "figures": 1, "sample_size": 1, "stats": 1,
                                                    "total": 4}
-    outputs = [work / "results/analysis" / n for n in (*stats.ANALYSIS_FILES, *sample_size.SAMPLE_SIZE_FILES)]
-    outputs += [work / "results/figures" / n for n in figures.FIGURE_FILES]
+    outputs = [results / "analysis" / n for n in (*stats.ANALYSIS_FILES, *sample_size.SAMPLE_SIZE_FILES)]
+    outputs += [results / "figures" / n for n in figures.FIGURE_FILES]
     assert all(p.is_file() for p in outputs)
-    assert (work / "logs/analysis/stats.log").is_file()
-    first = digests(work / "results/analysis") | digests(work / "results/figures")
+    assert (work / "logs/showcase/analysis/stats.log").is_file()
+    first = digests(results / "analysis") | digests(results / "figures")
 
     again = snakemake(work, *REBUILD)
     assert again.returncode == 0, again.stderr
-    assert digests(work / "results/analysis") | digests(work / "results/figures") == first
+    assert digests(results / "analysis") | digests(results / "figures") == first
 
-    report = snakemake(work, "analysis", "--allowed-rules", "sample_size", "stats", "figures", "analysis",
-                       "--report", "report.html")
+    report = snakemake(work, "analysis", "--configfile", "config/showcase.yaml", "--allowed-rules", "sample_size",
+                       "stats", "figures", "analysis", "--report", "results/showcase/report.html")
     assert report.returncode == 0, report.stderr
-    assert (work / "report.html").stat().st_size > 100_000
+    assert (results / "report.html").stat().st_size > 100_000
+    assert sorted(p.name for p in (work / "results").iterdir()) == ["showcase"]
 
 
 def test_segmentations_show_each_model_by_its_best_settings_at_the_smallest_and_largest_size(tmp_path):

@@ -2,10 +2,8 @@
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,7 +15,6 @@ from unetcap.cohort import read_table, write_sample
 from unetcap.prepare import (heart_centre, interpolation, load_store, prepare_image, prepare_mask,
                              prepare_store, rescale, resize_pad, roi_box, roi_boxes)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_rescale_maps_onto_unit_interval():
@@ -110,8 +107,7 @@ def test_workers_start_safely_after_opencv_ran_its_threads(tmp_path):
             "prepare_store(sys.argv[1], sys.argv[2], image_size=32, workers=2)\n"
             "print(cv2.getNumThreads())\n")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "sample.csv"), str(tmp_path / "prepared")],
-                            capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2"]
     assert (tmp_path / "prepared/store.json").exists()

@@ -242,6 +242,7 @@ def snakemake(
 # folds, 2 epochs), with a checkpoint after every epoch so that a cancelled run
 # has one to resume from. Local and Slurm runs use the same config file.
 STUDY_CONFIG = "slurm-test.yaml"
+RESULTS = Path("results/slurm-test")  # the study is named after its config file
 FAULT = "fail:fold1"  # UNETCAP_FAULT: every run of fold 1 fails before training
 # Outputs that legitimately differ between two runs: timings, host, Snakemake's
 # bookkeeping. Everything else under results/ must be byte-identical, except
@@ -283,7 +284,7 @@ def study(slurm_cluster, tmp_path_factory) -> Study:
             slurm, "--configfile", STUDY_CONFIG, "--keep-going", env={"UNETCAP_FAULT": FAULT}, timeout=300
         )
         study.done_after_faulty = sorted(
-            str(p.parent.relative_to(slurm)) for p in (slurm / "results" / "runs").rglob("metrics.json")
+            str(p.parent.relative_to(slurm)) for p in (slurm / RESULTS / "runs").rglob("metrics.json")
         )
         study.dry = snakemake(slurm, "--configfile", STUDY_CONFIG, "--dry-run", timeout=120)
         # the rerun takes the profile from SNAKEMAKE_PROFILE instead of --profile
@@ -411,13 +412,13 @@ def test_slurm_outputs_equal_the_local_run(study: Study):
     assert study.rerun.returncode == 0, study.rerun.explain()
     differ = compare_results(study.local, study.slurm, skip=(".png", ".pdf"))
     assert not differ, differ
-    figures = sorted(p.name for p in (study.slurm / "results" / "figures").glob("*.png"))
-    assert figures == sorted(p.name for p in (study.local / "results" / "figures").glob("*.png"))
+    figures = sorted(p.name for p in (study.slurm / RESULTS / "figures").glob("*.png"))
+    assert figures == sorted(p.name for p in (study.local / RESULTS / "figures").glob("*.png"))
 
 
 def test_forcing_one_fold_schedules_it_and_the_summary(study: Study):
     """The README's command for retraining one fold, as a dry run."""
-    target = next((study.slurm / "results" / "runs").glob("size*/resnet18/*/fold0/metrics.json"))
+    target = next((study.slurm / RESULTS / "runs").glob("size*/resnet18/*/fold0/metrics.json"))
     dry = snakemake(study.slurm, "--configfile", STUDY_CONFIG, "--dry-run", "--forcerun",
                     str(target.relative_to(study.slurm)))  # fmt: skip
     assert dry.returncode == 0, dry.explain()
@@ -429,7 +430,7 @@ def test_cancelled_run_resumes_from_its_checkpoint(study: Study):
     """scancel mid-training: the retry resumes from the epoch-1 checkpoint and ends
     with the numbers of an uninterrupted run."""
     assert study.rerun.returncode == 0, study.rerun.explain()
-    target = next((study.slurm / "results" / "runs").glob("size*/efficientnetb0/*/fold0/metrics.json"))
+    target = next((study.slurm / RESULTS / "runs").glob("size*/efficientnetb0/*/fold0/metrics.json"))
     rel = str(target.relative_to(study.slurm))
     checkpoint = target.parent / "checkpoint" / "state.npz"
     for _ in range(2):  # the cancel can lose the race against a fast last epoch

@@ -387,7 +387,7 @@ def test_written_files_and_formats(full):
 
 def test_rule_outputs_are_the_files_the_library_writes():
     smk = (ROOT / "workflow/rules/stats.smk").read_text()
-    listed = re.findall(r'"results/analysis/([^"]+)"', smk)
+    listed = re.findall(r'"<results>/analysis/([^"]+)"', smk)
     assert sorted(listed) == sorted([*stats.ANALYSIS_FILES, *sample_size.SAMPLE_SIZE_FILES])
 
 

@@ -16,8 +16,7 @@ from tiny_store import TF_THREADS as THREADS, write_tiny_store
 from unetcap import UnetcapError, train
 from unetcap.metrics import HISTORY_COLUMNS, read_metrics
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +42,7 @@ def run_args(store, run_dir, **settings):
 
 
 def run_in_subprocess(args, fault=None):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(TESTS)]))
+    env = dict(os.environ)
     env.pop(train.FAULT_ENV, None)
     if fault:
         env[train.FAULT_ENV] = fault
@@ -242,7 +241,7 @@ def test_settings_defaults_are_the_schemas_and_the_papers():
 
     import yaml
 
-    schema = yaml.safe_load((SRC.parent / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     properties = schema["properties"]["train"]["properties"]
     defaults = train.Settings()
     for name in train.Settings.names():

@@ -1,5 +1,8 @@
 """The real Snakemake DAG: the paper's config builds it; bad config stops it before any job."""
 
+import hashlib
+import re
+
 import pytest
 import yaml
 
@@ -53,6 +56,37 @@ def test_bad_config_stops_before_any_job_and_names_the_key(change, message, lvsc
     assert not (workdir / "results").exists() and not (workdir / "logs").exists()
 
 
+STUDY_NAMES = {
+    "one config file": (["--configfile", "config/demo.yaml"], "demo"),
+    "two config files": (["--configfile", "config/demo.yaml", "config/test.yaml"], "demo+test"),
+    "the paper's config by name": (["--configfile", "config/config.yaml"], "paper"),
+    "no config file": ([], "paper"),
+    "study in --config": (["--configfile", "config/demo.yaml", "--config", "study=lab-1"], "lab-1"),
+}
+
+
+@pytest.mark.parametrize("args,study", STUDY_NAMES.values(), ids=STUDY_NAMES.keys())
+def test_every_file_of_a_study_is_in_its_own_folders(args, study, lvsc_folders, workdir):
+    """Outputs and logs of every job under results/<study>/ and logs/<study>/, the name
+    from the config files given (docs/design.md §7)."""
+    paper = [] if "demo" in " ".join(args) else ["--config", f"cohort={{source: lvsc, path: {lvsc_folders}}}"]
+    result = snakemake(workdir, "-n", *args, *paper)
+    assert result.returncode == 0, result.stderr + result.stdout
+    files = [f for line in re.findall(r"^    (?:output|log): (.*)$", result.stdout, flags=re.MULTILINE)
+             for f in line.split(", ")]
+    assert len(files) > 50 and job_counts(result.stdout)["train"] > 1
+    outside = [f for f in files if not f.startswith((f"results/{study}/", f"logs/{study}/"))]
+    assert not outside, outside[:5]
+
+
+def test_a_config_file_name_that_cannot_name_a_folder_asks_for_study(workdir):
+    (workdir / "my study.yaml").write_text((ROOT / "config/test.yaml").read_text())
+    result = snakemake(workdir, "-n", "--configfile", "my study.yaml")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "'my study' does not match" in output and "schema['properties']['study']" in output
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     """The tests' tiny study (config/test.yaml: phantom, 32 px, two encoders, two epochs)
@@ -69,21 +103,52 @@ def test_tiny_study_runs_end_to_end(tiny_study):
 
     import pandas as pd
 
-    metrics = pd.read_csv(tiny_study / "results/metrics.csv")
+    results = tiny_study / "results/test"  # config/test.yaml: study `test`
+    metrics = pd.read_csv(results / "metrics.csv")
     # 1 size x 2 backbones x 1 lr x 1 reg x 2 folds
     assert sorted(zip(metrics.backbone, metrics.fold)) == [
         ("efficientnetb0", 0), ("efficientnetb0", 1), ("resnet18", 0), ("resnet18", 1)]
     assert set(metrics.status) <= {"ok", "diverged"} and (metrics.status == "ok").any()
     assert metrics[["val_dice", "test_dice"]].apply(lambda c: c.between(0, 1)).all().all()
-    store = json.loads((tiny_study / "results/prepared/store.json").read_text())
+    store = json.loads((results / "prepared/store.json").read_text())
     assert (metrics.provenance_data_sha256 == store["data_sha256"]).all()
     assert (metrics.n_images_train + metrics.n_images_val == 32).all() and (metrics.n_images_test == 8).all()
     for name in ("which_model.md", "table1_ols.csv", "table2_anova.csv", "hsd.csv", "notes.md"):
-        assert (tiny_study / "results/analysis" / name).stat().st_size > 0
+        assert (results / "analysis" / name).stat().st_size > 0
     for name in ("figure2_left.png", "segmentations.png"):
-        assert (tiny_study / "results/figures" / name).stat().st_size > 0
-    assert (tiny_study / "results/segmentations.npz").stat().st_size > 0
-    assert not list((tiny_study / "results/runs").rglob("checkpoint"))
+        assert (results / "figures" / name).stat().st_size > 0
+    assert (results / "segmentations.npz").stat().st_size > 0
+    assert not list((results / "runs").rglob("checkpoint"))
+    assert sorted(p.name for p in (tiny_study / "results").iterdir()) == ["test"]
+    assert (tiny_study / "logs/test/merge.log").is_file()
+    assert sorted(p.name for p in (tiny_study / "logs").iterdir()) == ["test"]
+
+
+def snapshot(*folders):
+    """Every file under `folders`: its path, modification time and content hash."""
+    return {p: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_study_in_the_same_folder_leaves_the_first_alone(tiny_study):
+    """The tiny study again under another name (the same settings): everything is its own
+    to do, it runs (up to the splits) beside the first, and the first's files stay as they
+    were, with nothing to do."""
+    (tiny_study / "other.yaml").write_text((tiny_study / "config/test.yaml").read_text())
+    first = snapshot(tiny_study / "results/test", tiny_study / "logs/test")
+    plan = snakemake(tiny_study, "-n", "--configfile", "other.yaml")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert job_counts(plan.stdout) == {"phantom": 1, "cohort": 1, "prepare": 1, "splits": 1, "train": 4,
+                                       "merge": 1, "sample_size": 1, "stats": 1, "figures": 1, "all": 1,
+                                       "total": 13}
+    run = snakemake(tiny_study, "results/other/splits/size40.json", "--configfile", "other.yaml", "--cores", "1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (tiny_study / "results/other/splits/size40.json").read_bytes() == (
+        tiny_study / "results/test/splits/size40.json").read_bytes()  # same settings, same manifest
+    assert (tiny_study / "logs/other/cohort.log").is_file()
+    assert snapshot(tiny_study / "results/test", tiny_study / "logs/test") == first
+    again = snakemake(tiny_study, "-n", "--configfile", "config/test.yaml")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -92,7 +157,26 @@ def test_a_finished_study_has_nothing_to_do_and_a_crashed_run_is_redone_alone(ti
     assert nothing.returncode == 0, nothing.stderr[-3000:]
     assert "Nothing to be done" in nothing.stdout + nothing.stderr and job_counts(nothing.stdout) == {}
     # a run that crashed left no metrics.json, so the merge never ran
-    (tiny_study / "results/runs/size40/resnet18/lr0.001_reg0.0001/fold1/metrics.json").unlink()
-    (tiny_study / "results/metrics.csv").unlink()
+    (tiny_study / "results/test/runs/size40/resnet18/lr0.001_reg0.0001/fold1/metrics.json").unlink()
+    (tiny_study / "results/test/metrics.csv").unlink()
     counts = job_counts(snakemake(tiny_study, "-n", "--configfile", "config/test.yaml").stdout)
     assert counts == {"train": 1, "merge": 1, "sample_size": 1, "stats": 1, "figures": 1, "all": 1, "total": 6}
+
+
+def test_the_study_is_named_by_its_config_unless_it_names_itself():
+    from unetcap.study import study_name
+
+    paper = ROOT / "config/config.yaml"
+    assert study_name({}, [], paper) == "paper"
+    assert study_name({"study": "lvsc-2024"}, [], paper) == "lvsc-2024"  # set in config/config.yaml or --config
+    assert study_name({}, ["config/demo.yaml"], paper) == "demo"
+    assert study_name({}, [paper], paper) == "paper"
+    assert study_name({}, ["lab/acdc.yaml", "lab/gpu.yml"], paper) == "acdc+gpu"
+    assert study_name({"study": "acdc"}, ["lab/acdc.yaml", "lab/gpu.yml"], paper) == "acdc"
+
+
+def test_lint_is_clean(workdir):
+    """`snakemake --lint` has nothing to say (issue 15: no PYTHONPATH set by the workflow)."""
+    result = snakemake(workdir, "--lint", "--configfile", "config/demo.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Lints for" not in output, output

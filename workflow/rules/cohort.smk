@@ -7,7 +7,7 @@ rule phantom:
     output:
         directory(PHANTOM_DIR),
     log:
-        "logs/phantom.log",
+        "<logs>/phantom.log",
     params:
         patients=config["cohort"]["patients"],
         seed=config["cohort"]["phantom"]["seed"],
@@ -25,9 +25,9 @@ rule cohort:
     input:
         cohort=cohort_dir(),
     output:
-        sample="results/cohort/sample.csv",
+        sample="<results>/cohort/sample.csv",
     log:
-        "logs/cohort.log",
+        "<logs>/cohort.log",
     params:
         images_per_patient=config["images_per_patient"],
         source=cohort_reader(),

@@ -1,28 +1,36 @@
 # The config turned into the study's grid, wildcard constraints and input functions.
+# The library, unetcap, is an installed package (setup.sh; envs/install-unetcap.sh in the
+# rules' conda environments).
 import re
-import sys
 from pathlib import Path
 
 from snakemake.utils import validate
-
-SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, SRC)
-# Rule scripts run in their own Python processes: let them import the library too.
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 
 from unetcap import UnetcapError
 from unetcap.cohort import count_patients
 from unetcap.phantom_layouts import FOLDERS_OPTIONS
 from unetcap.provenance import sha256_json
 from unetcap.splits import check_sizes
-from unetcap.study import format_number
+from unetcap.study import format_number, study_name
 from unetcap.train.settings import Settings
 
 
+# One folder of results and one of logs per study (docs/design.md §7): rules write
+# "<results>/..." and "<logs>/...", these pathvars say where. The name comes from the
+# config files given on the command line unless the config sets `study`; config/config.yaml's
+# own `study` counts only when it is the study run, not for the config files laid over it.
+given = workflow.config_settings.overwrite_config if workflow.overwrite_configfiles else config
+config["study"] = study_name(given, workflow.overwrite_configfiles, "config/config.yaml")
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
-PHANTOM_DIR = "results/phantom"
-RUN_DIR = "results/runs/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}"
+
+pathvars:
+    results=f"results/{config['study']}",
+    logs=f"logs/{config['study']}",
+
+
+PHANTOM_DIR = "<results>/phantom"
+RUN_DIR = "<results>/runs/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}"
 
 
 def cohort_dir():

@@ -7,15 +7,15 @@ rule merge:
         metrics=[f"{run}/metrics.json" for run in run_dirs()],
         histories=[f"{run}/history.csv" for run in run_dirs()],
         segmentations=[f"{run}/segmentations.npz" for run in run_dirs()],
-        store="results/prepared/store.json",
-        images="results/prepared/images.npy",
-        masks="results/prepared/masks.npy",
+        store="<results>/prepared/store.json",
+        images="<results>/prepared/images.npy",
+        masks="<results>/prepared/masks.npy",
     output:
-        metrics="results/metrics.csv",
-        histories="results/histories.csv",
-        segmentations="results/segmentations.npz",
+        metrics="<results>/metrics.csv",
+        histories="<results>/histories.csv",
+        segmentations="<results>/segmentations.npz",
     log:
-        "logs/merge.log",
+        "<logs>/merge.log",
     conda:
         "../../envs/analysis.yaml"
     script:

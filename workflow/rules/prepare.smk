@@ -4,14 +4,14 @@
 
 rule prepare:
     input:
-        sample="results/cohort/sample.csv",
+        sample="<results>/cohort/sample.csv",
     output:
-        images="results/prepared/images.npy",
-        masks="results/prepared/masks.npy",
-        index="results/prepared/index.csv",
-        store=report("results/prepared/store.json", caption="../report/store.rst", category="Data"),
+        images="<results>/prepared/images.npy",
+        masks="<results>/prepared/masks.npy",
+        index="<results>/prepared/index.csv",
+        store=report("<results>/prepared/store.json", caption="../report/store.rst", category="Data"),
     log:
-        "logs/prepare.log",
+        "<logs>/prepare.log",
     params:
         image_size=config["image_size"],
         roi=config["roi"],

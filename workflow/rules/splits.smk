@@ -4,11 +4,11 @@
 
 rule splits:
     input:
-        sample="results/cohort/sample.csv",
+        sample="<results>/cohort/sample.csv",
     output:
-        "results/splits/size{size}.json",
+        "<results>/splits/size{size}.json",
     log:
-        "logs/splits/size{size}.log",
+        "<logs>/splits/size{size}.log",
     params:
         folds=config["folds"],
         seed=config["seed"],

@@ -3,16 +3,16 @@
 
 rule train:
     input:
-        images="results/prepared/images.npy",
-        masks="results/prepared/masks.npy",
-        store="results/prepared/store.json",
-        manifest="results/splits/size{size}.json",
+        images="<results>/prepared/images.npy",
+        masks="<results>/prepared/masks.npy",
+        store="<results>/prepared/store.json",
+        manifest="<results>/splits/size{size}.json",
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         history=f"{RUN_DIR}/history.csv",
         segmentations=f"{RUN_DIR}/segmentations.npz",
     log:
-        "logs/train/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}.log",
+        "<logs>/train/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}.log",
     params:
         seed=config["seed"],
         config_sha256=TRAIN_CONFIG_SHA256,

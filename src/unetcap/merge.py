@@ -1,5 +1,5 @@
 """The merge (stage 5, docs/design.md §10): every run's metrics.json and history.csv in one
-table each, results/metrics.csv and results/histories.csv.
+table each, results/<study>/metrics.csv and results/<study>/histories.csv.
 
 Reads the run files through `unetcap.metrics`, which checks each one; never imports the
 training stage or TensorFlow, so the `merge` rule runs in the analysis environment.
@@ -102,7 +102,7 @@ def merge_histories(metrics_paths, history_paths):
 
 
 def merge(metrics_paths, history_paths, metrics_csv, histories_csv) -> None:
-    """results/metrics.csv and results/histories.csv from every run's files, written
+    """results/<study>/metrics.csv and results/<study>/histories.csv from every run's files, written
     atomically; nothing is written when any file is refused."""
     table = merge_metrics(metrics_paths)
     histories = merge_histories(metrics_paths, history_paths)

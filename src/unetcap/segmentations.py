@@ -3,7 +3,7 @@
 A run keeps `segmentations.npz` beside its metrics.json: the store rows of its kept test
 images (`unetcap.train.data.segmentation_rows`: the same images for every run of a size),
 each image's predicted mask (p > 0.5, the rounding of DICE) and its own DICE. The merge
-writes `results/segmentations.npz`: every run's kept segmentations with its run columns, and
+writes `results/<study>/segmentations.npz`: every run's kept segmentations with its run columns, and
 each kept image once, with its true mask, from the prepared store, so that the figure
 rebuilds from the merged files alone.
 
@@ -63,7 +63,7 @@ def read_run_segmentations(path) -> dict:
 
 
 def merge_segmentations(paths, metrics_paths, store, out) -> None:
-    """results/segmentations.npz from every run's segmentations.npz (`paths[i]` belongs to
+    """results/<study>/segmentations.npz from every run's segmentations.npz (`paths[i]` belongs to
     the run of `metrics_paths[i]`, its metrics.json), with the kept images and true masks
     from the prepared `store` (store.json)."""
     from unetcap.metrics import read_metrics

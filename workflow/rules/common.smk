@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from unetcap import UnetcapError
 from unetcap.cohort import count_patients
-from unetcap.phantom_layouts import FOLDERS_OPTIONS
+from unetcap.phantom_layouts import FOLDERS_OPTIONS, SERIES_MAP
 from unetcap.provenance import sha256_json
 from unetcap.splits import check_sizes
 from unetcap.study import format_number, study_name
@@ -54,6 +54,8 @@ def cohort_options():
     options = {key: config["cohort"][key] for key in keys if key in config["cohort"]}
     if config["cohort"]["source"] == "phantom" and cohort_reader() == "folders":
         options["folders"] = FOLDERS_OPTIONS
+    if config["cohort"]["source"] == "phantom" and cohort_reader() == "sunnybrook":
+        options.setdefault("series_map", f"results/{config['study']}/phantom/{SERIES_MAP}")
     return options
 
 

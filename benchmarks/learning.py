@@ -60,8 +60,14 @@ def cohort(per_patient: int = PER_PATIENT) -> Path:
     """The demo's phantom cohort and its sample of `per_patient` images a patient (written once)."""
     sample = DATA / f"sample{per_patient}.csv"
     if not (DATA / "phantom").exists():
-        write_cohort(DATA / "phantom", COHORT["patients"], COHORT["seed"], slices=COHORT["slices"],
-                     phases=COHORT["phases"], matrix=COHORT["matrix"])
+        write_cohort(
+            DATA / "phantom",
+            COHORT["patients"],
+            COHORT["seed"],
+            slices=COHORT["slices"],
+            phases=COHORT["phases"],
+            matrix=COHORT["matrix"],
+        )
     if not sample.exists():
         write_sample(DATA / "phantom", sample, per_patient)
     return sample
@@ -71,16 +77,22 @@ def store(image_size: int, roi: str, per_patient: int = PER_PATIENT, fraction: f
     """A prepared store of the demo cohort (written once per size and crop)."""
     folder = DATA / f"store{per_patient}_{image_size}_{roi}{fraction if roi != 'none' else ''}"
     if not (folder / "store.json").exists():
-        prepare_store(cohort(per_patient), folder, image_size, workers=2,
-                      roi={"method": roi, "fraction": fraction})
+        prepare_store(cohort(per_patient), folder, image_size, workers=2, roi={"method": roi, "fraction": fraction})
     return folder
 
 
 def manifest(size: int, per_patient: int = PER_PATIENT) -> Path:
     path = DATA / f"size{size}_{per_patient}.json"
     if not path.exists():
-        write_manifest(cohort(per_patient), path, size=size, folds=FOLDS, seed=SEED, images_per_patient=per_patient,
-                       holdout_fraction=0.2)
+        write_manifest(
+            cohort(per_patient),
+            path,
+            size=size,
+            folds=FOLDS,
+            seed=SEED,
+            images_per_patient=per_patient,
+            holdout_fraction=0.2,
+        )
     return path
 
 
@@ -100,9 +112,16 @@ def pixel_shares() -> pd.DataFrame:
                 contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
                 perimeter = sum(cv2.arcLength(c, True) for c in contours)
                 thickness.append(2 * m.sum() / perimeter if perimeter else 0.0)
-            rows.append({"image_size": size, "roi": roi, "myocardium_share": masks.mean(),
-                         "share_where_present": masks[some].mean(), "images_with_myocardium": some.mean(),
-                         "wall_px": float(np.median(thickness))})
+            rows.append(
+                {
+                    "image_size": size,
+                    "roi": roi,
+                    "myocardium_share": masks.mean(),
+                    "share_where_present": masks[some].mean(),
+                    "images_with_myocardium": some.mean(),
+                    "wall_px": float(np.median(thickness)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -111,36 +130,59 @@ def subset_patients(sizes=(50, 100, 200, 400, 1000), folds=FOLDS, per_patient: i
     rows = []
     for size in sizes:
         plan = plan_subset(size, folds, per_patient, 0.2)
-        rows.append({"size": size, "dev_patients": plan.dev_patients,
-                     "train_patients_per_fold": plan.dev_patients - plan.dev_patients // folds,
-                     "train_images": plan.dev_images - plan.dev_images // folds,
-                     "test_patients": plan.test_patients})
+        rows.append(
+            {
+                "size": size,
+                "dev_patients": plan.dev_patients,
+                "train_patients_per_fold": plan.dev_patients - plan.dev_patients // folds,
+                "train_images": plan.dev_images - plan.dev_images // folds,
+                "test_patients": plan.test_patients,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- DICE against steps
-def curve(name: str, variant: dict, total_steps: int, every: int, batch_size: int = 8, lr: float = 1e-3,
-          reg: float = 1e-6, fold: int = 0, backbone: str = BACKBONE, image_size: int = IMAGE_SIZE,
-          size: int = SIZE, per_patient: int = PER_PATIENT, fraction: float = ROI_FRACTION) -> pd.DataFrame:
+def curve(
+    name: str,
+    variant: dict,
+    total_steps: int,
+    every: int,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    reg: float = 1e-6,
+    fold: int = 0,
+    backbone: str = BACKBONE,
+    image_size: int = IMAGE_SIZE,
+    size: int = SIZE,
+    per_patient: int = PER_PATIENT,
+    fraction: float = ROI_FRACTION,
+) -> pd.DataFrame:
     """Train `backbone` on fold `fold` of size `size` with `variant`, scoring every `every` steps."""
     from unetcap import train
     from unetcap.scoring import dice
 
     folder = store(image_size, variant["roi"], per_patient, fraction)
-    data = train.load_run_data(folder / "images.npy", folder / "masks.npy", folder / "store.json",
-                               manifest(size, per_patient), size, fold)
-    settings = train.Settings.from_config(batch_size=batch_size, loss=variant["loss"],
-                                          augment=AUGMENT if variant["augment"] else {}, threads=THREADS)
+    data = train.load_run_data(
+        folder / "images.npy", folder / "masks.npy", folder / "store.json", manifest(size, per_patient), size, fold
+    )
+    settings = train.Settings.from_config(
+        batch_size=batch_size, loss=variant["loss"], augment=AUGMENT if variant["augment"] else {}, threads=THREADS
+    )
     setup = train.configure_tensorflow(settings.threads)
     seed = train.run_seed(SEED, size, backbone, lr, reg, fold)
     model = train.build_model(backbone, image_size, reg, seed, variant["momentum"])
     optimizer = train.make_optimizer("adam", lr, model)
-    step_fn, predict = train.make_functions(model, optimizer, image_size, setup["grappler_predict"],
-                                            loss=variant["loss"])
+    step_fn, predict = train.make_functions(
+        model, optimizer, image_size, setup["grappler_predict"], loss=variant["loss"]
+    )
     import tensorflow as tf
 
-    train_mode = tf.function(lambda x: model(x, training=True), autograph=False,
-                             input_signature=[tf.TensorSpec((None, image_size, image_size, 1), tf.float32)])
+    train_mode = tf.function(
+        lambda x: model(x, training=True),
+        autograph=False,
+        input_signature=[tf.TensorSpec((None, image_size, image_size, 1), tf.float32)],
+    )
     n, rows, step, epoch = len(data.x_train), [], 0, 0
     epoch_steps = -(-n // batch_size)
     t0 = time.perf_counter()
@@ -156,9 +198,19 @@ def curve(name: str, variant: dict, total_steps: int, every: int, batch_size: in
             step_fn(x, y.astype(np.float32))
             step += 1
             if step % every == 0 or step == total_steps:
-                rows.append({"variant": name, "backbone": backbone, "image_size": image_size, "size": size,
-                             "fold": fold, "step": step, "epoch": epoch, "seconds": time.perf_counter() - t0,
-                             **_evaluate(model, predict, train_mode, data, batch_size, dice)})
+                rows.append(
+                    {
+                        "variant": name,
+                        "backbone": backbone,
+                        "image_size": image_size,
+                        "size": size,
+                        "fold": fold,
+                        "step": step,
+                        "epoch": epoch,
+                        "seconds": time.perf_counter() - t0,
+                        **_evaluate(model, predict, train_mode, data, batch_size, dice),
+                    }
+                )
             if step == total_steps:
                 break
     frame = pd.DataFrame(rows)
@@ -168,19 +220,28 @@ def curve(name: str, variant: dict, total_steps: int, every: int, batch_size: in
 
 def _evaluate(model, predict, train_mode, data, batch_size, dice) -> dict:
     """Scores of the current weights; training-mode predictions leave the weights as they were."""
-    p_val = np.concatenate([predict(data.x_val[i:i + batch_size]).numpy() for i in range(0, len(data.x_val), batch_size)])
-    p_test = np.concatenate([predict(data.x_test[i:i + batch_size]).numpy()
-                             for i in range(0, len(data.x_test), batch_size)])
+    p_val = np.concatenate(
+        [predict(data.x_val[i : i + batch_size]).numpy() for i in range(0, len(data.x_val), batch_size)]
+    )
+    p_test = np.concatenate(
+        [predict(data.x_test[i : i + batch_size]).numpy() for i in range(0, len(data.x_test), batch_size)]
+    )
     weights = model.get_weights()  # training=True updates BatchNorm's moving statistics
-    p_train_mode = np.concatenate([train_mode(data.x_val[i:i + batch_size]).numpy()
-                                   for i in range(0, len(data.x_val), batch_size)])
+    p_train_mode = np.concatenate(
+        [train_mode(data.x_val[i : i + batch_size]).numpy() for i in range(0, len(data.x_val), batch_size)]
+    )
     model.set_weights(weights)
     y = data.y_val
     best = max((dice(y, (p_val >= t).astype(np.float32)), t) for t in THRESHOLDS)
-    return {"val_dice": dice(y, p_val), "test_dice": dice(data.y_test, p_test),
-            "val_dice_train_mode": dice(y, p_train_mode),
-            "p_max": float(p_val.max()), "p_max_on_myocardium": float(p_val[y > 0].max()),
-            "val_dice_best_threshold": best[0], "best_threshold": best[1]}
+    return {
+        "val_dice": dice(y, p_val),
+        "test_dice": dice(data.y_test, p_test),
+        "val_dice_train_mode": dice(y, p_train_mode),
+        "p_max": float(p_val.max()),
+        "p_max_on_myocardium": float(p_val[y > 0].max()),
+        "val_dice_best_threshold": best[0],
+        "best_threshold": best[1],
+    }
 
 
 def paper_steps(sizes=(50, 100, 200, 400, 1000), batch_size: int = 8, epochs: int = 50) -> pd.DataFrame:
@@ -199,12 +260,12 @@ def plot_curves(curves: pd.DataFrame, path: Path) -> None:
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
-    colours = dict(zip(VARIANTS, ["black", "tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown",
-                                  "tab:green"]))
+    colours = dict(
+        zip(VARIANTS, ["black", "tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:green"])
+    )
     for name, block in curves.groupby("variant", sort=False):
         left.plot(block["step"], block["val_dice"], color=colours.get(name), label=name, linewidth=1.5)
-        left.plot(block["step"], block["val_dice_train_mode"], color=colours.get(name), linestyle=":",
-                  linewidth=1.0)
+        left.plot(block["step"], block["val_dice_train_mode"], color=colours.get(name), linestyle=":", linewidth=1.0)
         right.plot(block["step"], block["test_dice"], color=colours.get(name), label=name, linewidth=1.5)
     left.set_title("Validation DICE (solid: inference mode; dotted: training-mode BatchNorm)", fontsize=9)
     right.set_title("Test DICE (inference mode)", fontsize=9)
@@ -248,9 +309,12 @@ def main(argv=None) -> None:
             frame = curve(name, VARIANTS[name], args.steps, args.every)
             frames.append(frame)
             last = frame.iloc[-1]
-            print(f"{name}: val DICE {last.val_dice:.3f} (train mode {last.val_dice_train_mode:.3f}, "
-                  f"best threshold {last.val_dice_best_threshold:.3f}), test {last.test_dice:.3f}, "
-                  f"p_max {last.p_max:.3f}, {last.seconds:.0f} s", flush=True)
+            print(
+                f"{name}: val DICE {last.val_dice:.3f} (train mode {last.val_dice_train_mode:.3f}, "
+                f"best threshold {last.val_dice_best_threshold:.3f}), test {last.test_dice:.3f}, "
+                f"p_max {last.p_max:.3f}, {last.seconds:.0f} s",
+                flush=True,
+            )
         curves = pd.concat(frames, ignore_index=True)
         curves.to_csv(args.out / "curves.csv", index=False, float_format="%.4g")
     if "figures" in args.sections or "curves" in args.sections:

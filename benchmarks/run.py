@@ -75,8 +75,9 @@ def warm(files) -> None:
 
 def prepare_in_process(code: str, cohort: Path, tmp: str) -> list:
     """Run a preparation script in its own process, as the rules run; its last line's JSON."""
-    result = subprocess.run([sys.executable, "-c", code, str(cohort), tmp], capture_output=True,
-                            text=True, env=quiet_env())
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(cohort), tmp], capture_output=True, text=True, env=quiet_env()
+    )
     if result.returncode:
         sys.exit(f"preparation failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -93,17 +94,19 @@ def bench_prepare() -> None:
     warm(every)
     with tempfile.TemporaryDirectory() as tmp:
         # in its own process, as the rules run, for its peak memory
-        code = ("import json, resource, sys, time\n"
-                "from unetcap.cohort import write_sample\n"
-                "from unetcap.prepare import prepare_store\n"
-                "cohort, tmp = sys.argv[1:]\n"
-                "t = time.perf_counter()\n"
-                "write_sample(cohort, f'{tmp}/sample.csv', 100, workers=2)\n"
-                "prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 256, workers=2)\n"
-                "seconds = time.perf_counter() - t\n"
-                "rss = [resource.getrusage(who).ru_maxrss / 1024\n"
-                "       for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
-                "print(json.dumps([seconds, *rss]))\n")
+        code = (
+            "import json, resource, sys, time\n"
+            "from unetcap.cohort import write_sample\n"
+            "from unetcap.prepare import prepare_store\n"
+            "cohort, tmp = sys.argv[1:]\n"
+            "t = time.perf_counter()\n"
+            "write_sample(cohort, f'{tmp}/sample.csv', 100, workers=2)\n"
+            "prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 256, workers=2)\n"
+            "seconds = time.perf_counter() - t\n"
+            "rss = [resource.getrusage(who).ru_maxrss / 1024\n"
+            "       for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
+            "print(json.dumps([seconds, *rss]))\n"
+        )
         project, parent_mb, worker_mb = prepare_in_process(code, cohort, tmp)
         sample = read_table(f"{tmp}/sample.csv")
         sampled = list(sample.source)
@@ -111,11 +114,11 @@ def bench_prepare() -> None:
 
     t = time.perf_counter()
     for f in sampled:
-        pydicom.dcmread(f).pixel_array
+        _ = pydicom.dcmread(f).pixel_array
     floor = time.perf_counter() - t
     t = time.perf_counter()
     for f in every:
-        pydicom.dcmread(f).pixel_array
+        _ = pydicom.dcmread(f).pixel_array
     naive = time.perf_counter() - t
     row("prepare: cohort files / sampled images", f"{len(every)} / {n}")
     row("prepare: project (scan + decode + resize, 2 workers)", f"{n / project:.0f} images/s ({project:.1f} s)")
@@ -175,18 +178,20 @@ def bench_nifti(rounds: int = 3) -> None:
     # shared, and a round that another process slowed says nothing about either.
     # CPU seconds (the workers' included) are reported too: unlike wall time they hardly
     # depend on what else the shared cores run.
-    code = ("import json, resource, sys, time\n"
-            "import nibabel\n"
-            "from unetcap.cohort import write_sample\n"
-            "from unetcap.prepare import prepare_store\n"
-            "cohort, tmp = sys.argv[1:]\n"
-            "def cpu():\n"
-            "    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF,\n"
-            "               resource.RUSAGE_CHILDREN) for f in ('ru_utime', 'ru_stime'))\n"
-            "t, c = time.perf_counter(), cpu()\n"
-            "write_sample(cohort, f'{tmp}/sample.csv', 20, workers=2, source='acdc')\n"
-            "store = prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 128, workers=2, source='acdc')\n"
-            "print(json.dumps([time.perf_counter() - t, cpu() - c, store['n_images']]))\n")
+    code = (
+        "import json, resource, sys, time\n"
+        "import nibabel\n"
+        "from unetcap.cohort import write_sample\n"
+        "from unetcap.prepare import prepare_store\n"
+        "cohort, tmp = sys.argv[1:]\n"
+        "def cpu():\n"
+        "    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF,\n"
+        "               resource.RUSAGE_CHILDREN) for f in ('ru_utime', 'ru_stime'))\n"
+        "t, c = time.perf_counter(), cpu()\n"
+        "write_sample(cohort, f'{tmp}/sample.csv', 20, workers=2, source='acdc')\n"
+        "store = prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 128, workers=2, source='acdc')\n"
+        "print(json.dumps([time.perf_counter() - t, cpu() - c, store['n_images']]))\n"
+    )
     projects, project_cpu, fixed, loops, loop_cpu = [], [], [], [], []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
@@ -205,16 +210,25 @@ def bench_nifti(rounds: int = 3) -> None:
         loop_cpu.append(time.process_time() - c)
     ours, theirs = n / min(projects), loaded / min(loops)
     row("nifti: patients / labelled slices", f"{len({v.parent for v in volumes})} / {n} (loop: {loaded})")
-    row(f"nifti: project (scan + read + resize to 128 px, 2 workers), best of {rounds}",
-        f"{ours:.0f} images/s ({min(projects):.1f} s; rounds {', '.join(f'{s:.1f}' for s in projects)} s)")
-    row(f"nifti: plain nibabel loop (load every volume, take its slices), best of {rounds}",
-        f"{theirs:.0f} images/s ({min(loops):.1f} s; rounds {', '.join(f'{s:.1f}' for s in loops)} s)")
+    row(
+        f"nifti: project (scan + read + resize to 128 px, 2 workers), best of {rounds}",
+        f"{ours:.0f} images/s ({min(projects):.1f} s; rounds {', '.join(f'{s:.1f}' for s in projects)} s)",
+    )
+    row(
+        f"nifti: plain nibabel loop (load every volume, take its slices), best of {rounds}",
+        f"{theirs:.0f} images/s ({min(loops):.1f} s; rounds {', '.join(f'{s:.1f}' for s in loops)} s)",
+    )
     row("nifti: project's process start + imports (on neither clock)", f"{min(fixed):.1f} s")
     row("nifti: project / loop (images/s)", f"{ours / theirs:.2f}x", f">= 0.8x {verdict(ours / theirs >= 0.8)}")
-    row("nifti: CPU per 1000 images, project (both workers) / loop",
-        f"{min(project_cpu) / n * 1e3:.2f} s / {min(loop_cpu) / loaded * 1e3:.2f} s")
-    row("nifti: second worker's speed-up on this machine now (CPU burn, 2 vs 1 process)",
-        f"{second_worker_speedup():.2f}x", f"(load average {os.getloadavg()[0]:.1f})")
+    row(
+        "nifti: CPU per 1000 images, project (both workers) / loop",
+        f"{min(project_cpu) / n * 1e3:.2f} s / {min(loop_cpu) / loaded * 1e3:.2f} s",
+    )
+    row(
+        "nifti: second worker's speed-up on this machine now (CPU burn, 2 vs 1 process)",
+        f"{second_worker_speedup():.2f}x",
+        f"(load average {os.getloadavg()[0]:.1f})",
+    )
 
 
 def per_image_costs(sources: list[str], masks: list[str]) -> str:
@@ -232,10 +246,11 @@ def per_image_costs(sources: list[str], masks: list[str]) -> str:
     floor, _ = ms(lambda f: pydicom.dcmread(f).pixel_array, sources)
     dicom, read = ms(read_dicom, sources)
     mask, decoded = ms(read_mask, masks)
-    resize, _ = ms(lambda pair: (prepare_image(pair[0][1], 256), prepare_mask(pair[1], 256)),
-                   list(zip(read, decoded)))
-    return (f"DICOM read + header check {dicom:.2f} ms, mask PNG {mask:.2f} ms, rescale + resize {resize:.2f} ms "
-            f"(floor's dcmread + pixel_array {floor:.2f} ms)")
+    resize, _ = ms(lambda pair: (prepare_image(pair[0][1], 256), prepare_mask(pair[1], 256)), list(zip(read, decoded)))
+    return (
+        f"DICOM read + header check {dicom:.2f} ms, mask PNG {mask:.2f} ms, rescale + resize {resize:.2f} ms "
+        f"(floor's dcmread + pixel_array {floor:.2f} ms)"
+    )
 
 
 def bench_dag() -> None:
@@ -250,8 +265,11 @@ def bench_dag() -> None:
         result = snakemake(work, "-n", "--config", f"cohort={{source: lvsc, path: {lvsc}}}")
         seconds = time.perf_counter() - t
     counts = job_counts(result.stdout)
-    row("dag: snakemake -n, paper config", f"{seconds:.1f} s for {counts.get('total', '?')} jobs "
-        f"({counts.get('train', 0)} training runs)", f"<= 20 s {verdict(seconds <= 20 and result.returncode == 0)}")
+    row(
+        "dag: snakemake -n, paper config",
+        f"{seconds:.1f} s for {counts.get('total', '?')} jobs ({counts.get('train', 0)} training runs)",
+        f"<= 20 s {verdict(seconds <= 20 and result.returncode == 0)}",
+    )
 
 
 def bench_demo() -> None:
@@ -260,15 +278,22 @@ def bench_demo() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = copy_workflow(Path(tmp))
         t = time.perf_counter()
-        result = subprocess.run([str(ROOT / ".venv/bin/snakemake"), "--configfile", "config/demo.yaml"],
-                                cwd=work, capture_output=True, text=True)
+        result = subprocess.run(
+            [str(ROOT / ".venv/bin/snakemake"), "--configfile", "config/demo.yaml"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - t
         runs = len(list(Path(work, DEMO_RESULTS, "runs").rglob("metrics.json")))
     ok = result.returncode == 0
     if not ok:
         print(result.stdout[-3000:], result.stderr[-3000:])
-    row("demo: README demo command, empty results", f"{seconds / 60:.1f} min ({runs} training runs)",
-        f"<= 10 min {verdict(ok and seconds <= 600)}")
+    row(
+        "demo: README demo command, empty results",
+        f"{seconds / 60:.1f} min ({runs} training runs)",
+        f"<= 10 min {verdict(ok and seconds <= 600)}",
+    )
 
 
 def probe(backbone: str, image_size: int, batch: int, threads: int, steps: int = 3) -> None:
@@ -300,15 +325,25 @@ def probe(backbone: str, image_size: int, batch: int, threads: int, steps: int =
     seconds["step"] = float(np.median([timed(train_step, x, y) for _ in range(steps)]))
     seconds["first_predict"] = timed(predict, x)
     seconds["predict"] = float(np.median([timed(predict, x) for _ in range(steps)]))
-    seconds["fixed"] = (seconds["import"] + seconds["build"] + seconds["first_step"] - seconds["step"]
-                        + seconds["first_predict"] - seconds["predict"])
+    seconds["fixed"] = (
+        seconds["import"]
+        + seconds["build"]
+        + seconds["first_step"]
+        - seconds["step"]
+        + seconds["first_predict"]
+        - seconds["predict"]
+    )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
 
 
 def run_probe(backbone: str, image_size: int, batch: int, threads: int) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--probe", backbone, str(image_size), str(batch),
-                             str(threads)], capture_output=True, text=True, env=quiet_env())
+    result = subprocess.run(
+        [sys.executable, __file__, "--probe", backbone, str(image_size), str(batch), str(threads)],
+        capture_output=True,
+        text=True,
+        env=quiet_env(),
+    )
     if result.returncode:
         sys.exit(f"probe {backbone} {image_size} px failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -321,15 +356,23 @@ def quiet_env() -> dict:
 def demo_run(work: Path, backbone: str, settings: dict, size: int) -> tuple[float, dict]:
     """Wall seconds of one complete demo training run in its own process, and its metrics."""
     out = work / "bench" / backbone
-    code = ("import json, sys; from unetcap.train import train_run; "
-            "train_run(**json.loads(sys.argv[1]))")
-    arguments = {"images": f"{DEMO_RESULTS}/prepared/images.npy", "masks": f"{DEMO_RESULTS}/prepared/masks.npy",
-                 "store": f"{DEMO_RESULTS}/prepared/store.json", "manifest": f"{DEMO_RESULTS}/splits/size{size}.json",
-                 "metrics": str(out / "metrics.json"), "history": str(out / "history.csv"),
-                 "size": size, "backbone": backbone, "fold": 0, **settings}
+    code = "import json, sys; from unetcap.train import train_run; train_run(**json.loads(sys.argv[1]))"
+    arguments = {
+        "images": f"{DEMO_RESULTS}/prepared/images.npy",
+        "masks": f"{DEMO_RESULTS}/prepared/masks.npy",
+        "store": f"{DEMO_RESULTS}/prepared/store.json",
+        "manifest": f"{DEMO_RESULTS}/splits/size{size}.json",
+        "metrics": str(out / "metrics.json"),
+        "history": str(out / "history.csv"),
+        "size": size,
+        "backbone": backbone,
+        "fold": 0,
+        **settings,
+    }
     t = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", code, json.dumps(arguments)], cwd=work,
-                            capture_output=True, text=True, env=quiet_env())
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(arguments)], cwd=work, capture_output=True, text=True, env=quiet_env()
+    )
     seconds = time.perf_counter() - t
     if result.returncode:
         sys.exit(f"demo run {backbone} failed:\n{result.stderr[-3000:]}")
@@ -353,25 +396,37 @@ def bench_overhead() -> None:
     settings = {"lr": demo["lrs"][0], "reg": demo["regs"][0], "seed": demo["seed"], **train}
     with tempfile.TemporaryDirectory() as tmp:
         work = copy_workflow(Path(tmp))
-        result = snakemake(work, f"{DEMO_RESULTS}/prepared/store.json", f"{DEMO_RESULTS}/splits/size{size}.json",
-                           "--configfile", "config/demo.yaml", "--cores", "2")
+        result = snakemake(
+            work,
+            f"{DEMO_RESULTS}/prepared/store.json",
+            f"{DEMO_RESULTS}/splits/size{size}.json",
+            "--configfile",
+            "config/demo.yaml",
+            "--cores",
+            "2",
+        )
         if result.returncode:
             sys.exit(f"preparing the demo store failed:\n{result.stderr[-3000:]}")
         for backbone in BACKBONES:
             p = run_probe(backbone, s, train["batch_size"], train["threads"])["seconds"]
             wall, metrics = demo_run(work, backbone, settings, size)
             share = p["fixed"] / wall
-            row(f"overhead {s} px: {backbone}",
+            row(
+                f"overhead {s} px: {backbone}",
                 f"import {p['import']:.1f} + build {p['build']:.1f} + first step {p['first_step']:.2f} s "
                 f"(steady {p['step']:.3f} s) + first predict {p['first_predict']:.2f} s = fixed {p['fixed']:.1f} s; "
                 f"demo run {wall:.1f} s ({metrics['epochs']} epochs, {metrics['n_images']['train']} images): "
-                f"{share:.0%}", f"<= 15% {verdict(share <= 0.15)}")
+                f"{share:.0%}",
+                f"<= 15% {verdict(share <= 0.15)}",
+            )
     paper_size = load_config("config.yaml")["image_size"]
     for backbone in BACKBONES:
         q = paper_probe(backbone)["seconds"]
-        row(f"overhead {paper_size} px: {backbone}",
+        row(
+            f"overhead {paper_size} px: {backbone}",
             f"import {q['import']:.1f} + build {q['build']:.1f} + first step {q['first_step']:.1f} s "
-            f"(steady {q['step']:.2f} s) + first predict {q['first_predict']:.1f} s = fixed {q['fixed']:.1f} s")
+            f"(steady {q['step']:.2f} s) + first predict {q['first_predict']:.1f} s = fixed {q['fixed']:.1f} s",
+        )
 
 
 @functools.cache
@@ -389,10 +444,15 @@ def bench_memory() -> None:
     paper = load_config("config.yaml")
     peaks = {backbone: paper_probe(backbone)["peak_mb"] for backbone in BACKBONES}
     for backbone, peak in peaks.items():
-        row(f"memory {paper['image_size']} px, batch {paper['train']['batch_size']}: {backbone}",
-            f"peak RSS {peak:,.0f} MB")
-    row("memory: largest", f"{max(peaks.values()):,.0f} MB",
-        "(config train.mem_mb default: model, optimizer and one batch; the rule adds the run's arrays)")
+        row(
+            f"memory {paper['image_size']} px, batch {paper['train']['batch_size']}: {backbone}",
+            f"peak RSS {peak:,.0f} MB",
+        )
+    row(
+        "memory: largest",
+        f"{max(peaks.values()):,.0f} MB",
+        "(config train.mem_mb default: model, optimizer and one batch; the rule adds the run's arrays)",
+    )
 
 
 # The fit section's encoders: one of each kind of block that the loop could handle worse
@@ -424,14 +484,25 @@ def fit_probe(contender: str, backbone: str, image_size: int, n_train: int, n_va
     optimizer = train.make_optimizer("adam", FIT["lr"], model)
     t = time.perf_counter()
     if contender == "loop":
-        settings = train.Settings.from_config(max_epochs=epochs, patience=epochs, batch_size=FIT["batch"],
-                                              threads=FIT["threads"], checkpoint_every=1e9)
+        settings = train.Settings.from_config(
+            max_epochs=epochs, patience=epochs, batch_size=FIT["batch"], threads=FIT["threads"], checkpoint_every=1e9
+        )
         train_step, predict = train.make_functions(model, optimizer, image_size, flags["grappler_predict"])
-        data = train.RunData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], x[:0], y[:0],
-                             np.zeros(0, np.int64), image_size, "", {})
+        data = train.RunData(
+            x[:n_train], y[:n_train], x[n_train:], y[n_train:], x[:0], y[:0], np.zeros(0, np.int64), image_size, "", {}
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            loop = Loop(model, optimizer, train_step, predict, lambda: train.penalty(model), data, settings,
-                        seed=1, checkpoint=Path(tmp) / "checkpoint")
+            loop = Loop(
+                model,
+                optimizer,
+                train_step,
+                predict,
+                lambda: train.penalty(model),
+                data,
+                settings,
+                seed=1,
+                checkpoint=Path(tmp) / "checkpoint",
+            )
             state = new_state("benchmark", FIT["lr"])
             fit(loop, state, None, t)
         epochs_run = state["epoch"]
@@ -440,19 +511,45 @@ def fit_probe(contender: str, backbone: str, image_size: int, n_train: int, n_va
 
         model.compile(optimizer=optimizer, loss=tf.keras.losses.BinaryCrossentropy())
         stop = tf.keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True)
-        history = model.fit(x[:n_train], y[:n_train].astype(np.float32), batch_size=FIT["batch"], epochs=epochs,
-                            validation_data=(x[n_train:], y[n_train:].astype(np.float32)), shuffle=True,
-                            callbacks=[stop], verbose=0)
+        history = model.fit(
+            x[:n_train],
+            y[:n_train].astype(np.float32),
+            batch_size=FIT["batch"],
+            epochs=epochs,
+            validation_data=(x[n_train:], y[n_train:].astype(np.float32)),
+            shuffle=True,
+            callbacks=[stop],
+            verbose=0,
+        )
         epochs_run = len(history.history["loss"])
     seconds = time.perf_counter() - t
     print(json.dumps({"seconds": seconds, "epochs": epochs_run, "steps": int(optimizer.iterations.numpy())}))
 
 
-def run_fit_probe(contender: str, backbone: str, image_size: int, n_train: int = FIT["train"],
-                  n_val: int = FIT["val"], epochs: int = FIT["epochs"]) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--fit-probe", contender, backbone, str(image_size),
-                             str(n_train), str(n_val), str(epochs)], capture_output=True, text=True,
-                            env=quiet_env())
+def run_fit_probe(
+    contender: str,
+    backbone: str,
+    image_size: int,
+    n_train: int = FIT["train"],
+    n_val: int = FIT["val"],
+    epochs: int = FIT["epochs"],
+) -> dict:
+    result = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--fit-probe",
+            contender,
+            backbone,
+            str(image_size),
+            str(n_train),
+            str(n_val),
+            str(epochs),
+        ],
+        capture_output=True,
+        text=True,
+        env=quiet_env(),
+    )
     if result.returncode:
         sys.exit(f"fit probe {contender} {backbone} {image_size} px failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -464,17 +561,28 @@ def bench_fit() -> None:
         for size in FIT_SIZES:
             loop, keras = run_fit_probe("loop", backbone, size), run_fit_probe("keras", backbone, size)
             if loop["steps"] != keras["steps"]:
-                sys.exit(f"fit {backbone} {size} px: the loop took {loop['steps']} steps, model.fit "
-                         f"{keras['steps']}: not the same settings")
+                sys.exit(
+                    f"fit {backbone} {size} px: the loop took {loop['steps']} steps, model.fit "
+                    f"{keras['steps']}: not the same settings"
+                )
             ratio = keras["seconds"] / loop["seconds"]
-            row(f"fit {size} px: {backbone}",
+            row(
+                f"fit {size} px: {backbone}",
                 f"loop {loop['seconds']:.1f} s, model.fit {keras['seconds']:.1f} s "
                 f"({loop['epochs']} epochs, {loop['steps']} steps each): fit / loop {ratio:.2f}x",
-                f">= 1x {verdict(ratio >= 1)}")
+                f">= 1x {verdict(ratio >= 1)}",
+            )
 
 
-SECTIONS = {"prepare": bench_prepare, "nifti": bench_nifti, "overhead": bench_overhead, "dag": bench_dag, "demo": bench_demo,
-            "memory": bench_memory, "fit": bench_fit}
+SECTIONS = {
+    "prepare": bench_prepare,
+    "nifti": bench_nifti,
+    "overhead": bench_overhead,
+    "dag": bench_dag,
+    "demo": bench_demo,
+    "memory": bench_memory,
+    "fit": bench_fit,
+}
 
 
 def main(argv: list[str]) -> None:

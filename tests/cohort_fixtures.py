@@ -58,14 +58,16 @@ def volume(shape, slices: int, t: int, seed: int = 0) -> tuple[np.ndarray, np.nd
 def write_acdc(root: Path) -> dict:
     """Three ACDC patients: patient001 (154 x 224, 5 slices), patient002 (its slices stored
     apex first: the affine's third axis points the other way), patient003 (2 slices only)."""
-    spec = {"patient001": ((154, 224), 5, False, "DCM"), "patient002": ((128, 128), 4, True, "NOR"),
-            "patient003": ((96, 112), 2, False, "MINF")}
+    spec = {
+        "patient001": ((154, 224), 5, False, "DCM"),
+        "patient002": ((128, 128), 4, True, "NOR"),
+        "patient003": ((96, 112), 2, False, "MINF"),
+    }
     for pid, (shape, slices, reverse, group) in spec.items():
         folder = root / pid
         folder.mkdir(parents=True)
         es = 7
-        (folder / "Info.cfg").write_text(f"ED: 1\nES: {es}\nGroup: {group}\nHeight: 180.0\nNbFrame: 10\n"
-                                         "Weight: 80.0\n")
+        (folder / "Info.cfg").write_text(f"ED: 1\nES: {es}\nGroup: {group}\nHeight: 180.0\nNbFrame: 10\nWeight: 80.0\n")
         affine = _affine(reverse=reverse)
         for frame, t in ((1, 0), (es, 1)):
             image, labels = volume(shape, slices, t, seed=int(pid[-1]))
@@ -97,8 +99,10 @@ def write_mnms(root: Path, frames=(0, 3), depth: int = 6) -> Path:
         _save_nifti(folder / f"C7D8E9_SA_{name}.nii.gz", image, _affine())
         _save_nifti(folder / f"C7D8E9_SA_{name}_gt.nii.gz", label.astype(np.uint8), _affine())
     info = root.parent / "mnms_info.csv"
-    info.write_text("External code,VendorName,Vendor,Centre,ED,ES\n"
-                    f"A0S9V9,Siemens,A,1,{frames[0]},{frames[1]}\nB1K2L3,Philips,B,2,{frames[0]},{frames[1]}\n")
+    info.write_text(
+        "External code,VendorName,Vendor,Centre,ED,ES\n"
+        f"A0S9V9,Siemens,A,1,{frames[0]},{frames[1]}\nB1K2L3,Philips,B,2,{frames[0]},{frames[1]}\n"
+    )
     return info
 
 
@@ -117,8 +121,9 @@ def write_sunnybrook(root: Path, slices: int = 3, phases: int = 4) -> Path:
     series.mkdir(parents=True)
     contours.mkdir(parents=True)
     template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
-    normal = np.cross(np.array(template.ImageOrientationPatient[:3], float),
-                      np.array(template.ImageOrientationPatient[3:], float))
+    normal = np.cross(
+        np.array(template.ImageOrientationPatient[:3], float), np.array(template.ImageOrientationPatient[3:], float)
+    )
     for z in range(slices):
         for t in range(phases):
             number = z * phases + t + 1
@@ -131,8 +136,10 @@ def write_sunnybrook(root: Path, slices: int = 3, phases: int = 4) -> Path:
             if t == 0:
                 np.savetxt(contours / f"IM-0001-{number:04d}-ocontour-manual.txt", circle(32, 30, 13), fmt="%.2f")
     table = root / "series_map.csv"
-    table.write_text("patient,contours,series\n"
-                     "SC-HF-I-01,contours/SC-HF-I-01/contours-manual/IRCCI-expert,images/SCD0000101/CINESAX_300\n")
+    table.write_text(
+        "patient,contours,series\n"
+        "SC-HF-I-01,contours/SC-HF-I-01/contours-manual/IRCCI-expert,images/SCD0000101/CINESAX_300\n"
+    )
     return table
 
 
@@ -142,10 +149,12 @@ def write_folders(root: Path) -> dict:
     import cv2
 
     written = {}
-    layout = {"p1": ("png", [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]),
-              "p2": ("tif", [(1, 0), (2, 0), (3, 0), (4, 0)]),
-              "p3": ("npy", [(1, 0), (1, 1), (2, 0), (2, 1)]),
-              "p10": ("nii", [(2, 0), (1, 0)])}
+    layout = {
+        "p1": ("png", [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]),
+        "p2": ("tif", [(1, 0), (2, 0), (3, 0), (4, 0)]),
+        "p3": ("npy", [(1, 0), (1, 1), (2, 0), (2, 1)]),
+        "p10": ("nii", [(2, 0), (1, 0)]),
+    }
     for patient, (ext, images) in layout.items():
         for folder in ("images", "masks"):
             (root / folder / patient).mkdir(parents=True)
@@ -160,7 +169,10 @@ def write_folders(root: Path) -> dict:
                 np.save(root / "masks" / patient / f"{name}.npy", labels.astype(np.uint8))
             else:
                 _save_nifti(root / "images" / patient / f"{name}.nii.gz", image[:, :, None], _affine((0.8, 0.9)))
-                _save_nifti(root / "masks" / patient / f"{name}.nii.gz", labels[:, :, None].astype(np.uint8),
-                            _affine((0.8, 0.9)))
+                _save_nifti(
+                    root / "masks" / patient / f"{name}.nii.gz",
+                    labels[:, :, None].astype(np.uint8),
+                    _affine((0.8, 0.9)),
+                )
             written[(patient, z, t)] = labels
     return written

@@ -13,8 +13,12 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 SYNTAXES = [
-    "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
-    "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
+    "MR_small.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_jp2klossless.dcm",
 ]
 
 
@@ -24,8 +28,18 @@ def ring_mask(rows: int, cols: int, radius: float = 12, width: float = 4) -> np.
     return ((r < radius) & (r > radius - width)).astype(np.uint8) * 255
 
 
-def write_patient(root: Path, patient: str, slices: int, phases: int, *, reverse_labels=False,
-                  upper=False, rgb_masks=False, spacing=8.0, syntax_offset=0) -> Path:
+def write_patient(
+    root: Path,
+    patient: str,
+    slices: int,
+    phases: int,
+    *,
+    reverse_labels=False,
+    upper=False,
+    rgb_masks=False,
+    spacing=8.0,
+    syntax_offset=0,
+) -> Path:
     """One patient: `slices` x `phases` images; slice k lies at k * spacing along the normal.
     With reverse_labels, the file's SA number runs opposite to the geometry."""
     folder = root / patient
@@ -54,8 +68,16 @@ def write_cohort(root: Path, patients: int = 3, slices: int = 3, phases: int = 4
     and 3-channel masks, plus a long-axis file that must be ignored."""
     root = Path(root)
     for i in range(patients):
-        write_patient(root, f"DET{i + 1:05d}01", slices, phases, reverse_labels=(i == 0),
-                      upper=(i == 1), rgb_masks=(i == 1), syntax_offset=i)
+        write_patient(
+            root,
+            f"DET{i + 1:05d}01",
+            slices,
+            phases,
+            reverse_labels=(i == 0),
+            upper=(i == 1),
+            rgb_masks=(i == 1),
+            syntax_offset=i,
+        )
     la = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
     la.save_as(root / "DET0000101" / "DET0000101_LA1_ph0.dcm", enforce_file_format=True)
     return root

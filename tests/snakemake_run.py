@@ -24,8 +24,14 @@ def copy_workflow(dest: Path) -> Path:
 
 def snakemake(workdir: Path, *args, timeout: float = 600, env=None) -> subprocess.CompletedProcess:
     """`python -m snakemake ARGS` in `workdir`, with this interpreter; output captured."""
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -33,7 +39,7 @@ def job_counts(stdout: str) -> dict[str, int]:
     if "Job stats:" not in stdout:
         return {}
     counts = {}
-    for line in stdout[stdout.index("Job stats:"):].splitlines()[3:]:
+    for line in stdout[stdout.index("Job stats:") :].splitlines()[3:]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break

@@ -20,17 +20,43 @@ LRS = (0.01, 0.001, 0.0001)
 REGS = (0.01, 0.0001, 1e-06)
 BACKBONE_NAMES = tuple(BACKBONES)
 # DICE at 200 images, and how fast it climbs with log size, per backbone.
-START = {"vgg16": 0.68, "vgg19": 0.64, "resnet18": 0.66, "resnet50": 0.58,
-         "efficientnetb0": 0.62, "efficientnetb5": 0.55}
-RATE = {"vgg16": 0.33, "vgg19": 0.42, "resnet18": 0.40, "resnet50": 0.56,
-        "efficientnetb0": 0.45, "efficientnetb5": 0.62}
-PARAMS = {"vgg16": 23_752_273, "vgg19": 29_061_969, "resnet18": 14_340_570,
-          "resnet50": 32_561_114, "efficientnetb0": 10_114_925, "efficientnetb5": 37_004_157}
+START = {
+    "vgg16": 0.68,
+    "vgg19": 0.64,
+    "resnet18": 0.66,
+    "resnet50": 0.58,
+    "efficientnetb0": 0.62,
+    "efficientnetb5": 0.55,
+}
+RATE = {
+    "vgg16": 0.33,
+    "vgg19": 0.42,
+    "resnet18": 0.40,
+    "resnet50": 0.56,
+    "efficientnetb0": 0.45,
+    "efficientnetb5": 0.62,
+}
+PARAMS = {
+    "vgg16": 23_752_273,
+    "vgg19": 29_061_969,
+    "resnet18": 14_340_570,
+    "resnet50": 32_561_114,
+    "efficientnetb0": 10_114_925,
+    "efficientnetb5": 37_004_157,
+}
 CEILING = 0.92
 
 
-def metrics_table(seed: int = 0, missing: float = 0.0, sizes=SIZES, backbones=BACKBONE_NAMES,
-                  lrs=LRS, regs=REGS, folds: int = 5, diverge: float = 0.04) -> pd.DataFrame:
+def metrics_table(
+    seed: int = 0,
+    missing: float = 0.0,
+    sizes=SIZES,
+    backbones=BACKBONE_NAMES,
+    lrs=LRS,
+    regs=REGS,
+    folds: int = 5,
+    diverge: float = 0.04,
+) -> pd.DataFrame:
     """A merged metrics table (docs/contracts.md columns), one row per run of the grid; a
     `missing` fraction of the runs is left out at random."""
     rng = np.random.default_rng(seed)
@@ -39,8 +65,7 @@ def metrics_table(seed: int = 0, missing: float = 0.0, sizes=SIZES, backbones=BA
         b = BACKBONES[backbone]
         x = np.log(size / 200) / np.log(50)  # 0 at 200 images, 1 at 10000
         dice = CEILING - (CEILING - START[backbone]) * np.exp(-RATE[backbone] * np.log(size / 200))
-        dice += {0.01: -0.05 - 0.03 * (b.family == "EfficientNet"), 0.001: 0.0,
-                 0.0001: -0.04 * (1 - x)}.get(lr, 0.0)
+        dice += {0.01: -0.05 - 0.03 * (b.family == "EfficientNet"), 0.001: 0.0, 0.0001: -0.04 * (1 - x)}.get(lr, 0.0)
         dice += {0.01: -0.02, 0.0001: 0.0, 1e-06: -0.005}.get(reg, 0.0)
         dice += rng.normal(0, 0.035 * (1.4 - x))
         status = "ok"
@@ -53,17 +78,33 @@ def metrics_table(seed: int = 0, missing: float = 0.0, sizes=SIZES, backbones=BA
         best = int(rng.integers(4, 46))
         epochs = min(50, best + 5)
         dev = round(0.8 * size)
-        rows.append({
-            "size": size, "backbone": backbone, "family": b.family, "depth": b.depth,
-            "lr": lr, "reg": reg, "fold": fold, "seed": 123, "status": status,
-            "epochs": epochs, "best_epoch": best, "params": PARAMS[backbone],
-            "n_images_train": dev - dev // folds, "n_images_val": dev // folds,
-            "n_images_test": size - dev,
-            "val_bce": val_bce, "val_dice": val_dice, "test_bce": test_bce, "test_dice": test_dice,
-            "seconds_train": float(PARAMS[backbone] * size * epochs * 2e-9 * rng.uniform(0.9, 1.1)),
-            "seconds_eval": float(rng.uniform(1, 5)),
-            "provenance_device": "CPU", "provenance_data_sha256": "0" * 64,
-        })
+        rows.append(
+            {
+                "size": size,
+                "backbone": backbone,
+                "family": b.family,
+                "depth": b.depth,
+                "lr": lr,
+                "reg": reg,
+                "fold": fold,
+                "seed": 123,
+                "status": status,
+                "epochs": epochs,
+                "best_epoch": best,
+                "params": PARAMS[backbone],
+                "n_images_train": dev - dev // folds,
+                "n_images_val": dev // folds,
+                "n_images_test": size - dev,
+                "val_bce": val_bce,
+                "val_dice": val_dice,
+                "test_bce": test_bce,
+                "test_dice": test_dice,
+                "seconds_train": float(PARAMS[backbone] * size * epochs * 2e-9 * rng.uniform(0.9, 1.1)),
+                "seconds_eval": float(rng.uniform(1, 5)),
+                "provenance_device": "CPU",
+                "provenance_data_sha256": "0" * 64,
+            }
+        )
     table = pd.DataFrame(rows)
     if missing:
         keep = rng.random(len(table)) >= missing
@@ -84,13 +125,26 @@ def histories_table(metrics: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         over = np.clip(epoch - run.best_epoch, 0, None) * 0.002 * (run.size < 2500)
         val_loss = run.val_bce + (0.65 - run.val_bce) * fall + over + rng.normal(0, 0.005, len(epoch))
         val_dice = run.val_dice * (1 - fall) + rng.normal(0, 0.01, len(epoch))
-        parts.append(pd.DataFrame({
-            "size": run.size, "backbone": run.backbone, "family": run.family, "depth": run.depth,
-            "lr": run.lr, "reg": run.reg, "fold": run.fold, "epoch": epoch,
-            "loss": np.abs(loss), "val_loss": np.abs(val_loss), "val_dice": np.clip(val_dice, 0, 1),
-            "epoch_lr": run.lr, "seconds": run.seconds_train / run.epochs,
-            "val_bce": np.abs(val_loss),
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "size": run.size,
+                    "backbone": run.backbone,
+                    "family": run.family,
+                    "depth": run.depth,
+                    "lr": run.lr,
+                    "reg": run.reg,
+                    "fold": run.fold,
+                    "epoch": epoch,
+                    "loss": np.abs(loss),
+                    "val_loss": np.abs(val_loss),
+                    "val_dice": np.clip(val_dice, 0, 1),
+                    "epoch_lr": run.lr,
+                    "seconds": run.seconds_train / run.epochs,
+                    "val_bce": np.abs(val_loss),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -98,6 +152,7 @@ def write_segmentations(metrics: pd.DataFrame, path, seed: int = 0, kept: int = 
     """A merged segmentations file for the runs of `metrics`: rings on a dim disc (tiny_store's
     images), each run's prediction the true ring shifted by a pixel or two, less for higher DICE."""
     from tiny_store import ring_image
+
     from unetcap.scoring import dice
     from unetcap.segmentations import write_segmentations as write
 
@@ -109,8 +164,13 @@ def write_segmentations(metrics: pd.DataFrame, path, seed: int = 0, kept: int = 
         rows = np.arange(kept) + (kept if run.size == metrics["size"].max() else 0)
         shift = int(round(4 * (1 - run.test_dice)))
         predicted = np.roll(masks[rows], shift, axis=2).astype(bool)
-        kept_runs.append({"rows": rows, "predicted": predicted,
-                          "dice": np.array([dice(m, p) for m, p in zip(masks[rows], predicted)])})
+        kept_runs.append(
+            {
+                "rows": rows,
+                "predicted": predicted,
+                "dice": np.array([dice(m, p) for m, p in zip(masks[rows], predicted)]),
+            }
+        )
         runs.append({"size": run.size, "backbone": run.backbone, "lr": run.lr, "reg": run.reg, "fold": run.fold})
     write(path, runs, kept_runs, images, masks)
 

@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from lvsc_fixture import SYNTAXES, write_cohort, write_patient
 from pydicom.data import get_testdata_file
 
-from lvsc_fixture import SYNTAXES, write_cohort, write_patient
 from unetcap import UnetcapError
 from unetcap.cohort import sample_indices, scan_cohort
 from unetcap.cohort.lvsc import read_dicom, read_mask
@@ -100,6 +100,7 @@ def test_every_bad_file_is_reported_together(tmp_path):
     ds.save_as(no_pixels)
     (p1 / "DET0000101_SA2_ph1.png").unlink()
     import cv2
+
     cv2.imwrite(str(p2 / "DET0000201_SA1_ph3.PNG"), np.zeros((32, 48), np.uint8))
     message = _problems(root)
     assert "5 problem(s)" in message
@@ -120,8 +121,9 @@ def test_patient_with_too_few_images_by_policy(tmp_path, caplog):
     with caplog.at_level("INFO"):
         kept = scan_cohort(root, M)  # default: use all of them
     assert kept.groupby("patient").size().to_dict() == {"DET0000101": M, "DET0000201": 4}
-    assert "1 patient(s) with fewer than 6 images (images_per_patient) kept all of their images: DET0000201" \
-        in caplog.text
+    assert (
+        "1 patient(s) with fewer than 6 images (images_per_patient) kept all of their images: DET0000201" in caplog.text
+    )
     left = scan_cohort(root, M, options={"few_images": "leave_out"})
     assert left.patient.unique().tolist() == ["DET0000101"]
     assert "fewer" in _problems(root, m=13, few_images="leave_out")  # every patient left out

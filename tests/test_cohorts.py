@@ -5,8 +5,8 @@ prepared store and the splits."""
 import numpy as np
 import pandas as pd
 import pytest
-
 from cohort_fixtures import CAVITY, MYOCARDIUM, RV, cartoon, write_acdc, write_folders, write_mnms, write_sunnybrook
+
 from unetcap import UnetcapError
 from unetcap.cohort import read_labelled, read_table, scan_cohort, write_sample
 from unetcap.cohort.sunnybrook import fill
@@ -61,10 +61,10 @@ def test_mnms_frames_from_labels_or_information_csv_and_mnms2(tmp_path):
     assert sorted(set(_rows(found, "A0S9V9").phase)) == [0, 3]  # labelled frames found in the label volume
     assert sorted(set(_rows(found, "C7D8E9").phase)) == [0, 1]  # M&Ms-2: ED and ES volumes
     with_info = scan_cohort(tmp_path / "mnms", 6, source="mnms", options={"info": str(info)})
-    pd.testing.assert_frame_equal(found.drop(columns=["centre", "vendor"]),
-                                  with_info.drop(columns=["centre", "vendor"]))
-    assert dict(zip(with_info.patient, with_info.vendor)) == {"A0S9V9": "Siemens", "B1K2L3": "Philips",
-                                                              "C7D8E9": ""}
+    pd.testing.assert_frame_equal(
+        found.drop(columns=["centre", "vendor"]), with_info.drop(columns=["centre", "vendor"])
+    )
+    assert dict(zip(with_info.patient, with_info.vendor)) == {"A0S9V9": "Siemens", "B1K2L3": "Philips", "C7D8E9": ""}
     assert dict(zip(with_info.patient, with_info.centre))["B1K2L3"] == "2"
     row = _rows(found, "B1K2L3").iloc[-1].to_dict()
     _, pixels, mask = read_labelled(row, "mnms")
@@ -124,25 +124,37 @@ def test_a_real_layout_goes_through_prepare_and_splits(tmp_path):
     sample = write_sample(tmp_path / "acdc", tmp_path / "sample.csv", 8, source="acdc")
     counts = sample.groupby("patient").size()
     assert sorted(set(counts)) == [4, 8]
-    store = prepare_store(tmp_path / "sample.csv", tmp_path / "prepared", 32, source="acdc",
-                          roi={"method": "heart", "fraction": 0.8})
+    store = prepare_store(
+        tmp_path / "sample.csv", tmp_path / "prepared", 32, source="acdc", roi={"method": "heart", "fraction": 0.8}
+    )
     images, masks, _ = load_store(tmp_path / "prepared")
     assert images.shape == (len(sample), 32, 32) and store["n_images"] == len(sample)
     assert masks.reshape(len(masks), -1).max(axis=1).all()  # every slice has myocardium
     index = read_table(tmp_path / "prepared/index.csv")
-    matrix = {"patient001": 154, "patient002": 128, "patient003": 96, "patient004": 128, "patient005": 96,
-              "patient006": 154, "patient007": 128, "patient008": 96}
+    matrix = {
+        "patient001": 154,
+        "patient002": 128,
+        "patient003": 96,
+        "patient004": 128,
+        "patient005": 96,
+        "patient006": 154,
+        "patient007": 128,
+        "patient008": 96,
+    }
     assert (index.group != "").all() and index.rows.tolist() == index.patient.map(matrix).tolist()
-    manifests = {size: make_manifest(sample, size, folds=2, seed=3, images_per_patient=8, holdout_fraction=0.25)
-                 for size in (20, 40)}
+    manifests = {
+        size: make_manifest(sample, size, folds=2, seed=3, images_per_patient=8, holdout_fraction=0.25)
+        for size in (20, 40)
+    }
     for size, manifest in manifests.items():
         dev = [i for e in manifest["dev"] for i in e["indices"]]
         test = [i for e in manifest["test"] for i in e["indices"]]
         assert len(dev) + len(test) == size and len(set(dev + test)) == size
         folds = fold_indices(manifest, 0)
         patients = {k: set(sample.patient.iloc[v]) for k, v in folds.items()}
-        assert not (patients["train"] & patients["val"]) and not (patients["test"] & (patients["train"] |
-                                                                                        patients["val"]))
+        assert not (patients["train"] & patients["val"]) and not (
+            patients["test"] & (patients["train"] | patients["val"])
+        )
     small = {e["patient"] for e in manifests[20]["dev"]}
     assert small <= {e["patient"] for e in manifests[40]["dev"]}  # nested by patient
     again = make_manifest(sample, 40, folds=2, seed=3, images_per_patient=8, holdout_fraction=0.25)
@@ -171,7 +183,6 @@ def test_the_workflow_reads_an_acdc_cohort_up_to_the_splits(tmp_path):
     the LV cavity instead of the myocardium; cohort, prepare and splits run, the log says
     which patients kept all their images."""
     import yaml
-
     from snakemake_run import copy_workflow, snakemake
 
     root = tmp_path / "acdc"
@@ -182,12 +193,23 @@ def test_the_workflow_reads_an_acdc_cohort_up_to_the_splits(tmp_path):
     config["cohort"] = {"source": "acdc", "path": str(root), "patients": 4, "labels": [3]}
     config.update(images_per_patient=8, sizes=[12], holdout_fraction=0.5)
     (work / "acdc.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake(work, "results/acdc/prepared/store.json", "results/acdc/splits/size12.json",
-                       "--configfile", "acdc.yaml", "--cores", "1")
+    result = snakemake(
+        work,
+        "results/acdc/prepared/store.json",
+        "results/acdc/splits/size12.json",
+        "--configfile",
+        "acdc.yaml",
+        "--cores",
+        "1",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     index = read_table(work / "results/acdc/prepared/index.csv")
-    assert index.groupby("patient").size().to_dict() == {"patient001": 8, "patient002": 8, "patient003": 4,
-                                                          "patient004": 8}
+    assert index.groupby("patient").size().to_dict() == {
+        "patient001": 8,
+        "patient002": 8,
+        "patient003": 4,
+        "patient004": 8,
+    }
     _, masks, _ = load_store(work / "results/acdc/prepared")
     from unetcap.prepare import prepare_mask
 
@@ -223,8 +245,14 @@ def test_the_same_phantom_through_two_layouts_gives_the_same_store(phantom_layou
     for source in ("lvsc", layout):
         options = FOLDERS if source == "folders" else {}
         sample = write_sample(root / source, tmp_path / f"{source}.csv", 8, source=source, options=options)
-        prepare_store(tmp_path / f"{source}.csv", tmp_path / source, 32, source=source, options=options,
-                      roi={"method": "heart", "fraction": 0.7})
+        prepare_store(
+            tmp_path / f"{source}.csv",
+            tmp_path / source,
+            32,
+            source=source,
+            options=options,
+            roi={"method": "heart", "fraction": 0.7},
+        )
         stores[source] = (sample, *load_store(tmp_path / source)[:2])
     (lvsc, lvsc_images, lvsc_masks), (other, images, masks) = stores["lvsc"], stores[layout]
     assert other.patient.tolist() == lvsc.patient.tolist() and other.slice.tolist() == lvsc.slice.tolist()
@@ -274,7 +302,6 @@ def _error(call) -> str:
 
 def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     import nibabel as nib
-
     from cohort_fixtures import _affine, _save_nifti
 
     acdc = tmp_path / "acdc"
@@ -288,7 +315,8 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     assert "patient002_frame01.nii.gz: a 4-D volume of shape (128, 128, 4, 2) where ACDC has 3-D frames" in message
     assert "patient003_frame07_gt.nii.gz: labels of shape (96, 100, 2) but the image is (96, 112, 2)" in message
     assert "cohort.labels: [5] are not among the labels of cohort.source acdc (1, 2, 3" in _error(
-        lambda: scan_cohort(acdc, 4, source="acdc", options={"labels": [5]}))
+        lambda: scan_cohort(acdc, 4, source="acdc", options={"labels": [5]})
+    )
     # a label value outside ACDC's 0-3: prepare names the file, and writes nothing
     acdc = tmp_path / "acdc2"
     write_acdc(acdc)
@@ -300,8 +328,10 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     nib.save(nib.Nifti1Image(data, volume.affine), str(gt))
     write_sample(acdc, tmp_path / "sample.csv", 4, source="acdc", options={"few_images": "leave_out"})
     message = _error(lambda: prepare_store(tmp_path / "sample.csv", tmp_path / "store", 32, source="acdc"))
-    assert "patient001_frame01.nii.gz: labels patient001_frame01_gt.nii.gz hold value(s) [7] outside the " \
-           "format's [0, 1, 2, 3]" in message
+    assert (
+        "patient001_frame01.nii.gz: labels patient001_frame01_gt.nii.gz hold value(s) [7] outside the "
+        "format's [0, 1, 2, 3]" in message
+    )
     assert not (tmp_path / "store/images.npy").exists()
 
     scd = tmp_path / "scd"
@@ -309,8 +339,11 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     contours = scd / "contours/SC-HF-I-01/contours-manual/IRCCI-expert"
     np.savetxt(contours / "IM-0001-0005-ocontour-manual.txt", np.array([[1, 1], [70, 2], [30, 40]]), fmt="%g")
     sample = scan_cohort(scd, 3, source="sunnybrook", options=options)
-    with pytest.raises(ValueError, match=r"contour file IM-0001-0005-ocontour-manual.txt: 1 point\(s\) outside "
-                                         r"the 64x64 image, e.g. x 70, y 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"contour file IM-0001-0005-ocontour-manual.txt: 1 point\(s\) outside "
+        r"the 64x64 image, e.g. x 70, y 2",
+    ):
         read_labelled(sample[sample.phase == 5].iloc[0].to_dict(), "sunnybrook", options)
     (scd / "images/SCD0000101/CINESAX_300/IM-0001-0009.dcm").unlink()
     message = _error(lambda: scan_cohort(scd, 2, source="sunnybrook", options=options))
@@ -319,16 +352,21 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     export = tmp_path / "export"
     write_folders(export)
     assert "the patient expression '^patient(\\\\d+)/' (cohort.folders.patient) does not match" in _error(
-        lambda: scan_cohort(export, 2, source="folders", options={"folders": {"patient": r"^patient(\d+)/"}}))
+        lambda: scan_cohort(export, 2, source="folders", options={"folders": {"patient": r"^patient(\d+)/"}})
+    )
     write_sample(export, tmp_path / "folders.csv", 2, source="folders", options={"labels": [7]})
-    message = _error(lambda: prepare_store(tmp_path / "folders.csv", tmp_path / "f", 32, source="folders",
-                                           options={"labels": [7]}))
-    assert "4 problem(s)" in message and "patient p10: the structure (cohort.labels) is empty in every one of " \
-                                          "its 2 sampled images" in message
+    message = _error(
+        lambda: prepare_store(tmp_path / "folders.csv", tmp_path / "f", 32, source="folders", options={"labels": [7]})
+    )
+    assert (
+        "4 problem(s)" in message
+        and "patient p10: the structure (cohort.labels) is empty in every one of its 2 sampled images" in message
+    )
 
 
-@pytest.mark.parametrize("kind, dtype, scaled", [("Nifti1Image", ">i2", True), ("Nifti1Image", "<u2", False),
-                                                 ("Nifti2Image", "<f4", False)])
+@pytest.mark.parametrize(
+    "kind, dtype, scaled", [("Nifti1Image", ">i2", True), ("Nifti1Image", "<u2", False), ("Nifti2Image", "<f4", False)]
+)
 def test_nifti_voxels_and_header_as_nibabel_reads_them(tmp_path, kind, dtype, scaled):
     """The cohort's NIfTI reader parses the files itself (one read, no nibabel image): the
     voxels (values, dtype, axis order, scaling), shape and spacing are nibabel's."""

@@ -10,15 +10,25 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 import synthetic
 from snakemake_run import copy_workflow
+
 from unetcap import figures, sample_size, stats
 
-SMALL_GRID = {"sizes": (200, 1000), "backbones": ("resnet18", "resnet50", "vgg16"), "lrs": (0.01, 0.001),
-              "regs": (0.0001, 1e-06), "folds": 2}
-TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs": (0.001,), "regs": (0.0001,),
-             "folds": 2}
+SMALL_GRID = {
+    "sizes": (200, 1000),
+    "backbones": ("resnet18", "resnet50", "vgg16"),
+    "lrs": (0.01, 0.001),
+    "regs": (0.0001, 1e-06),
+    "folds": 2,
+}
+TEST_GRID = {
+    "sizes": (40,),
+    "backbones": ("resnet18", "efficientnetb0"),
+    "lrs": (0.001,),
+    "regs": (0.0001,),
+    "folds": 2,
+}
 
 
 def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
@@ -26,18 +36,27 @@ def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
     into `analysis` (which other tests share and list)."""
     curves = out / "sample_size"
     sample_size.write_sample_size(metrics_csv, curves, resamples=50)
-    written = figures.write_figures(metrics_csv, histories_csv, analysis / "hsd_groups.csv",
-                                    analysis / "predictions.csv", analysis / "gam_partial.csv",
-                                    Path(metrics_csv).with_name("segmentations.npz"), out,
-                                    curves_path=curves / "sample_size_curves.csv",
-                                    fits_path=curves / "sample_size_fits.csv")
+    written = figures.write_figures(
+        metrics_csv,
+        histories_csv,
+        analysis / "hsd_groups.csv",
+        analysis / "predictions.csv",
+        analysis / "gam_partial.csv",
+        Path(metrics_csv).with_name("segmentations.npz"),
+        out,
+        curves_path=curves / "sample_size_curves.csv",
+        fits_path=curves / "sample_size_fits.csv",
+    )
     shutil.rmtree(curves)
     return written
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_every_figure_from_the_full_grid(tmp_path):
@@ -116,13 +135,33 @@ rule merge:
         "exit 1"
 """
 # README's rebuild of the showcase, into results/showcase/.
-REBUILD = ["analysis", "--configfile", "config/showcase.yaml", "--cores", "2", "--allowed-rules", "sample_size", "stats", "figures", "analysis",
-           "--forcerun", "sample_size", "stats", "figures"]
+REBUILD = [
+    "analysis",
+    "--configfile",
+    "config/showcase.yaml",
+    "--cores",
+    "2",
+    "--allowed-rules",
+    "sample_size",
+    "stats",
+    "figures",
+    "analysis",
+    "--forcerun",
+    "sample_size",
+    "stats",
+    "figures",
+]
 
 
 def snakemake(workdir, *args):
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -150,8 +189,13 @@ def test_rebuild_from_the_merged_tables_alone(tmp_path):
 
     run = snakemake(work, *REBUILD)
     assert run.returncode == 0, run.stderr
-    assert job_counts(run.stderr + run.stdout) == {"analysis": 1, "figures": 1, "sample_size": 1, "stats": 1,
-                                                   "total": 4}
+    assert job_counts(run.stderr + run.stdout) == {
+        "analysis": 1,
+        "figures": 1,
+        "sample_size": 1,
+        "stats": 1,
+        "total": 4,
+    }
     outputs = [results / "analysis" / n for n in (*stats.ANALYSIS_FILES, *sample_size.SAMPLE_SIZE_FILES)]
     outputs += [results / "figures" / n for n in figures.FIGURE_FILES]
     assert all(p.is_file() for p in outputs)
@@ -162,8 +206,19 @@ def test_rebuild_from_the_merged_tables_alone(tmp_path):
     assert again.returncode == 0, again.stderr
     assert digests(results / "analysis") | digests(results / "figures") == first
 
-    report = snakemake(work, "analysis", "--configfile", "config/showcase.yaml", "--allowed-rules", "sample_size",
-                       "stats", "figures", "analysis", "--report", "results/showcase/report.html")
+    report = snakemake(
+        work,
+        "analysis",
+        "--configfile",
+        "config/showcase.yaml",
+        "--allowed-rules",
+        "sample_size",
+        "stats",
+        "figures",
+        "analysis",
+        "--report",
+        "results/showcase/report.html",
+    )
     assert report.returncode == 0, report.stderr
     assert (results / "report.html").stat().st_size > 100_000
     assert sorted(p.name for p in (work / "results").iterdir()) == ["showcase"]

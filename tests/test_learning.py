@@ -6,9 +6,9 @@ loop, the restored weights, the scoring). About 90 s on 2 cores."""
 
 import pytest
 import yaml
-
 from snakemake_run import ROOT
 from tiny_store import TF_THREADS
+
 from unetcap import train
 from unetcap.cohort import write_sample
 from unetcap.phantom import write_cohort
@@ -27,8 +27,15 @@ def demo_like_study(tmp_path_factory):
     write_cohort(root / "phantom", 8, 5, slices=(4, 5), phases=(6, 8), matrix=(96, 128))
     write_sample(root / "phantom", root / "sample.csv", per_patient)
     prepare_store(root / "sample.csv", root / "prepared", DEMO["image_size"], workers=2, roi=DEMO["roi"])
-    write_manifest(root / "sample.csv", root / f"size{SIZE}.json", size=SIZE, folds=DEMO["folds"], seed=DEMO["seed"],
-                   images_per_patient=per_patient, holdout_fraction=DEMO["holdout_fraction"])
+    write_manifest(
+        root / "sample.csv",
+        root / f"size{SIZE}.json",
+        size=SIZE,
+        folds=DEMO["folds"],
+        seed=DEMO["seed"],
+        images_per_patient=per_patient,
+        holdout_fraction=DEMO["holdout_fraction"],
+    )
     return root
 
 
@@ -36,11 +43,21 @@ def demo_like_study(tmp_path_factory):
 def test_an_encoder_at_the_demos_settings_learns_the_myocardium(demo_like_study):
     root = demo_like_study
     settings = {**DEMO["train"], "threads": TF_THREADS, "checkpoint_every": 0}
-    metrics = train.train_run(root / "prepared/images.npy", root / "prepared/masks.npy",
-                              root / "prepared/store.json", root / f"size{SIZE}.json",
-                              root / "run/metrics.json", root / "run/history.csv", size=SIZE,
-                              backbone="resnet18", lr=DEMO["lrs"][0], reg=DEMO["regs"][0], fold=0,
-                              seed=DEMO["seed"], **settings)
+    metrics = train.train_run(
+        root / "prepared/images.npy",
+        root / "prepared/masks.npy",
+        root / "prepared/store.json",
+        root / f"size{SIZE}.json",
+        root / "run/metrics.json",
+        root / "run/history.csv",
+        size=SIZE,
+        backbone="resnet18",
+        lr=DEMO["lrs"][0],
+        reg=DEMO["regs"][0],
+        fold=0,
+        seed=DEMO["seed"],
+        **settings,
+    )
     assert metrics["status"] == "ok"
     assert metrics["train"]["steps"] == DEMO["train"]["steps_per_epoch"] * DEMO["train"]["max_epochs"]
     assert metrics["val"]["dice"] >= 0.5, metrics["val"]

@@ -26,15 +26,31 @@ ROOT = Path(__file__).resolve().parents[1]
 
 EXAMPLE = {
     "schema": 1,
-    "run": {"size": 1000, "backbone": "efficientnetb0", "family": "EfficientNet", "depth": "short",
-            "lr": 0.001, "reg": 1e-06, "fold": 2, "seed": 123},
-    "status": "ok", "epochs": 23, "best_epoch": 18, "params": 10114925,
+    "run": {
+        "size": 1000,
+        "backbone": "efficientnetb0",
+        "family": "EfficientNet",
+        "depth": "short",
+        "lr": 0.001,
+        "reg": 1e-06,
+        "fold": 2,
+        "seed": 123,
+    },
+    "status": "ok",
+    "epochs": 23,
+    "best_epoch": 18,
+    "params": 10114925,
     "n_images": {"train": 640, "val": 160, "test": 200},
-    "val": {"bce": 0.051, "dice": 0.812}, "test": {"bce": 0.060, "dice": 0.797},
+    "val": {"bce": 0.051, "dice": 0.812},
+    "test": {"bce": 0.060, "dice": 0.797},
     "seconds": {"train": 812.4, "eval": 3.1},
-    "provenance": {"data_sha256": "ab", "config_sha256": "cd",
-                   "versions": {"tensorflow": "2.21.0", "segmentation_models": "1.0.1"},
-                   "device": "CPU", "host": "node1"},
+    "provenance": {
+        "data_sha256": "ab",
+        "config_sha256": "cd",
+        "versions": {"tensorflow": "2.21.0", "segmentation_models": "1.0.1"},
+        "device": "CPU",
+        "host": "node1",
+    },
 }
 
 
@@ -51,7 +67,8 @@ def test_dice_of_empty_masks_and_empty_predictions_is_one():
 
 
 def test_dice_of_all_zero_predictions_is_zero():
-    y = np.zeros((1, 4, 4)); y[0, 1:3, 1:3] = 1
+    y = np.zeros((1, 4, 4))
+    y[0, 1:3, 1:3] = 1
     assert dice(y, np.zeros_like(y)) == 0.0
     # and predictions where there is no mask
     assert dice(np.zeros_like(y), y * 0.9) == 0.0
@@ -65,8 +82,11 @@ def test_dice_known_overlap_rounds_at_half():
 
 
 def test_dice_is_global_over_the_set_not_a_mean_of_images():
-    y = np.zeros((2, 10)); y[0, :8] = 1; y[1, :2] = 1
-    p = np.zeros((2, 10)); p[0, :8] = 1  # image 0 perfect, image 1 missed
+    y = np.zeros((2, 10))
+    y[0, :8] = 1
+    y[1, :2] = 1
+    p = np.zeros((2, 10))
+    p[0, :8] = 1  # image 0 perfect, image 1 missed
     assert dice(y, p) == pytest.approx(2 * 8 / (10 + 8))
     score = Score()
     score.add(y[:1], p[:1]), score.add(y[1:], p[1:])
@@ -93,8 +113,9 @@ def test_example_from_the_design_is_valid_and_round_trips(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))
 
 
-@pytest.mark.parametrize("path", [("run", "seed"), ("val", "dice"), ("provenance", "host"),
-                                  ("status",), ("n_images", "test")])
+@pytest.mark.parametrize(
+    "path", [("run", "seed"), ("val", "dice"), ("provenance", "host"), ("status",), ("n_images", "test")]
+)
 def test_every_field_is_required(tmp_path, path):
     obj = copy.deepcopy(EXAMPLE)
     parent = obj
@@ -127,7 +148,7 @@ def test_nan_metrics_are_written_as_null(tmp_path):
 
 def test_flatten_gives_the_contract_columns_in_order():
     row = flatten(EXAMPLE)
-    assert list(row)[:len(METRICS_COLUMNS)] == METRICS_COLUMNS
+    assert list(row)[: len(METRICS_COLUMNS)] == METRICS_COLUMNS
     assert row["val_dice"] == 0.812 and row["n_images_test"] == 200
     assert row["provenance_versions_tensorflow"] == "2.21.0"
 
@@ -137,8 +158,21 @@ def write_run(root, obj, epochs=2):
     run = obj["run"]
     folder = root / f"size{run['size']}" / run["backbone"] / f"lr{run['lr']!r}_reg{run['reg']!r}" / f"fold{run['fold']}"
     write_metrics(obj, folder / "metrics.json")
-    write_history([{"epoch": e, "loss": 1.0 / e, "val_loss": 1.1 / e, "val_dice": 0.1 * e, "lr": run["lr"],
-                    "seconds": 1.5, "val_bce": 0.9 / e} for e in range(1, epochs + 1)], folder / "history.csv")
+    write_history(
+        [
+            {
+                "epoch": e,
+                "loss": 1.0 / e,
+                "val_loss": 1.1 / e,
+                "val_dice": 0.1 * e,
+                "lr": run["lr"],
+                "seconds": 1.5,
+                "val_bce": 0.9 / e,
+            }
+            for e in range(1, epochs + 1)
+        ],
+        folder / "history.csv",
+    )
     return folder / "metrics.json", folder / "history.csv"
 
 
@@ -146,7 +180,7 @@ def test_merge_one_row_per_run_and_histories_with_run_columns(tmp_path):
     paths = [write_run(tmp_path, example(fold=f, size=s), epochs=f + 1) for s in (500, 200) for f in (1, 0)]
     merge([m for m, _ in paths], [h for _, h in paths], tmp_path / "metrics.csv", tmp_path / "histories.csv")
     table = pd.read_csv(tmp_path / "metrics.csv")
-    assert list(table.columns[:len(METRICS_COLUMNS)]) == METRICS_COLUMNS
+    assert list(table.columns[: len(METRICS_COLUMNS)]) == METRICS_COLUMNS
     assert list(zip(table["size"], table["fold"])) == [(200, 0), (200, 1), (500, 0), (500, 1)]
     histories = pd.read_csv(tmp_path / "histories.csv")
     epoch_columns = [c if c != "lr" else "epoch_lr" for c in HISTORY_COLUMNS]
@@ -240,15 +274,25 @@ def test_the_merge_rule_runs_without_tensorflow_or_the_cohort_readers(tmp_path):
     out = tmp_path / "results"
     args = {
         "script": str(ROOT / "workflow" / "scripts" / "merge.py"),
-        "input": {"metrics": [str(m) for m, _ in runs], "histories": [str(h) for _, h in runs],
-                  "segmentations": [str(p) for p in segmentations], "store": str(store["store"])},
-        "output": {name: str(out / f"{name}.{ext}")
-                   for name, ext in (("metrics", "csv"), ("histories", "csv"), ("segmentations", "npz"))},
+        "input": {
+            "metrics": [str(m) for m, _ in runs],
+            "histories": [str(h) for _, h in runs],
+            "segmentations": [str(p) for p in segmentations],
+            "store": str(store["store"]),
+        },
+        "output": {
+            name: str(out / f"{name}.{ext}")
+            for name, ext in (("metrics", "csv"), ("histories", "csv"), ("segmentations", "npz"))
+        },
         "log": str(tmp_path / "merge.log"),
     }
-    result = subprocess.run([sys.executable, "-c", MERGE_WITHOUT, json.dumps(sorted(blocked)), json.dumps(args)],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # as common.smk sets it
+    result = subprocess.run(
+        [sys.executable, "-c", MERGE_WITHOUT, json.dumps(sorted(blocked)), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )  # as common.smk sets it
     log = (tmp_path / "merge.log").read_text() if (tmp_path / "merge.log").exists() else ""
     assert result.returncode == 0, result.stderr[-3000:] + log[-3000:]
     loaded = {name.partition(".")[0] for name in json.loads(result.stdout.splitlines()[-1])}
@@ -263,8 +307,13 @@ def test_training_does_not_import_the_merge():
     """Training scores with unetcap.scoring and writes its files with unetcap.metrics; the
     merge stage (unetcap.merge) comes after it and is not imported by it."""
     code = "import sys, unetcap.train; print(sorted(m for m in sys.modules if m.startswith('unetcap')))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = result.stdout.strip()
     assert "'unetcap.scoring'" in loaded and "'unetcap.train.run'" in loaded, loaded

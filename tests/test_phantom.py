@@ -15,8 +15,9 @@ from unetcap.phantom import edge_cases, write_cohort
 
 SEED = 5
 SMALL = dict(slices=(4, 6), phases=(6, 8), matrix=(64, 96))
-NAME = re.compile(r"^(?P<pid>DET\d{7})_(?P<view>SA|LA)(?P<label>\d+)_ph(?P<phase>\d+)\.(?P<ext>dcm|png)$",
-                  re.IGNORECASE)
+NAME = re.compile(
+    r"^(?P<pid>DET\d{7})_(?P<view>SA|LA)(?P<label>\d+)_ph(?P<phase>\d+)\.(?P<ext>dcm|png)$", re.IGNORECASE
+)
 VENDORS = {"GE MEDICAL SYSTEMS", "Philips Medical Systems", "SIEMENS"}
 
 
@@ -60,8 +61,11 @@ def read_mask(path):
 
 
 def tree_digest(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_layout_follows_lvsc(cohort):
@@ -101,8 +105,7 @@ def test_dicom_headers_are_complete_and_consistent(cohort):
     orientations, studies = [], set()
     for pid in ids:
         labels, positions, sa = geometric(root / pid)
-        headers = [pydicom.dcmread(d, stop_before_pixels=True)
-                   for label in labels for d, _ in sa[label].values()]
+        headers = [pydicom.dcmread(d, stop_before_pixels=True) for label in labels for d, _ in sa[label].values()]
         first = headers[0]
         assert first.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
         assert first.file_meta.MediaStorageSOPClassUID == pydicom.uid.MRImageStorage
@@ -117,8 +120,16 @@ def test_dicom_headers_are_complete_and_consistent(cohort):
             assert ds.Manufacturer in VENDORS and float(ds.MagneticFieldStrength) in (1.5, 3.0)
             assert SMALL["matrix"][0] <= ds.Rows <= SMALL["matrix"][1]
             assert SMALL["matrix"][0] <= ds.Columns <= SMALL["matrix"][1]
-            for key in ("StudyInstanceUID", "SeriesInstanceUID", "ImageOrientationPatient",
-                        "PixelSpacing", "Rows", "Columns", "Manufacturer", "SliceThickness"):
+            for key in (
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "ImageOrientationPatient",
+                "PixelSpacing",
+                "Rows",
+                "Columns",
+                "Manufacturer",
+                "SliceThickness",
+            ):
                 assert ds[key].value == first[key].value, (pid, key)
             ipp = np.asarray(ds.ImagePositionPatient, float)
             assert np.isclose(float(ds.SliceLocation), ipp @ normal, atol=1e-3)
@@ -131,8 +142,10 @@ def test_dicom_headers_are_complete_and_consistent(cohort):
         assert np.allclose(steps, steps[0], atol=1e-3) and steps[0] > 0
         assert np.isclose(steps[0], float(first.SpacingBetweenSlices), atol=1e-3)
         for label in labels:
-            times = [float(pydicom.dcmread(d, stop_before_pixels=True).TriggerTime)
-                     for _, (d, _) in sorted(sa[label].items())]
+            times = [
+                float(pydicom.dcmread(d, stop_before_pixels=True).TriggerTime)
+                for _, (d, _) in sorted(sa[label].items())
+            ]
             assert np.all(np.diff(times) > 0)
         orientations.append(tuple(first.ImageOrientationPatient))
         studies.add(first.StudyInstanceUID)
@@ -171,8 +184,9 @@ def test_masks_show_a_thickening_ring_that_tapers_to_the_apex(cohort):
         labels, _, sa = geometric(root / pid)
         raw = cv2.imread(str(sa[labels[0]][0][1]), cv2.IMREAD_UNCHANGED)
         assert raw.dtype == np.uint8 and set(np.unique(raw)) <= {0, 255}
-        area = np.array([[read_mask(sa[label][p][1]).sum() for p in sorted(sa[label])]
-                         for label in labels])  # (slices, phases) in geometric order
+        area = np.array(
+            [[read_mask(sa[label][p][1]).sum() for p in sorted(sa[label])] for label in labels]
+        )  # (slices, phases) in geometric order
         mid = len(labels) // 2
         assert area[mid].min() > 0  # the ring is there in every phase
         mask = read_mask(sa[labels[mid]][0][1]).astype(np.uint8)
@@ -195,9 +209,12 @@ def test_intensity_alone_does_not_segment_the_myocardium(cohort):
         images = np.stack([pydicom.dcmread(d).pixel_array for d, _ in pairs]).astype(float)
         masks = np.stack([read_mask(m) for _, m in pairs])
         edges = np.quantile(images, np.linspace(0, 1, 31))
-        best = max(2 * (band & masks).sum() / (band.sum() + masks.sum())
-                   for i, lo in enumerate(edges) for hi in edges[i + 1:]
-                   for band in [(images >= lo) & (images < hi)])
+        best = max(
+            2 * (band & masks).sum() / (band.sum() + masks.sum())
+            for i, lo in enumerate(edges)
+            for hi in edges[i + 1 :]
+            for band in [(images >= lo) & (images < hi)]
+        )
         assert best < 0.65, pid  # an oracle grey-level band still misses most of the ring
 
 
@@ -214,8 +231,7 @@ def test_edge_cases(cohort):
         mask = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         assert mask.ndim == 3 and mask.shape[2] == 3
         assert mask[..., 0].max() == 0 and mask[..., 2].max() == 0  # only one channel carries it
-    assert sum(cv2.imread(str(f), cv2.IMREAD_UNCHANGED)[..., 1].any()
-               for f in (root / rgb).glob("*_SA*_ph0.png")) > 0
+    assert sum(cv2.imread(str(f), cv2.IMREAD_UNCHANGED)[..., 1].any() for f in (root / rgb).glob("*_SA*_ph0.png")) > 0
     for pid in cases["long_axis"]:
         la = sorted((root / pid).glob(f"{pid}_LA*_ph0.*"))
         assert [f.name for f in la] == [f"{pid}_LA{v}_ph0.{e}" for v in (1, 2) for e in ("dcm", "png")]

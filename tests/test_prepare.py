@@ -8,13 +8,22 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from lvsc_fixture import write_cohort
+
 from unetcap import UnetcapError
 from unetcap.cohort import read_table, write_sample
-from unetcap.prepare import (heart_centre, interpolation, load_store, prepare_image, prepare_mask,
-                             prepare_store, rescale, resize_pad, roi_box, roi_boxes)
-
+from unetcap.prepare import (
+    heart_centre,
+    interpolation,
+    load_store,
+    prepare_image,
+    prepare_mask,
+    prepare_store,
+    rescale,
+    resize_pad,
+    roi_box,
+    roi_boxes,
+)
 
 
 def test_rescale_maps_onto_unit_interval():
@@ -68,8 +77,10 @@ def test_store_holds_every_indexed_image(tmp_path):
     assert images.dtype == np.float32 and masks.dtype == np.uint8
     assert images.min() >= 0 and images.max() <= 1 and set(np.unique(masks)) == {0, 1}
     # hashed while written: the digests are those of the finished files
-    assert meta["sha256"] == {name: hashlib.sha256((tmp_path / "prepared" / name).read_bytes()).hexdigest()
-                              for name in ("images.npy", "masks.npy", "index.csv")}
+    assert meta["sha256"] == {
+        name: hashlib.sha256((tmp_path / "prepared" / name).read_bytes()).hexdigest()
+        for name in ("images.npy", "masks.npy", "index.csv")
+    }
     # same input, same bytes (one worker or two)
     prepare_store(tmp_path / "sample.csv", tmp_path / "again", image_size=32, workers=1)
     assert json.loads((tmp_path / "again/store.json").read_text())["sha256"] == meta["sha256"]
@@ -100,14 +111,20 @@ def test_workers_start_safely_after_opencv_ran_its_threads(tmp_path):
     own thread count back afterwards."""
     root = write_cohort(tmp_path / "lvsc")
     write_sample(root, tmp_path / "sample.csv", 6)
-    code = ("import sys, cv2, numpy as np\n"
-            "cv2.setNumThreads(2)\n"
-            "cv2.resize(np.ones((3000, 3000), np.float32), (999, 999), interpolation=cv2.INTER_AREA)\n"
-            "from unetcap.prepare import prepare_store\n"
-            "prepare_store(sys.argv[1], sys.argv[2], image_size=32, workers=2)\n"
-            "print(cv2.getNumThreads())\n")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "sample.csv"), str(tmp_path / "prepared")],
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, cv2, numpy as np\n"
+        "cv2.setNumThreads(2)\n"
+        "cv2.resize(np.ones((3000, 3000), np.float32), (999, 999), interpolation=cv2.INTER_AREA)\n"
+        "from unetcap.prepare import prepare_store\n"
+        "prepare_store(sys.argv[1], sys.argv[2], image_size=32, workers=2)\n"
+        "print(cv2.getNumThreads())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "sample.csv"), str(tmp_path / "prepared")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2"]
     assert (tmp_path / "prepared/store.json").exists()
@@ -160,8 +177,10 @@ def test_heart_centre_is_where_the_images_change_over_the_phases():
     assert side == 60 and top <= 40 - 14 and top + side >= 40 + 14 and left <= 110 - 14 and left + side >= 110 + 14
     # one phase per slice, or phases that never change: the image's centre instead
     assert heart_centre(images[::4], slices[::4]) is None
-    assert roi_boxes([images[0]] * 4, [0] * 4, "heart", 0.5) == ([roi_box((120, 160), 0.5)] * 4,
-                                                                 "centre: no motion between phases")
+    assert roi_boxes([images[0]] * 4, [0] * 4, "heart", 0.5) == (
+        [roi_box((120, 160), 0.5)] * 4,
+        "centre: no motion between phases",
+    )
 
 
 def test_heart_crop_never_reads_the_masks(tmp_path):
@@ -192,8 +211,9 @@ def test_centre_crop_magnifies_the_middle_and_none_keeps_the_whole_image(tmp_pat
     root = write_cohort(tmp_path / "lvsc", patients=2)
     write_sample(root, tmp_path / "sample.csv", 6)
     whole = prepare_store(tmp_path / "sample.csv", tmp_path / "none", image_size=32)
-    centre = prepare_store(tmp_path / "sample.csv", tmp_path / "centre", image_size=32,
-                           roi={"method": "centre", "fraction": 0.5})
+    prepare_store(
+        tmp_path / "sample.csv", tmp_path / "centre", image_size=32, roi={"method": "centre", "fraction": 0.5}
+    )
     assert whole["roi"] == {"method": "none", "fraction": 1.0}
     masks = {name: np.load(tmp_path / name / "masks.npy") for name in ("none", "centre")}
     # the fixture's rings sit at the centre of 64x64 images: half the field of view, twice the size

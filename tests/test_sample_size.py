@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import synthetic
 import yaml
 
-import synthetic
 from unetcap import sample_size as ss
 from unetcap import stats
 
@@ -19,16 +19,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZES = (200, 500, 1000, 2500, 5000, 10000)
 # DICE(N) = a - b N^(-c): 0.60 at 200 images, plateau 0.90.
 A, C = 0.90, 0.5
-B = (A - 0.60) * 200 ** C
+B = (A - 0.60) * 200**C
 
 
-def known_curve_table(seed=0, a=A, b=B, c=C, sizes=SIZES, backbones=("resnet18",), runs=5, sd=0.03,
-                      folds=5) -> pd.DataFrame:
+def known_curve_table(
+    seed=0, a=A, b=B, c=C, sizes=SIZES, backbones=("resnet18",), runs=5, sd=0.03, folds=5
+) -> pd.DataFrame:
     """A merged metrics table whose test DICE follows a known learning curve plus gaussian
     noise: `runs` runs per backbone and size (lr x reg x fold of synthetic's grid)."""
-    lrs = (0.01, 0.001, 0.0001)[:max(1, runs // folds)]
-    table = synthetic.metrics_table(seed, sizes=sizes, backbones=backbones, lrs=lrs, regs=(0.0001,),
-                                    folds=folds, diverge=0.0)
+    lrs = (0.01, 0.001, 0.0001)[: max(1, runs // folds)]
+    table = synthetic.metrics_table(
+        seed, sizes=sizes, backbones=backbones, lrs=lrs, regs=(0.0001,), folds=folds, diverge=0.0
+    )
     rng = np.random.default_rng(seed)
     table["status"] = "ok"
     table["test_dice"] = ss.curve(table["size"], a, b, c) + rng.normal(0, sd, len(table))
@@ -64,20 +66,29 @@ def test_the_interval_of_the_images_needed_covers_the_true_value():
         assert fit.status == "fitted", fit.reason
         _, low, high = ss._quantiles([ss.images_needed(target, *theta) for theta in fit.draws])
         covered += low <= true <= high
-    print(f"coverage of the 95 % interval of N*: {covered} % of 100 simulations "
-          f"({time.perf_counter() - started:.1f} s)")
+    print(
+        f"coverage of the 95 % interval of N*: {covered} % of 100 simulations ({time.perf_counter() - started:.1f} s)"
+    )
     assert covered >= 90
 
 
 def test_answers_for_every_model_and_target_with_unreachable_and_extrapolated_flagged():
-    table = pd.concat([known_curve_table(seed=2, backbones=("resnet18",)),
-                       known_curve_table(seed=3, a=0.80, b=(0.80 - 0.65) * 200 ** 0.8, c=0.8, sd=0.02,
-                                         backbones=("vgg16",))], ignore_index=True)
+    table = pd.concat(
+        [
+            known_curve_table(seed=2, backbones=("resnet18",)),
+            known_curve_table(seed=3, a=0.80, b=(0.80 - 0.65) * 200**0.8, c=0.8, sd=0.02, backbones=("vgg16",)),
+        ],
+        ignore_index=True,
+    )
     result = ss.analyse_sample_size(table, targets=(0.70, 0.85, 0.95), resamples=200, seed=5)
     images = result["images"].set_index(["model", "target"])
     assert list(result["images"]["model"].unique()) == ["R18", "V16"]  # the paper's order
     assert images.at[("R18", 0.70), "status"] == "trained range"
-    assert images.at[("R18", 0.85), "images_low"] <= ss.images_needed(0.85, A, B, C) <= images.at[("R18", 0.85), "images_high"]
+    assert (
+        images.at[("R18", 0.85), "images_low"]
+        <= ss.images_needed(0.85, A, B, C)
+        <= images.at[("R18", 0.85), "images_high"]
+    )
     # V16's plateau is 0.80: 0.85 and 0.95 lie above it, 0.95 far above its interval
     assert images.at[("V16", 0.95), "status"] == "not reachable"
     assert images.at[("R18", 0.95), "status"] in ("not reachable", "above the fitted plateau")
@@ -95,18 +106,22 @@ def test_answers_for_every_model_and_target_with_unreachable_and_extrapolated_fl
 
 def test_beyond_the_data_when_the_answer_is_far_above_the_largest_size():
     # plateau 0.95, slow curve: DICE 0.90 needs about 1.5 million images
-    table = known_curve_table(seed=4, a=0.95, b=(0.95 - 0.6) * 200 ** 0.3, c=0.3, sd=0.005)
+    table = known_curve_table(seed=4, a=0.95, b=(0.95 - 0.6) * 200**0.3, c=0.3, sd=0.005)
     result = ss.analyse_sample_size(table, targets=(0.90,), resamples=50)
     row = result["images"].iloc[0]
     assert row["status"] == "beyond the data" and row["images"] > 4 * 10000
     assert "beyond the data" in ss.plan_lines(result["images"])[0]
 
 
-@pytest.mark.parametrize("sizes,dice,message", [
-    ((200,), None, "only 1 trained dataset size (200); the curve's 3 parameters need at least 3"),
-    ((200, 1000), None, "only 2 trained dataset sizes (200, 1,000)"),
-    ((200, 500, 1000), 0.0, "DICE is the same (0) in every run"),
-], ids=["one size", "two sizes", "DICE all 0"])
+@pytest.mark.parametrize(
+    "sizes,dice,message",
+    [
+        ((200,), None, "only 1 trained dataset size (200); the curve's 3 parameters need at least 3"),
+        ((200, 1000), None, "only 2 trained dataset sizes (200, 1,000)"),
+        ((200, 500, 1000), 0.0, "DICE is the same (0) in every run"),
+    ],
+    ids=["one size", "two sizes", "DICE all 0"],
+)
 def test_degenerate_tables_say_why_no_curve_was_fitted(sizes, dice, message, tmp_path):
     table = known_curve_table(seed=5, sizes=sizes, backbones=("resnet18", "vgg16"))
     if dice is not None:
@@ -152,8 +167,7 @@ def test_backtest_on_an_exact_curve_has_a_small_error_beside_the_ols():
 
 
 def test_best_runs_are_chosen_on_validation_dice_per_model_and_size():
-    table = synthetic.metrics_table(seed=8, sizes=(200, 1000, 5000), backbones=("resnet18",),
-                                    regs=(0.0001,), folds=3)
+    table = synthetic.metrics_table(seed=8, sizes=(200, 1000, 5000), backbones=("resnet18",), regs=(0.0001,), folds=3)
     data = ss.select_runs(table, runs="best")
     assert len(data) == 3 * 3  # one lr per size, its three folds
     for size, block in data.groupby("size"):
@@ -177,9 +191,15 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def test_files_are_byte_identical_from_the_same_table_and_which_model_leads_with_the_plan(tmp_path):
-    metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=9, sizes=(200, 500, 1000, 2500),
-                                            backbones=("efficientnetb5", "resnet18"), lrs=(0.001,),
-                                            regs=(0.0001,), folds=5)
+    metrics_csv, _ = synthetic.write_tables(
+        tmp_path / "in",
+        seed=9,
+        sizes=(200, 500, 1000, 2500),
+        backbones=("efficientnetb5", "resnet18"),
+        lrs=(0.001,),
+        regs=(0.0001,),
+        folds=5,
+    )
     written = ss.write_sample_size(metrics_csv, tmp_path / "a", resamples=100, seed=1)
     assert sorted(p.name for p in written) == sorted(ss.SAMPLE_SIZE_FILES)
     ss.write_sample_size(metrics_csv, tmp_path / "b", resamples=100, seed=1)
@@ -196,8 +216,7 @@ def test_schema_defaults_validate_and_the_rule_is_in_the_workflow():
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     config["analysis"].pop("sample_size")
     validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"), set_default=True)
-    assert config["analysis"]["sample_size"] == {"targets": list(ss.TARGETS), "resamples": ss.RESAMPLES,
-                                                 "runs": "all"}
+    assert config["analysis"]["sample_size"] == {"targets": list(ss.TARGETS), "resamples": ss.RESAMPLES, "runs": "all"}
     rules = (ROOT / "workflow/rules/stats.smk").read_text()
     assert "rule sample_size:" in rules and "scripts/sample_size.py" in rules
     assert "sample_size=rules.sample_size.output.table_csv" in rules

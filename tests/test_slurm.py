@@ -37,9 +37,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
-REQUIRED = os.environ.get("CI", "").lower() in {"1", "true", "yes"} or os.environ.get(
-    "UNETCAP_SLURM"
-) == "1"
+REQUIRED = os.environ.get("CI", "").lower() in {"1", "true", "yes"} or os.environ.get("UNETCAP_SLURM") == "1"
 # Quicker polling than on a production cluster; flags the profile does not set,
 # so the profile's own keys stay as they are.
 FAST_POLL = [
@@ -121,8 +119,13 @@ def test_a_second_cluster_runs_beside_this_one_and_its_down_leaves_this_one_up(s
     ours = cluster_env()
     other_root = tempfile.mkdtemp(prefix="unetcap-slurm.", dir="/tmp")  # short: socket paths
     other = {**os.environ, **cluster_env(other_root)}
-    conf = lambda env: Path(env["SLURM_CONF"]).read_text()
-    port = lambda env: re.search(r"^SlurmctldPort=(\d+)", conf(env), flags=re.MULTILINE)[1]
+
+    def conf(env):
+        return Path(env["SLURM_CONF"]).read_text()
+
+    def port(env):
+        return re.search(r"^SlurmctldPort=(\d+)", conf(env), flags=re.MULTILINE)[1]
+
     try:
         up = subprocess.run([str(CLUSTER_SH), "up"], env=other, capture_output=True, text=True, timeout=180)
         assert up.returncode == 0, up.stderr[-3000:]
@@ -298,7 +301,8 @@ def study(slurm_cluster, tmp_path_factory) -> Study:
 
 
 def train_jobs(jobs: list[dict[str, str]]) -> dict[tuple[str, str], list[dict[str, str]]]:
-    """The training jobs by (backbone, fold), from the comment rule_train_wildcards_<size>_<backbone>_<lr>_<reg>_<fold>."""
+    """The training jobs by (backbone, fold), from the comment
+    rule_train_wildcards_<size>_<backbone>_<lr>_<reg>_<fold>."""
     found: dict[tuple[str, str], list[dict[str, str]]] = {}
     for job in jobs:
         if job["Comment"].startswith("rule_train_wildcards_"):
@@ -314,7 +318,7 @@ def test_failed_runs_are_retried_with_more_memory_and_time(study: Study):
     assert sorted(trains) == [
         ("efficientnetb0", "0"), ("efficientnetb0", "1"), ("resnet18", "0"), ("resnet18", "1"),
     ], trains  # fmt: skip
-    for (backbone, fold), jobs in trains.items():
+    for (_backbone, fold), jobs in trains.items():
         if fold == "0":
             assert [j["State"] for j in jobs] == ["COMPLETED"], jobs
             continue
@@ -385,7 +389,10 @@ def _comparable(path: Path):
 
 def compare_results(local: Path, slurm: Path, skip: tuple[str, ...] = ()) -> list[str]:
     """Files under results/ that differ (or exist on one side only)."""
-    rel = lambda root: {p.relative_to(root) for p in (root / "results").rglob("*") if p.is_file()}
+
+    def rel(root):
+        return {p.relative_to(root) for p in (root / "results").rglob("*") if p.is_file()}
+
     both, differ = rel(local) | rel(slurm), []
     for name in sorted(both):
         if any(part in str(name) for part in skip):

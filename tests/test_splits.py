@@ -11,9 +11,14 @@ from unetcap.splits import check_sizes, fold_indices, make_manifest, write_manif
 PAPER_SIZES = [200, 500, 1000, 2500, 5000, 10000]
 M = 100
 # docs/design.md §5: dev and test (patients x images) for the paper's sizes
-PAPER_TABLE = {200: ((5, 32), (2, 20)), 500: ((5, 80), (2, 50)), 1000: ((10, 80), (2, 100)),
-               2500: ((20, 100), (5, 100)), 5000: ((40, 100), (10, 100)),
-               10000: ((80, 100), (20, 100))}
+PAPER_TABLE = {
+    200: ((5, 32), (2, 20)),
+    500: ((5, 80), (2, 50)),
+    1000: ((10, 80), (2, 100)),
+    2500: ((20, 100), (5, 100)),
+    5000: ((40, 100), (10, 100)),
+    10000: ((80, 100), (20, 100)),
+}
 PARAMS = dict(folds=5, seed=123, images_per_patient=M, holdout_fraction=0.2)
 
 

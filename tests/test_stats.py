@@ -8,27 +8,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import synthetic
 from scipy import stats as st
 
-import synthetic
 from unetcap import UnetcapError, sample_size, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
 PAPER_TERMS = [
-    "Intercept", "ls[T.short]",
-    "ls[long]:Family[T.ResNet]", "ls[short]:Family[T.ResNet]",
-    "ls[long]:Family[T.VGG]", "ls[short]:Family[T.VGG]",
+    "Intercept",
+    "ls[T.short]",
+    "ls[long]:Family[T.ResNet]",
+    "ls[short]:Family[T.ResNet]",
+    "ls[long]:Family[T.VGG]",
+    "ls[short]:Family[T.VGG]",
     "log(Dataset)",
-    "log(lr):ls[long]:Family[EfficientNet]", "log(lr):ls[short]:Family[EfficientNet]",
-    "log(lr):ls[long]:Family[ResNet]", "log(lr):ls[short]:Family[ResNet]",
-    "log(lr):ls[long]:Family[VGG]", "log(lr):ls[short]:Family[VGG]",
+    "log(lr):ls[long]:Family[EfficientNet]",
+    "log(lr):ls[short]:Family[EfficientNet]",
+    "log(lr):ls[long]:Family[ResNet]",
+    "log(lr):ls[short]:Family[ResNet]",
+    "log(lr):ls[long]:Family[VGG]",
+    "log(lr):ls[short]:Family[VGG]",
     "log(reg)",
 ]
 ANOVA_TERMS = ["ls", "ls:Family", "log(Dataset)", "log(lr):ls:Family", "log(reg)", "Residuals"]
 DEMO_GRID = {"sizes": (200, 400), "lrs": (0.001,), "regs": (0.0001,), "folds": 2}
-TEST_GRID = {"sizes": (40,), "backbones": ("resnet18", "efficientnetb0"), "lrs": (0.001,), "regs": (0.0001,),
-             "folds": 2}
+TEST_GRID = {
+    "sizes": (40,),
+    "backbones": ("resnet18", "efficientnetb0"),
+    "lrs": (0.001,),
+    "regs": (0.0001,),
+    "folds": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +58,15 @@ def paper_design(data: pd.DataFrame) -> np.ndarray:
     long_, short = (data["ls"] == "long").to_numpy(float), (data["ls"] == "short").to_numpy(float)
     fam = {f: (data["Family"] == f).to_numpy(float) for f in ("EfficientNet", "ResNet", "VGG")}
     loglr = np.log(data["lr"].to_numpy())
-    cols = [np.ones(len(data)), short,
-            long_ * fam["ResNet"], short * fam["ResNet"], long_ * fam["VGG"], short * fam["VGG"],
-            np.log(data["Dataset"].to_numpy())]
+    cols = [
+        np.ones(len(data)),
+        short,
+        long_ * fam["ResNet"],
+        short * fam["ResNet"],
+        long_ * fam["VGG"],
+        short * fam["VGG"],
+        np.log(data["Dataset"].to_numpy()),
+    ]
     for f in ("EfficientNet", "ResNet", "VGG"):
         cols += [loglr * long_ * fam[f], loglr * short * fam[f]]
     cols.append(np.log(data["reg"].to_numpy()))
@@ -57,6 +74,7 @@ def paper_design(data: pd.DataFrame) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ OLS, Table 1
+
 
 def test_generated_tables_have_the_paper_grid(full, unbalanced):
     assert len(full[0]) == 1620
@@ -98,7 +116,7 @@ def test_aic_convention_counts_the_variance_like_r(full):
     assert row.at["OLS", "aic_statsmodels"] == ols.aic and row.at["GLM", "aic_statsmodels"] == glm.aic
     assert row.at["OLS", "aic"] - ols.aic == pytest.approx(2.0)
     n, k = int(glm.nobs), 14
-    rss = float(np.sum(glm.resid_response ** 2))
+    rss = float(np.sum(glm.resid_response**2))
     assert glm.aic == pytest.approx(n * (np.log(2 * np.pi * rss / (n - k)) + 1) - k + 2 * k, rel=1e-12)
     assert row.at["GLM", "aic"] - glm.aic != pytest.approx(2.0, abs=1e-6)  # not the OLS convention
     assert row.at["OLS", "k"] == 14 and row.at["GLM", "k"] == 14
@@ -132,7 +150,7 @@ def test_glm_inference_is_on_t_with_the_residual_df_and_irls_runs_to_the_maximum
     res, coef = result["glm"].results, result["glm_coef"]
     df = res.df_resid
     assert df == res.nobs - 14
-    assert res.scale == pytest.approx(np.sum(res.resid_pearson ** 2) / df, rel=1e-12)
+    assert res.scale == pytest.approx(np.sum(res.resid_pearson**2) / df, rel=1e-12)
     np.testing.assert_allclose(coef["p"], 2 * st.t.sf(np.abs(coef["t"]), df), rtol=1e-10, atol=1e-300)
     q = st.t.ppf(0.975, df)
     np.testing.assert_allclose(coef["ci_high"], coef["estimate"] + q * coef["std_error"], rtol=1e-12)
@@ -145,6 +163,7 @@ def test_glm_inference_is_on_t_with_the_residual_df_and_irls_runs_to_the_maximum
 
 
 # ------------------------------------------------------------------------------ ANOVA, Table 2
+
 
 @pytest.mark.parametrize("which", ["full", "unbalanced"])
 def test_anova_rows_and_partial_eta_squared(which, request):
@@ -186,8 +205,9 @@ def test_anova_is_type2_equal_to_type1_on_the_full_grid_not_with_runs_missing(fu
 def test_anova_by_model_comparison_when_a_family_lacks_a_depth():
     """Without vgg19 the long x VGG cell is empty: the design is rank-deficient, the cell's
     coefficients are blank, and type 2 SS and df still come from model comparisons."""
-    metrics = synthetic.metrics_table(seed=8, sizes=(200, 1000), lrs=(0.01, 0.001),
-                                      backbones=("resnet18", "resnet50", "vgg16"), folds=2)
+    metrics = synthetic.metrics_table(
+        seed=8, sizes=(200, 1000), lrs=(0.01, 0.001), backbones=("resnet18", "resnet50", "vgg16"), folds=2
+    )
     data = stats.model_frame(metrics).data
     ols = stats.fit_ols(data)
     assert any("rank 8 < 10 columns" in n for n in ols.notes)
@@ -197,13 +217,16 @@ def test_anova_by_model_comparison_when_a_family_lacks_a_depth():
     base = "DICE ~ log(Dataset) + log(reg)"
     assert anova.at["ls", "sum_sq"] == pytest.approx(_ssr(base, data) - _ssr(base + " + ls", data), rel=1e-8)
     assert anova.at["ls:Family", "sum_sq"] == pytest.approx(
-        _ssr(base + " + ls", data) - _ssr(base + " + ls + ls:Family", data), rel=1e-8)
+        _ssr(base + " + ls", data) - _ssr(base + " + ls + ls:Family", data), rel=1e-8
+    )
     assert anova.at["ls:Family", "df"] == 1 and anova.at["log(lr):ls:Family", "df"] == 3
     assert anova.at["log(lr):ls:Family", "sum_sq"] == pytest.approx(
-        _ssr(stats.PAPER_OLS.replace(" + log(lr):ls:Family", ""), data) - ols.results.ssr, rel=1e-8)
+        _ssr(stats.PAPER_OLS.replace(" + log(lr):ls:Family", ""), data) - ols.results.ssr, rel=1e-8
+    )
 
 
 # ------------------------------------------------------------------------------ Tukey HSD
+
 
 @pytest.mark.parametrize("which", ["full", "unbalanced"])
 def test_hsd_has_36_groups_and_630_pairs(which, request):
@@ -217,8 +240,10 @@ def test_hsd_has_36_groups_and_630_pairs(which, request):
     assert groups["n"].sum() == len(data)
     # meandiff = group2 - group1, inside its interval; reject when the interval misses 0
     lookup = groups.set_index(["model", "size"])["mean"]
-    diffs = [lookup[(m2, s2)] - lookup[(m1, s1)] for m1, s1, m2, s2 in
-             zip(pairs["model1"], pairs["size1"], pairs["model2"], pairs["size2"])]
+    diffs = [
+        lookup[(m2, s2)] - lookup[(m1, s1)]
+        for m1, s1, m2, s2 in zip(pairs["model1"], pairs["size1"], pairs["model2"], pairs["size2"])
+    ]
     np.testing.assert_allclose(pairs["meandiff"], diffs, atol=1e-12)
     assert ((pairs["lower"] <= pairs["meandiff"]) & (pairs["meandiff"] <= pairs["upper"])).all()
     assert (pairs["reject"] == ((pairs["lower"] > 0) | (pairs["upper"] < 0))).all()
@@ -235,12 +260,14 @@ def test_hsd_intervals_are_statsmodels_simultaneous_intervals():
     res = pairwise_tukeyhsd(data["DICE"].to_numpy(), labels)
     res._simultaneous_ci()  # what statsmodels' plot_simultaneous draws
     half = dict(zip(res.groupsunique, res.halfwidths))
-    np.testing.assert_allclose(groups["halfwidth"], [half[stats.group_label(m, s)]
-                                                     for m, s in zip(groups["model"], groups["size"])])
+    np.testing.assert_allclose(
+        groups["halfwidth"], [half[stats.group_label(m, s)] for m, s in zip(groups["model"], groups["size"])]
+    )
     assert groups["halfwidth"].nunique() > 1  # unequal group sizes, unequal intervals
 
 
 # ------------------------------------------------------------------------------ which model
+
 
 def test_which_model_per_size(full):
     result = full[2]
@@ -259,8 +286,10 @@ def test_which_model_per_size(full):
     # the HSD p against the top model is the pair's p
     block = which[which["size"] == 200]
     top, second = block.iloc[0], block.iloc[1]
-    pair = pairs[((pairs["group1"] == f"{top.model} 200") & (pairs["group2"] == f"{second.model} 200")) |
-                 ((pairs["group2"] == f"{top.model} 200") & (pairs["group1"] == f"{second.model} 200"))]
+    pair = pairs[
+        ((pairs["group1"] == f"{top.model} 200") & (pairs["group2"] == f"{second.model} 200"))
+        | ((pairs["group2"] == f"{top.model} 200") & (pairs["group1"] == f"{second.model} 200"))
+    ]
     assert second["p_vs_top"] == pytest.approx(pair["p_adj"].iloc[0])
 
 
@@ -277,6 +306,7 @@ def test_predictions_average_the_ols_over_the_lr_reg_grid(full):
 
 # ------------------------------------------------------------------------------ GAM
 
+
 def test_gam_terms_summary_and_partial_dependence(full):
     result = full[2]
     gam = result["gam"]
@@ -292,6 +322,7 @@ def test_gam_terms_summary_and_partial_dependence(full):
 
 
 # ------------------------------------------------------------------------------ degenerate grids
+
 
 def test_single_level_terms_are_dropped_with_a_note():
     metrics = synthetic.metrics_table(seed=3, **DEMO_GRID)
@@ -312,9 +343,14 @@ def test_a_model_that_never_segments_leaves_the_glm_blank_not_a_crash(tmp_path):
     log-link GLM has no maximum, so it is reported as not fitted; the rest stands."""
     metrics = synthetic.metrics_table(seed=5, **{**DEMO_GRID, "sizes": (100, 200)})
     # test DICE of a short demo run on the phantom: B5 and V16 never segmented
-    observed = {"efficientnetb0": [0.186, 0.0, 0.0, 0.0], "efficientnetb5": [0.0, 0.0, 0.0, 0.0],
-                "resnet18": [0.033, 0.042, 0.0, 0.105], "resnet50": [0.0005, 0.047, 0.0, 0.0],
-                "vgg16": [0.0, 0.0, 0.0, 0.0], "vgg19": [0.030, 0.0, 0.087, 0.020]}
+    observed = {
+        "efficientnetb0": [0.186, 0.0, 0.0, 0.0],
+        "efficientnetb5": [0.0, 0.0, 0.0, 0.0],
+        "resnet18": [0.033, 0.042, 0.0, 0.105],
+        "resnet50": [0.0005, 0.047, 0.0, 0.0],
+        "vgg16": [0.0, 0.0, 0.0, 0.0],
+        "vgg19": [0.030, 0.0, 0.087, 0.020],
+    }
     metrics = metrics.sort_values(["backbone", "size", "fold"])
     metrics["test_dice"] = np.concatenate([observed[b] for b in sorted(observed)])
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
@@ -342,19 +378,32 @@ def test_test_config_grid_gives_every_file(tmp_path):
     assert list(pd.read_csv(tmp_path / "out" / "table2_anova.csv")["term"]) == ["Family", "Residuals"]
 
 
-@pytest.mark.parametrize("backbones, formula, reduced", [
-    (("resnet18", "resnet50"), "DICE ~ ls + log(Dataset) + log(lr):ls + log(reg)",
-     ["Term `ls:Family` dropped: with a single level of Family (ResNet) it is `ls`, already in the formula.",
-      "Term `log(lr):ls:Family` reduced to `log(lr):ls`"]),
-    (("resnet18", "efficientnetb0"), "DICE ~ Family + log(Dataset) + log(lr):Family + log(reg)",
-     ["Term `ls` dropped: the grid has a single level of ls (short).",
-      "Term `ls:Family` reduced to `Family`", "Term `log(lr):ls:Family` reduced to `log(lr):Family`"]),
-])
+@pytest.mark.parametrize(
+    "backbones, formula, reduced",
+    [
+        (
+            ("resnet18", "resnet50"),
+            "DICE ~ ls + log(Dataset) + log(lr):ls + log(reg)",
+            [
+                "Term `ls:Family` dropped: with a single level of Family (ResNet) it is `ls`, already in the formula.",
+                "Term `log(lr):ls:Family` reduced to `log(lr):ls`",
+            ],
+        ),
+        (
+            ("resnet18", "efficientnetb0"),
+            "DICE ~ Family + log(Dataset) + log(lr):Family + log(reg)",
+            [
+                "Term `ls` dropped: the grid has a single level of ls (short).",
+                "Term `ls:Family` reduced to `Family`",
+                "Term `log(lr):ls:Family` reduced to `log(lr):Family`",
+            ],
+        ),
+    ],
+)
 def test_a_single_level_factor_leaves_the_terms_that_vary(backbones, formula, reduced):
     """One family, or one depth: the factor drops out of the interactions, the lr slopes and
     the contrast of what varies stay (the same fit as the reduced formula written by hand)."""
-    data = stats.model_frame(synthetic.metrics_table(seed=3, backbones=backbones, sizes=(200, 1000),
-                                                     folds=3)).data
+    data = stats.model_frame(synthetic.metrics_table(seed=3, backbones=backbones, sizes=(200, 1000), folds=3)).data
     ols = stats.fit_ols(data)
     assert ols.formula == formula
     for note in reduced:
@@ -367,6 +416,7 @@ def test_a_single_level_factor_leaves_the_terms_that_vary(backbones, formula, re
 
 # ------------------------------------------------------------------------------ files and formats
 
+
 def test_written_files_and_formats(full):
     folder, result = full[3], full[2]
     assert sorted(p.name for p in folder.iterdir()) == sorted(stats.ANALYSIS_FILES)
@@ -378,7 +428,12 @@ def test_written_files_and_formats(full):
     tex = (folder / "table1_ols.tex").read_text()
     assert r"\toprule" in tex and r"log(lr):ls[long]:Family[EfficientNet]" in tex and "²" not in tex
     anova_tex = (folder / "table2_anova.tex").read_text()
-    assert r"$\eta^2_p$" in anova_tex and r"$\eta^2$" in anova_tex and "Residuals" in anova_tex and "Type 2 ANOVA" in anova_tex
+    assert (
+        r"$\eta^2_p$" in anova_tex
+        and r"$\eta^2$" in anova_tex
+        and "Residuals" in anova_tex
+        and "Type 2 ANOVA" in anova_tex
+    )
     which = (folder / "which_model.md").read_text()
     assert which.startswith("# Which model for my data size?")
     assert "| 3000 | OLS | " in which
@@ -404,8 +459,9 @@ def test_a_formula_from_the_config():
     metrics = synthetic.metrics_table(seed=6, **DEMO_GRID)
     fit = stats.fit_ols(stats.model_frame(metrics).data, "DICE ~ Family + log(Dataset) + log(lr)")
     assert list(fit.results.params.index) == ["Intercept", "Family[T.ResNet]", "Family[T.VGG]", "log(Dataset)"]
-    assert fit.notes == ["Term `log(lr)` dropped: the grid has a single value of lr (0.001), so its effect "
-                         "is not identified."]
+    assert fit.notes == [
+        "Term `log(lr)` dropped: the grid has a single value of lr (0.001), so its effect is not identified."
+    ]
 
 
 def test_bad_tables_and_settings_are_refused(tmp_path):
@@ -442,10 +498,20 @@ def test_every_table_states_the_runs_it_used_and_left_out(tmp_path):
     assert diverged > 0
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
     stats.write_analysis(tmp_path / "metrics.csv", tmp_path / "out")
-    line = (f"Runs: {len(metrics) - 3} of the {len(metrics)} in the metrics table used, 3 left out "
-            f"(no finite test_dice); {diverged} diverged run(s) kept with their test_dice.")
-    for name in ("table1_ols.md", "table1_ols.html", "table2_anova.md", "aic.md", "glm.md", "hsd.html",
-                 "which_model.md", "gam_summary.txt"):
+    line = (
+        f"Runs: {len(metrics) - 3} of the {len(metrics)} in the metrics table used, 3 left out "
+        f"(no finite test_dice); {diverged} diverged run(s) kept with their test_dice."
+    )
+    for name in (
+        "table1_ols.md",
+        "table1_ols.html",
+        "table2_anova.md",
+        "aic.md",
+        "glm.md",
+        "hsd.html",
+        "which_model.md",
+        "gam_summary.txt",
+    ):
         assert line in (tmp_path / "out" / name).read_text(), name
     assert line.replace("_", r"\_") in (tmp_path / "out" / "table2_anova.tex").read_text()
 
@@ -502,7 +568,14 @@ def test_the_paper_beside_the_study(full, tmp_path):
 
 def test_p_values_are_printed_as_the_paper_prints_them(full):
     assert [stats.fmt_p(p) for p in (0.5, 0.0123, 9.9e-4, 3.4e-7, 2e-300, 0.0, np.nan)] == [
-        "0.500", "0.012", "9.9e-04", "3.4e-07", "< 1e-22", "< 1e-22", ""]
+        "0.500",
+        "0.012",
+        "9.9e-04",
+        "3.4e-07",
+        "< 1e-22",
+        "< 1e-22",
+        "",
+    ]
     coef, md = full[2]["coef"].set_index("term"), (full[3] / "table1_ols.md").read_text()
     assert coef.at["log(Dataset)", "p"] < 1e-22 and "| log(Dataset) |" in md
     row = next(line for line in md.splitlines() if line.startswith("| log(Dataset) |"))

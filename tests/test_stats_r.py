@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 import synthetic
+
 from unetcap import stats
 
 HERE = Path(__file__).resolve().parent
 RSCRIPT = shutil.which("Rscript")
 pytestmark = pytest.mark.skipif(
-    RSCRIPT is None, reason="Rscript not found: R is needed to compare with R's numbers "
-                            "(Debian: apt-get install r-base-core r-cran-car)")
+    RSCRIPT is None,
+    reason="Rscript not found: R is needed to compare with R's numbers "
+    "(Debian: apt-get install r-base-core r-cran-car)",
+)
 TOL = 1e-9
 # R's ptukey integrates with a 16-point Gauss-Legendre rule and its qtukey "will be accurate
 # to the 4th decimal place" (R's ?ptukey); statsmodels takes scipy's studentized_range, which
@@ -48,11 +50,22 @@ def r_tables(result: dict, folder: Path) -> dict[str, pd.DataFrame]:
     data = result["frame"].data
     data = data.assign(group=[stats.group_label(m, s) for m, s in zip(data["model"], data["size"])])
     data[["DICE", "ls", "Family", "Dataset", "lr", "reg", "group"]].to_csv(
-        folder / "frame.csv", index=False, float_format="%.17g")
+        folder / "frame.csv", index=False, float_format="%.17g"
+    )
     glm = result["glm"]
     glm_formula = f"{glm.response} ~ {glm.formula.split('~', 1)[1].strip()}"
-    run = subprocess.run([RSCRIPT, str(HERE / "r_reference.R"), str(folder / "frame.csv"), str(folder),
-                          result["ols"].formula, glm_formula], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            RSCRIPT,
+            str(HERE / "r_reference.R"),
+            str(folder / "frame.csv"),
+            str(folder),
+            result["ols"].formula,
+            glm_formula,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     return {name: pd.read_csv(folder / f"{name}.csv") for name in ("ols", "anova", "glm", "aic", "hsd")}
 

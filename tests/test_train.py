@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_store import TF_THREADS as THREADS
+from tiny_store import write_tiny_store
 
-from tiny_store import TF_THREADS as THREADS, write_tiny_store
 from unetcap import UnetcapError, train
 from unetcap.metrics import HISTORY_COLUMNS, read_metrics
 
@@ -31,12 +32,26 @@ def store(tmp_path_factory):
 
 
 def run_args(store, run_dir, **settings):
-    args = {"images": str(store["images"]), "masks": str(store["masks"]), "store": str(store["store"]),
-            "manifest": str(store["manifest"]), "metrics": str(Path(run_dir) / "metrics.json"),
-            "history": str(Path(run_dir) / "history.csv"), "size": store["size"],
-            "backbone": "efficientnetb0", "lr": 1e-3, "reg": 1e-4, "fold": 0, "seed": 7,
-            "max_epochs": 4, "patience": 10, "batch_size": 4, "threads": THREADS,
-            "checkpoint_every": 0, "config_sha256": "test"}
+    args = {
+        "images": str(store["images"]),
+        "masks": str(store["masks"]),
+        "store": str(store["store"]),
+        "manifest": str(store["manifest"]),
+        "metrics": str(Path(run_dir) / "metrics.json"),
+        "history": str(Path(run_dir) / "history.csv"),
+        "size": store["size"],
+        "backbone": "efficientnetb0",
+        "lr": 1e-3,
+        "reg": 1e-4,
+        "fold": 0,
+        "seed": 7,
+        "max_epochs": 4,
+        "patience": 10,
+        "batch_size": 4,
+        "threads": THREADS,
+        "checkpoint_every": 0,
+        "config_sha256": "test",
+    }
     args.update(settings)
     return args
 
@@ -46,10 +61,10 @@ def run_in_subprocess(args, fault=None):
     env.pop(train.FAULT_ENV, None)
     if fault:
         env[train.FAULT_ENV] = fault
-    code = ("import json, sys; from unetcap.train import train_run; "
-            "train_run(**json.loads(sys.argv[1]))")
-    return subprocess.run([sys.executable, "-c", code, json.dumps(args)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    code = "import json, sys; from unetcap.train import train_run; train_run(**json.loads(sys.argv[1]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def comparable(metrics: dict) -> dict:
@@ -69,8 +84,7 @@ def reference(store, tmp_path_factory):
 def test_run_seed_depends_on_every_wildcard():
     base = dict(seed=123, size=1000, backbone="resnet18", lr=1e-3, reg=1e-6, fold=2)
     seeds = {train.run_seed(**base)}
-    for key, other in [("seed", 124), ("size", 500), ("backbone", "vgg16"), ("lr", 1e-2),
-                       ("reg", 1e-4), ("fold", 3)]:
+    for key, other in [("seed", 124), ("size", 500), ("backbone", "vgg16"), ("lr", 1e-2), ("reg", 1e-4), ("fold", 3)]:
         seeds.add(train.run_seed(**dict(base, **{key: other})))
     assert len(seeds) == 7
     assert train.run_seed(**base) == train.run_seed(**base) < 2**31
@@ -87,8 +101,11 @@ def test_l2_penalty_covers_every_kernel_including_depthwise_and_is_in_the_loss()
     assert len(model.losses) == len(kernels)
     expected = reg * sum(float(np.sum(np.square(w.numpy(), dtype=np.float64))) for w in kernels)
     assert train.penalty(model) == pytest.approx(expected, rel=1e-5)
-    assert {layer.get_config().get("depthwise_regularizer") is not None
-            for layer in model.layers if isinstance(layer, tf.keras.layers.DepthwiseConv2D)} == {True}
+    assert {
+        layer.get_config().get("depthwise_regularizer") is not None
+        for layer in model.layers
+        if isinstance(layer, tf.keras.layers.DepthwiseConv2D)
+    } == {True}
 
     # the loss the train step minimises: same weights and batch, with and without the penalty
     plain = train.build_model("efficientnetb0", 32, 0.0, seed=3)
@@ -130,8 +147,9 @@ def test_run_writes_valid_metrics_and_history_and_no_checkpoint(reference):
 def test_same_run_twice_gives_identical_metrics(store, reference, tmp_path):
     again = train.train_run(**run_args(store, tmp_path / "run"))
     assert comparable(again) == comparable(reference[0])
-    assert (tmp_path / "run" / "history.csv").read_text().split("\n")[1].split(",")[:5] == \
-        (reference[1] / "history.csv").read_text().split("\n")[1].split(",")[:5]
+    assert (tmp_path / "run" / "history.csv").read_text().split("\n")[1].split(",")[:5] == (
+        reference[1] / "history.csv"
+    ).read_text().split("\n")[1].split(",")[:5]
 
 
 @pytest.mark.slow
@@ -156,8 +174,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_as_if_uninterrupted(sto
 @pytest.mark.slow
 def test_checkpoint_of_other_settings_is_not_resumed(store, tmp_path):
     run_dir = tmp_path / "run"
-    killed = run_in_subprocess(run_args(store, run_dir, backbone="resnet18", max_epochs=2),
-                               fault="exit_after_epoch:1")
+    killed = run_in_subprocess(run_args(store, run_dir, backbone="resnet18", max_epochs=2), fault="exit_after_epoch:1")
     assert killed.returncode == train.FAULT_EXIT_CODE, killed.stderr[-2000:]
     metrics = train.train_run(**run_args(store, run_dir, backbone="resnet18", max_epochs=2, batch_size=8))
     assert metrics["train"]["resumed"] == 0 and metrics["epochs"] == 2
@@ -177,8 +194,7 @@ def test_divergence_in_the_first_epoch_keeps_the_initial_weights(store, tmp_path
     data = train.load_run_data(args["images"], args["masks"], args["store"], args["manifest"], args["size"], 0)
     model = train.build_model("resnet18", 32, 1e-2, metrics["run"]["seed"])
     setup = train.configure_tensorflow(THREADS)
-    _, predict = train.make_functions(model, train.make_optimizer("adam", 1e-3, model), 32,
-                                      setup["grappler_predict"])
+    _, predict = train.make_functions(model, train.make_optimizer("adam", 1e-3, model), 32, setup["grappler_predict"])
     val = train.score(predict, data.x_val, data.y_val, 4)
     assert (metrics["val"]["dice"], metrics["val"]["bce"]) == (val.dice, val.bce)
     assert not (tmp_path / "run" / "checkpoint").exists()
@@ -310,15 +326,21 @@ def test_augmentation_moves_image_and_mask_together_and_stays_in_range():
 
 @pytest.mark.slow
 def test_remedies_are_recorded_and_a_fixed_epoch_length_gives_that_many_steps(store, tmp_path):
-    args = run_args(store, tmp_path / "run", backbone="resnet18", max_epochs=3, steps_per_epoch=5,
-                    loss="bce+dice", augment={"flip": True, "rotate": 10, "intensity": 0.1})
+    args = run_args(
+        store,
+        tmp_path / "run",
+        backbone="resnet18",
+        max_epochs=3,
+        steps_per_epoch=5,
+        loss="bce+dice",
+        augment={"flip": True, "rotate": 10, "intensity": 0.1},
+    )
     metrics = train.train_run(**args, segmentations=str(tmp_path / "run" / "segmentations.npz"))
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["steps"].tolist() == [5, 5, 5] and metrics["train"]["steps"] == 15
     assert metrics["train"]["loss"] == "bce+dice" and metrics["train"]["steps_per_epoch"] == 5
     assert metrics["train"]["augment"] == {"flip": True, "rotate": 10.0, "intensity": 0.1}
     assert metrics["data"] == {"image_size": 32, "roi_method": "none", "roi_fraction": 1.0}
-
 
 
 @pytest.mark.slow
@@ -336,13 +358,16 @@ def test_runs_keep_segmentations_of_the_same_test_images(store, reference, tmp_p
     paths = []
     for fold, backbone in ((0, "resnet18"), (1, "vgg16")):
         path = tmp_path / f"run{fold}" / "segmentations.npz"
-        train.train_run(**run_args(store, path.parent, backbone=backbone, fold=fold, max_epochs=1,
-                                   keep_segmentations=3), segmentations=str(path))
+        train.train_run(
+            **run_args(store, path.parent, backbone=backbone, fold=fold, max_epochs=1, keep_segmentations=3),
+            segmentations=str(path),
+        )
         paths.append(path)
     kept = [read_run_segmentations(p) for p in paths]
     assert np.array_equal(kept[0]["rows"], kept[1]["rows"]) and len(kept[0]["rows"]) == 3
-    test_rows = train.load_run_data(store["images"], store["masks"], store["store"], store["manifest"],
-                                    store["size"], 0).test_rows
+    test_rows = train.load_run_data(
+        store["images"], store["masks"], store["store"], store["manifest"], store["size"], 0
+    ).test_rows
     assert set(kept[0]["rows"]) <= set(test_rows.tolist())
     masks = np.load(store["masks"])
     for k in kept:

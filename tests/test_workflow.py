@@ -5,7 +5,6 @@ import re
 
 import pytest
 import yaml
-
 from snakemake_run import ROOT, copy_workflow, job_counts, snakemake
 
 
@@ -72,8 +71,11 @@ def test_every_file_of_a_study_is_in_its_own_folders(args, study, lvsc_folders, 
     paper = [] if "demo" in " ".join(args) else ["--config", f"cohort={{source: lvsc, path: {lvsc_folders}}}"]
     result = snakemake(workdir, "-n", *args, *paper)
     assert result.returncode == 0, result.stderr + result.stdout
-    files = [f for line in re.findall(r"^    (?:output|log): (.*)$", result.stdout, flags=re.MULTILINE)
-             for f in line.split(", ")]
+    files = [
+        f
+        for line in re.findall(r"^    (?:output|log): (.*)$", result.stdout, flags=re.MULTILINE)
+        for f in line.split(", ")
+    ]
     assert len(files) > 50 and job_counts(result.stdout)["train"] > 1
     outside = [f for f in files if not f.startswith((f"results/{study}/", f"logs/{study}/"))]
     assert not outside, outside[:5]
@@ -107,7 +109,11 @@ def test_tiny_study_runs_end_to_end(tiny_study):
     metrics = pd.read_csv(results / "metrics.csv")
     # 1 size x 2 backbones x 1 lr x 1 reg x 2 folds
     assert sorted(zip(metrics.backbone, metrics.fold)) == [
-        ("efficientnetb0", 0), ("efficientnetb0", 1), ("resnet18", 0), ("resnet18", 1)]
+        ("efficientnetb0", 0),
+        ("efficientnetb0", 1),
+        ("resnet18", 0),
+        ("resnet18", 1),
+    ]
     assert set(metrics.status) <= {"ok", "diverged"} and (metrics.status == "ok").any()
     assert metrics[["val_dice", "test_dice"]].apply(lambda c: c.between(0, 1)).all().all()
     store = json.loads((results / "prepared/store.json").read_text())
@@ -126,8 +132,12 @@ def test_tiny_study_runs_end_to_end(tiny_study):
 
 def snapshot(*folders):
     """Every file under `folders`: its path, modification time and content hash."""
-    return {p: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for folder in folders
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_second_study_in_the_same_folder_leaves_the_first_alone(tiny_study):
@@ -138,13 +148,24 @@ def test_a_second_study_in_the_same_folder_leaves_the_first_alone(tiny_study):
     first = snapshot(tiny_study / "results/test", tiny_study / "logs/test")
     plan = snakemake(tiny_study, "-n", "--configfile", "other.yaml")
     assert plan.returncode == 0, plan.stderr[-3000:]
-    assert job_counts(plan.stdout) == {"phantom": 1, "cohort": 1, "prepare": 1, "splits": 1, "train": 4,
-                                       "merge": 1, "sample_size": 1, "stats": 1, "figures": 1, "all": 1,
-                                       "total": 13}
+    assert job_counts(plan.stdout) == {
+        "phantom": 1,
+        "cohort": 1,
+        "prepare": 1,
+        "splits": 1,
+        "train": 4,
+        "merge": 1,
+        "sample_size": 1,
+        "stats": 1,
+        "figures": 1,
+        "all": 1,
+        "total": 13,
+    }
     run = snakemake(tiny_study, "results/other/splits/size40.json", "--configfile", "other.yaml", "--cores", "1")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (tiny_study / "results/other/splits/size40.json").read_bytes() == (
-        tiny_study / "results/test/splits/size40.json").read_bytes()  # same settings, same manifest
+        tiny_study / "results/test/splits/size40.json"
+    ).read_bytes()  # same settings, same manifest
     assert (tiny_study / "logs/other/cohort.log").is_file()
     assert snapshot(tiny_study / "results/test", tiny_study / "logs/test") == first
     again = snakemake(tiny_study, "-n", "--configfile", "config/test.yaml")

@@ -13,15 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
+from unetcap.provenance import sha256_file, sha256_json
+
 # TensorFlow's thread count for every training run of a test session, in the pytest process
 # (where TensorFlow can be pinned once) and in the subprocesses whose results are compared
 # with it (the same count gives bit-identical floats on CPU).
 TF_THREADS = 2
 
-from unetcap.provenance import sha256_file, sha256_json
-
-INDEX_COLUMNS = ["patient", "slice", "phase", "slice_label", "position", "source", "mask", "rows",
-                 "columns", "spacing_row", "spacing_col", "vendor", "field_strength"]
+INDEX_COLUMNS = [
+    "patient",
+    "slice",
+    "phase",
+    "slice_label",
+    "position",
+    "source",
+    "mask",
+    "rows",
+    "columns",
+    "spacing_row",
+    "spacing_col",
+    "vendor",
+    "field_strength",
+]
 
 
 def ring_image(rng: np.random.Generator, size: int, empty: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +50,16 @@ def ring_image(rng: np.random.Generator, size: int, empty: bool) -> tuple[np.nda
     return np.clip(image, 0, 1).astype(np.float32), mask
 
 
-def write_tiny_store(root, *, image_size: int = 32, per_patient: int = 4, dev_patients: int = 4,
-                     test_patients: int = 2, folds: int = 2, seed: int = 0) -> dict[str, Path]:
+def write_tiny_store(
+    root,
+    *,
+    image_size: int = 32,
+    per_patient: int = 4,
+    dev_patients: int = 4,
+    test_patients: int = 2,
+    folds: int = 2,
+    seed: int = 0,
+) -> dict[str, Path]:
     """Write results/prepared/{images.npy, masks.npy, store.json, index.csv} and
     results/splits/size{size}.json under `root`; return their paths and the size."""
     root = Path(root)
@@ -59,21 +80,51 @@ def write_tiny_store(root, *, image_size: int = 32, per_patient: int = 4, dev_pa
         writer.writerow(INDEX_COLUMNS)
         for i in range(n):
             p, k = divmod(i, per_patient)
-            writer.writerow([f"P{p:02d}", k + 1, 0, k + 1, float(k), f"P{p:02d}/P{p:02d}_SA{k + 1}_ph0.dcm",
-                             f"P{p:02d}/P{p:02d}_SA{k + 1}_ph0.png", image_size, image_size, 1.0, 1.0,
-                             "phantom", 1.5])
+            writer.writerow(
+                [
+                    f"P{p:02d}",
+                    k + 1,
+                    0,
+                    k + 1,
+                    float(k),
+                    f"P{p:02d}/P{p:02d}_SA{k + 1}_ph0.dcm",
+                    f"P{p:02d}/P{p:02d}_SA{k + 1}_ph0.png",
+                    image_size,
+                    image_size,
+                    1.0,
+                    1.0,
+                    "phantom",
+                    1.5,
+                ]
+            )
     sha = {name: sha256_file(prepared / name) for name in ("images.npy", "masks.npy", "index.csv")}
-    (prepared / "store.json").write_text(json.dumps(
-        {"schema": 1, "n_images": n, "image_size": image_size, "sha256": sha,
-         "data_sha256": sha256_json(sha)}, indent=1) + "\n")
+    (prepared / "store.json").write_text(
+        json.dumps(
+            {"schema": 1, "n_images": n, "image_size": image_size, "sha256": sha, "data_sha256": sha256_json(sha)},
+            indent=1,
+        )
+        + "\n"
+    )
     rows = lambda p: list(range(p * per_patient, (p + 1) * per_patient))  # noqa: E731
     dev = [{"patient": f"P{p:02d}", "fold": p % folds, "indices": rows(p)} for p in range(dev_patients)]
     test = [{"patient": f"P{p:02d}", "indices": rows(p)} for p in range(dev_patients, n_patients)]
     size = n
-    manifest = {"schema": 1, "size": size, "seed": seed, "folds": folds,
-                "images_per_patient": per_patient, "holdout_fraction": test_patients / n_patients,
-                "n_images": {"dev": dev_patients * per_patient, "test": test_patients * per_patient},
-                "dev": dev, "test": test}
+    manifest = {
+        "schema": 1,
+        "size": size,
+        "seed": seed,
+        "folds": folds,
+        "images_per_patient": per_patient,
+        "holdout_fraction": test_patients / n_patients,
+        "n_images": {"dev": dev_patients * per_patient, "test": test_patients * per_patient},
+        "dev": dev,
+        "test": test,
+    }
     (splits / f"size{size}.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return {"images": prepared / "images.npy", "masks": prepared / "masks.npy",
-            "store": prepared / "store.json", "manifest": splits / f"size{size}.json", "size": size}
+    return {
+        "images": prepared / "images.npy",
+        "masks": prepared / "masks.npy",
+        "store": prepared / "store.json",
+        "manifest": splits / f"size{size}.json",
+        "size": size,
+    }

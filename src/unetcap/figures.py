@@ -33,8 +33,7 @@ log = logging.getLogger(__name__)
 # seaborn's categorical sizes make matplotlib log one INFO line per box plot: not news.
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
-FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial", "segmentations",
-           "sample_size")
+FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial", "segmentations", "sample_size")
 FIGURE_FILES = tuple(f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf"))
 HISTORY_COLUMNS = ("size", "backbone", "lr", "reg", "fold", "epoch", "loss", "val_loss", "val_dice")
 DPI = 150
@@ -67,8 +66,9 @@ def _theme():
     stack = contextlib.ExitStack()
     stack.enter_context(sns.axes_style("whitegrid"))
     stack.enter_context(sns.plotting_context("notebook", font_scale=0.85))
-    stack.enter_context(mpl.rc_context({"svg.hashsalt": "unetcap", "pdf.fonttype": 42,
-                                        "figure.dpi": 100, "savefig.dpi": DPI}))
+    stack.enter_context(
+        mpl.rc_context({"svg.hashsalt": "unetcap", "pdf.fonttype": 42, "figure.dpi": 100, "savefig.dpi": DPI})
+    )
     return stack
 
 
@@ -109,6 +109,7 @@ def _top_legend(fig, ax, title, ncol):
 # Figure 2
 # ---------------------------------------------------------------------------------------
 
+
 def figure2_left(data: pd.DataFrame, split: str = "test"):
     """DICE (top) and BCE (bottom) per dataset size, one box (median, IQR; whiskers 1.5
     IQR) per model. `data` is the merged metrics table with a `model` column."""
@@ -119,12 +120,24 @@ def figure2_left(data: pd.DataFrame, split: str = "test"):
     colours = palette()
     with _theme():
         fig, axes = _figure((max(7.0, 1.5 * len(sizes) + 2), 7.5), 2, 1, sharex=True)
-        for ax, column, label in ((axes[0, 0], f"{split}_dice", f"{split.capitalize()} DICE"),
-                                  (axes[1, 0], f"{split}_bce", f"{split.capitalize()} BCE")):
+        for ax, column, label in (
+            (axes[0, 0], f"{split}_dice", f"{split.capitalize()} DICE"),
+            (axes[1, 0], f"{split}_bce", f"{split.capitalize()} BCE"),
+        ):
             with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated `vert`
                 warnings.simplefilter("ignore", DeprecationWarning)
-                sns.boxplot(data=data, x="size", y=column, hue="model", order=sizes, hue_order=models,
-                            palette=colours, fliersize=2, linewidth=0.8, ax=ax)
+                sns.boxplot(
+                    data=data,
+                    x="size",
+                    y=column,
+                    hue="model",
+                    order=sizes,
+                    hue_order=models,
+                    palette=colours,
+                    fliersize=2,
+                    linewidth=0.8,
+                    ax=ax,
+                )
             ax.set_ylabel(label)
             ax.set_xlabel("")
         axes[1, 0].set_xticks(range(len(sizes)), _size_labels(sizes))
@@ -148,8 +161,17 @@ def figure2_right(groups: pd.DataFrame, metric: str = "test_dice"):
             block = groups[groups["model"] == model].set_index("size").reindex(sizes)
             x = np.arange(len(sizes)) + (j - (len(models) - 1) / 2) * width
             err = block["halfwidth"].to_numpy(dtype=float)
-            ax.errorbar(x, block["mean"], yerr=None if np.isnan(err).all() else err, fmt="o",
-                        color=colours[model], markersize=5, capsize=3, elinewidth=1.2, label=model)
+            ax.errorbar(
+                x,
+                block["mean"],
+                yerr=None if np.isnan(err).all() else err,
+                fmt="o",
+                color=colours[model],
+                markersize=5,
+                capsize=3,
+                elinewidth=1.2,
+                label=model,
+            )
         ax.set_xticks(range(len(sizes)), _size_labels(sizes))
         ax.set_xlim(-0.5, len(sizes) - 0.5)
         ax.set_xlabel("Dataset size (images)")
@@ -166,6 +188,7 @@ def _metric_label(metric: str) -> str:
 # Figure 3
 # ---------------------------------------------------------------------------------------
 
+
 def figure3(data: pd.DataFrame, predictions: pd.DataFrame, metric: str = "test_dice"):
     """Per model (one panel each): every run's DICE (grey dots), the observed mean per size
     (black bars) and the OLS's predicted mean DICE (averaged over the lr x reg grid) with its
@@ -181,33 +204,67 @@ def figure3(data: pd.DataFrame, predictions: pd.DataFrame, metric: str = "test_d
         for ax, model in zip(axes.flat, models):
             runs = data[data["model"] == model]
             jitter = np.exp(rng.uniform(-0.07, 0.07, len(runs)))
-            ax.scatter(runs["size"] * jitter, runs["DICE"], s=5, color="0.6", alpha=0.5,
-                       linewidths=0, label="runs", rasterized=True)
+            ax.scatter(
+                runs["size"] * jitter,
+                runs["DICE"],
+                s=5,
+                color="0.6",
+                alpha=0.5,
+                linewidths=0,
+                label="runs",
+                rasterized=True,
+            )
             means = runs.groupby("size")["DICE"].mean()
-            ax.scatter(means.index, means.to_numpy(), marker="_", s=220, color="black",
-                       linewidths=1.8, label="observed mean", zorder=3)
+            ax.scatter(
+                means.index,
+                means.to_numpy(),
+                marker="_",
+                s=220,
+                color="black",
+                linewidths=1.8,
+                label="observed mean",
+                zorder=3,
+            )
             pred = predictions[predictions["model"] == model].sort_values("size")
             colour = colours[model]
-            ax.fill_between(pred["size"], pred["low"], pred["high"], color=colour, alpha=0.25,
-                            linewidth=0)
+            ax.fill_between(pred["size"], pred["low"], pred["high"], color=colour, alpha=0.25, linewidth=0)
             ax.plot(pred["size"], pred["predicted"], "-", color=colour, linewidth=1.6, zorder=4)
             done = pred[pred["trained"]]
-            ax.plot(done["size"], done["predicted"], "o", color=colour, markersize=6, zorder=5,
-                    label="OLS prediction")
+            ax.plot(done["size"], done["predicted"], "o", color=colour, markersize=6, zorder=5, label="OLS prediction")
             new = pred[~pred["trained"]]
-            ax.plot(new["size"], new["predicted"], "o", markerfacecolor="white", color=colour,
-                    markersize=6, markeredgewidth=1.5, zorder=5)
+            ax.plot(
+                new["size"],
+                new["predicted"],
+                "o",
+                markerfacecolor="white",
+                color=colour,
+                markersize=6,
+                markeredgewidth=1.5,
+                zorder=5,
+            )
             for size, value in zip(new["size"], new["predicted"]):
-                ax.annotate(f"{int(size):,}", (size, value), xytext=(4, -7), textcoords="offset points",
-                            ha="left", va="top", fontsize="x-small", color="0.25")
+                ax.annotate(
+                    f"{int(size):,}",
+                    (size, value),
+                    xytext=(4, -7),
+                    textcoords="offset points",
+                    ha="left",
+                    va="top",
+                    fontsize="x-small",
+                    color="0.25",
+                )
             ax.set_title(f"{model} ({_backbone_of(model)})")
             ax.set_xscale("log")
             ax.set_xticks(trained, _size_labels(trained))
             ax.minorticks_off()
             ax.tick_params(axis="x", labelrotation=45)
         _label_size_grid(axes, len(models), metric)
-        fig.legend(handles=_figure3_legend(bool((~predictions["trained"]).any())),
-                   loc="outside upper center", ncol=5, frameon=False)
+        fig.legend(
+            handles=_figure3_legend(bool((~predictions["trained"]).any())),
+            loc="outside upper center",
+            ncol=5,
+            frameon=False,
+        )
     return fig
 
 
@@ -229,14 +286,26 @@ def _figure3_legend(untrained: bool) -> list:
     grey = "0.3"
     handles = [
         Line2D([], [], marker="o", linestyle="", color="0.6", markersize=4, label="runs"),
-        Line2D([], [], marker="_", linestyle="", color="black", markersize=14, markeredgewidth=1.8,
-               label="observed mean"),
+        Line2D(
+            [], [], marker="_", linestyle="", color="black", markersize=14, markeredgewidth=1.8, label="observed mean"
+        ),
         Line2D([], [], marker="o", color=grey, markersize=6, label="OLS prediction"),
         Patch(color=grey, alpha=0.25, label="OLS 95 % interval"),
     ]
     if untrained:
-        handles.append(Line2D([], [], marker="o", linestyle="", color=grey, markerfacecolor="white",
-                              markeredgewidth=1.5, markersize=6, label="OLS, size not trained"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="",
+                color=grey,
+                markerfacecolor="white",
+                markeredgewidth=1.5,
+                markersize=6,
+                label="OLS, size not trained",
+            )
+        )
     return handles
 
 
@@ -247,6 +316,7 @@ def _backbone_of(model: str) -> str:
 # ---------------------------------------------------------------------------------------
 # Learning curves
 # ---------------------------------------------------------------------------------------
+
 
 def read_histories(path) -> pd.DataFrame:
     """The merged per-epoch histories, checked for the columns the curves need."""
@@ -274,8 +344,11 @@ def learning_curves(histories: pd.DataFrame):
     colours = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
     h = histories.assign(model=histories["backbone"].map(lambda b: BACKBONES[b].short))
     med = h.groupby(["model", "size", "epoch"])[["loss", "val_loss", "val_dice"]].median().reset_index()
-    rows = (("loss", "Training loss (BCE)", True), ("val_loss", "Validation loss (BCE)", True),
-            ("val_dice", "Validation DICE", False))
+    rows = (
+        ("loss", "Training loss (BCE)", True),
+        ("val_loss", "Validation loss (BCE)", True),
+        ("val_dice", "Validation DICE", False),
+    )
     with _theme():
         fig, axes = _figure((2.6 * len(models) + 1, 7.5), len(rows), len(models), sharex=True, sharey="row")
         for j, model in enumerate(models):
@@ -283,8 +356,7 @@ def learning_curves(histories: pd.DataFrame):
                 ax = axes[i, j]
                 for size in sizes:
                     block = med[(med["model"] == model) & (med["size"] == size)]
-                    ax.plot(block["epoch"], block[col], color=colours[size], linewidth=1.3,
-                            label=f"{int(size):,}")
+                    ax.plot(block["epoch"], block[col], color=colours[size], linewidth=1.3, label=f"{int(size):,}")
                 if logy:
                     _log_axis(ax)
                 if i == 0:
@@ -321,6 +393,7 @@ def _log_axis(ax):
 # GAM partial dependence
 # ---------------------------------------------------------------------------------------
 
+
 def gam_partial(partial: pd.DataFrame):
     """One panel per GAM term (gam_partial.csv): the spline on dataset size as a curve with
     its 95 % band, factor terms as points with 95 % intervals. Each panel has its own y
@@ -334,8 +407,7 @@ def gam_partial(partial: pd.DataFrame):
         for ax, term in zip(axes.flat, terms):
             block = partial[partial["term"] == term]
             if term.startswith("s("):
-                ax.fill_between(block["Dataset"], block["low"], block["high"], color="C0", alpha=0.25,
-                                linewidth=0)
+                ax.fill_between(block["Dataset"], block["low"], block["high"], color="C0", alpha=0.25, linewidth=0)
                 ax.plot(block["Dataset"], block["effect"], color="C0")
                 _log_x(ax)
                 ax.set_xlabel("Dataset size (images, log scale)")
@@ -345,7 +417,7 @@ def gam_partial(partial: pd.DataFrame):
             ax.set_title(term)
             if ax in axes[:, 0]:
                 ax.set_ylabel("Partial effect on DICE")
-        for ax in axes.flat[len(terms):]:
+        for ax in axes.flat[len(terms) :]:
             ax.set_visible(False)
         if not terms:
             axes[0, 0].set_visible(True)
@@ -373,16 +445,23 @@ def _factor_panel(ax, term, block, colours):
             sub = sub.set_index("model").reindex(order)
             x = np.arange(len(order)) + (g - (len(groups) - 1) / 2) * width
             err = np.vstack([sub["effect"] - sub["low"], sub["high"] - sub["effect"]])
-            kwargs = ({"color": "0.2"} if level is None else
-                      {"color": f"C{g}", "label": f"{other[0]} = {_level_text(level)}"})
+            kwargs = (
+                {"color": "0.2"} if level is None else {"color": f"C{g}", "label": f"{other[0]} = {_level_text(level)}"}
+            )
             ax.errorbar(x, sub["effect"], yerr=err, fmt="o", capsize=3, markersize=4, **kwargs)
         ax.set_xticks(range(len(order)), order)
         ax.set_xlabel("Model")
         if groups != [None]:
             low, high = ax.get_ylim()
             ax.set_ylim(low, high + 0.3 * (high - low))  # room for the legend above the marks
-            ax.legend(loc="upper center", ncol=len(groups), fontsize="x-small", frameon=False,
-                      handletextpad=0.2, columnspacing=0.8)
+            ax.legend(
+                loc="upper center",
+                ncol=len(groups),
+                fontsize="x-small",
+                frameon=False,
+                handletextpad=0.2,
+                columnspacing=0.8,
+            )
     else:
         var = variables[0]
         levels = list(block[var])
@@ -427,8 +506,9 @@ def segmentations(kept: dict, metrics: pd.DataFrame, metric: str = "test_dice", 
         with _theme():
             fig, axes = _figure((5, 1.5))
             axes[0, 0].axis("off")
-            axes[0, 0].text(0.5, 0.5, "No segmentations kept (config train.keep_segmentations is 0).",
-                            ha="center", va="center")
+            axes[0, 0].text(
+                0.5, 0.5, "No segmentations kept (config train.keep_segmentations is 0).", ha="center", va="center"
+            )
         return fig
     sizes = sorted({int(runs["size"].min()), int(runs["size"].max())})
     backbones = [b for b in FIGURE_ORDER if b in set(runs["backbone"])]
@@ -472,8 +552,8 @@ def segmentations(kept: dict, metrics: pd.DataFrame, metric: str = "test_dice", 
 # Sample size: learning curves
 # ---------------------------------------------------------------------------------------
 
-def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, targets=(),
-                metric: str = "test_dice"):
+
+def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, targets=(), metric: str = "test_dice"):
     """Per model (one panel each, the paper's order): the DICE of the runs the curve was
     fitted on (grey dots, log size), the fitted learning curve with its 95 % bootstrap band
     (sample_size_curves.csv), solid over the trained sizes and dashed beyond the largest, and
@@ -492,8 +572,7 @@ def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, ta
         for ax, model in zip(axes.flat, models):
             runs = data[data["model"] == model]
             jitter = np.exp(rng.uniform(-0.06, 0.06, len(runs)))
-            ax.scatter(runs["size"] * jitter, runs["DICE"], s=8, color="0.5", alpha=0.6, linewidths=0,
-                       rasterized=True)
+            ax.scatter(runs["size"] * jitter, runs["DICE"], s=8, color="0.5", alpha=0.6, linewidths=0, rasterized=True)
             colour = colours[model]
             block = curves[curves["model"] == model].sort_values("size")
             if len(block):
@@ -503,9 +582,17 @@ def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, ta
                 ax.plot(inside["size"], inside["dice"], "-", color=colour, linewidth=1.8, zorder=4)
                 ax.plot(beyond["size"], beyond["dice"], "--", color=colour, linewidth=1.8, zorder=4)
             else:
-                ax.text(0.5, 0.5, _wrap(reasons.get(model, "no curve"), 40), transform=ax.transAxes,
-                        ha="center", va="center", fontsize="small", color="0.2",
-                        bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"})
+                ax.text(
+                    0.5,
+                    0.5,
+                    _wrap(reasons.get(model, "no curve"), 40),
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="center",
+                    fontsize="small",
+                    color="0.2",
+                    bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"},
+                )
             for target in targets:
                 ax.axhline(target, color="0.35", linestyle=":", linewidth=0.9, zorder=1)
             ax.set_title(f"{model} ({_backbone_of(model)})")
@@ -518,9 +605,18 @@ def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, ta
         if targets:
             ax = axes[0, ncols - 1] if len(models) >= ncols else axes[0, 0]
             for target in targets:
-                ax.annotate(f"{target:g}", (1.0, target), xycoords=("axes fraction", "data"), xytext=(3, 0),
-                            textcoords="offset points", ha="left", va="center", fontsize="x-small",
-                            color="0.35", annotation_clip=False)
+                ax.annotate(
+                    f"{target:g}",
+                    (1.0, target),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    ha="left",
+                    va="center",
+                    fontsize="x-small",
+                    color="0.35",
+                    annotation_clip=False,
+                )
         fig.legend(handles=_sample_size_legend(), loc="outside upper center", ncol=5, frameon=False)
     return fig
 
@@ -549,9 +645,21 @@ def _sample_size_legend() -> list:
 # Everything, written
 # ---------------------------------------------------------------------------------------
 
-def write_figures(metrics_path, histories_path, groups_path, predictions_path, partial_path,
-                  segmentations_path, outdir, metric: str = "test_dice", curves_path=None, fits_path=None,
-                  targets=TARGETS, runs: str = "all") -> list[Path]:
+
+def write_figures(
+    metrics_path,
+    histories_path,
+    groups_path,
+    predictions_path,
+    partial_path,
+    segmentations_path,
+    outdir,
+    metric: str = "test_dice",
+    curves_path=None,
+    fits_path=None,
+    targets=TARGETS,
+    runs: str = "all",
+) -> list[Path]:
     """Draw every figure of FIGURES into `outdir` from the merged tables (metrics.csv,
     histories.csv, segmentations.npz) and the statistics' files (hsd_groups.csv,
     predictions.csv, gam_partial.csv, and sample_size_curves.csv and sample_size_fits.csv,
@@ -570,14 +678,15 @@ def write_figures(metrics_path, histories_path, groups_path, predictions_path, p
     out = Path(outdir)
     split = metric.split("_")[0]
     written = []
-    for name, draw in (("figure2_left", lambda: figure2_left(metrics, split)),
-                       ("figure2_right", lambda: figure2_right(groups, metric)),
-                       ("figure3", lambda: figure3(frame, predictions, metric)),
-                       ("learning_curves", lambda: learning_curves(histories)),
-                       ("gam_partial", lambda: gam_partial(partial)),
-                       ("segmentations", lambda: segmentations(read_segmentations(segmentations_path),
-                                                                metrics, metric)),
-                       ("sample_size", lambda: sample_size(fitted, curves, fits, targets, metric))):
+    for name, draw in (
+        ("figure2_left", lambda: figure2_left(metrics, split)),
+        ("figure2_right", lambda: figure2_right(groups, metric)),
+        ("figure3", lambda: figure3(frame, predictions, metric)),
+        ("learning_curves", lambda: learning_curves(histories)),
+        ("gam_partial", lambda: gam_partial(partial)),
+        ("segmentations", lambda: segmentations(read_segmentations(segmentations_path), metrics, metric)),
+        ("sample_size", lambda: sample_size(fitted, curves, fits, targets, metric)),
+    ):
         log.info("drawing %s", name)
         written += save(draw(), out / name)
     return written

@@ -17,10 +17,29 @@ RUN_COLUMNS = ["size", "backbone", "family", "depth", "lr", "reg", "fold"]
 
 # Columns of the merged table, in this order; further (extra) fields follow.
 METRICS_COLUMNS = [
-    "size", "backbone", "family", "depth", "lr", "reg", "fold", "seed", "status", "epochs",
-    "best_epoch", "params", "n_images_train", "n_images_val", "n_images_test", "val_bce",
-    "val_dice", "test_bce", "test_dice", "seconds_train", "seconds_eval",
-    "provenance_data_sha256", "provenance_config_sha256",
+    "size",
+    "backbone",
+    "family",
+    "depth",
+    "lr",
+    "reg",
+    "fold",
+    "seed",
+    "status",
+    "epochs",
+    "best_epoch",
+    "params",
+    "n_images_train",
+    "n_images_val",
+    "n_images_test",
+    "val_bce",
+    "val_dice",
+    "test_bce",
+    "test_dice",
+    "seconds_train",
+    "seconds_eval",
+    "provenance_data_sha256",
+    "provenance_config_sha256",
 ]
 
 

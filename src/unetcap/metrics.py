@@ -27,8 +27,16 @@ HISTORY_REQUIRED = HISTORY_COLUMNS[:6]
 _INT, _NUMBER, _STR, _METRIC = "int", "number", "str", "metric"
 SPEC = {
     "schema": _INT,
-    "run": {"size": _INT, "backbone": _STR, "family": _STR, "depth": _STR,
-            "lr": _NUMBER, "reg": _NUMBER, "fold": _INT, "seed": _INT},
+    "run": {
+        "size": _INT,
+        "backbone": _STR,
+        "family": _STR,
+        "depth": _STR,
+        "lr": _NUMBER,
+        "reg": _NUMBER,
+        "fold": _INT,
+        "seed": _INT,
+    },
     "status": _STR,
     "epochs": _INT,
     "best_epoch": _INT,
@@ -37,8 +45,7 @@ SPEC = {
     "val": {"bce": _METRIC, "dice": _METRIC},
     "test": {"bce": _METRIC, "dice": _METRIC},
     "seconds": {"train": _NUMBER, "eval": _NUMBER},
-    "provenance": {"data_sha256": _STR, "config_sha256": _STR, "versions": dict,
-                   "device": _STR, "host": _STR},
+    "provenance": {"data_sha256": _STR, "config_sha256": _STR, "versions": dict, "device": _STR, "host": _STR},
 }
 
 
@@ -62,8 +69,13 @@ def _check(value, spec, where: str, problems: list[str]) -> None:
         dict: lambda v: isinstance(v, dict),
     }[spec](value)
     if not ok:
-        kind = {_INT: "an integer", _NUMBER: "a finite number", _METRIC: "a number or null",
-                _STR: "a string", dict: "an object"}[spec]
+        kind = {
+            _INT: "an integer",
+            _NUMBER: "a finite number",
+            _METRIC: "a number or null",
+            _STR: "a string",
+            dict: "an object",
+        }[spec]
         problems.append(f"field {where} is {value!r}, expected {kind}")
 
 
@@ -72,8 +84,10 @@ def check_metrics(obj) -> list[str]:
     if not isinstance(obj, dict):
         return ["not a JSON object"]
     if obj.get("schema") != SCHEMA:
-        return [f"schema {obj.get('schema')!r}, this version reads schema {SCHEMA} "
-                "(rerun the training runs, or merge with the version that wrote them)"]
+        return [
+            f"schema {obj.get('schema')!r}, this version reads schema {SCHEMA} "
+            "(rerun the training runs, or merge with the version that wrote them)"
+        ]
     problems: list[str] = []
     _check(obj, SPEC, "", problems)
     if isinstance(obj.get("status"), str) and obj["status"] not in STATUSES:
@@ -143,6 +157,7 @@ def read_history(path):
         raise UnetcapError(f"{path}: cannot read the history ({err})") from None
     missing = [c for c in HISTORY_REQUIRED if c not in frame.columns]
     if missing:
-        raise UnetcapError(f"{path}: history.csv lacks the columns {missing} "
-                           f"(expected {HISTORY_COLUMNS}); rerun the training run")
+        raise UnetcapError(
+            f"{path}: history.csv lacks the columns {missing} (expected {HISTORY_COLUMNS}); rerun the training run"
+        )
     return frame

@@ -68,12 +68,15 @@ def edge_cases(patients: int, seed: int) -> dict[str, list[str]]:
     """
     order = np.random.default_rng([seed, 0xED6E]).permutation(patients)
     pick = [patient_id(int(order[i % patients])) for i in range(5)]
-    return {"upper_case": [pick[0]], "rgb_mask": [pick[1]], "label_order": [pick[2]],
-            "long_axis": sorted(set(pick[3:5]))}
+    return {
+        "upper_case": [pick[0]],
+        "rgb_mask": [pick[1]],
+        "label_order": [pick[2]],
+        "long_axis": sorted(set(pick[3:5])),
+    }
 
 
-def write_cohort(out_dir, patients: int, seed: int, *, slices=(8, 24), phases=(18, 35),
-                 matrix=(138, 512)) -> list[str]:
+def write_cohort(out_dir, patients: int, seed: int, *, slices=(8, 24), phases=(18, 35), matrix=(138, 512)) -> list[str]:
     """Write a synthetic cohort of `patients` patients in the LVSC layout to `out_dir`.
 
     `slices`, `phases` and `matrix` are inclusive (min, max) ranges of each patient's
@@ -96,9 +99,19 @@ def write_cohort(out_dir, patients: int, seed: int, *, slices=(8, 24), phases=(1
             pid = patient_id(index)
             patient = _draw_patient(np.random.default_rng([seed, index]), pid, slices, phases, matrix)
             _write_patient(tmp / pid, patient, seed, cases)
-            log.info("patient %s (%d/%d): %d slices x %d phases, %dx%d px at %.2f mm, %s %.1f T",
-                     pid, index + 1, patients, patient.n_slices, patient.n_phases, patient.rows,
-                     patient.cols, patient.spacing, patient.vendor, patient.field)
+            log.info(
+                "patient %s (%d/%d): %d slices x %d phases, %dx%d px at %.2f mm, %s %.1f T",
+                pid,
+                index + 1,
+                patients,
+                patient.n_slices,
+                patient.n_phases,
+                patient.rows,
+                patient.cols,
+                patient.spacing,
+                patient.vendor,
+                patient.field,
+            )
             ids.append(pid)
         _replace_dir(tmp, out)
     except BaseException:
@@ -246,26 +259,60 @@ def _draw_patient(rng, pid, slices, phases, matrix) -> _Patient:
     myo = u(0.22, 0.36)
     blood = u(0.82, 1.0)
     p = dict(
-        r_endo=r_endo, r_epi=r_epi, shrink=shrink, thicken=thicken, z_endo=z_endo, z_epi=z_epi,
-        harm2=u(0, 0.07), ph2=u(0, 2 * np.pi), harm3=u(0, 0.035), ph3=u(0, 2 * np.pi),
-        drift=(u(-6, 6), u(-6, 6)), rot=u(-0.35, 0.35),
-        pap_r=u(2.5, 4.5), pap_angles=(u(0.3, 1.1), u(1.9, 2.7)), pap_z=u(0.6, 0.8),
-        rv_dx=-r_epi * (rv_ax + u(-0.3, 0.1)), rv_dy=u(-8, 8), rv_ax=r_epi * rv_ax,
-        rv_ay=r_epi * u(1.2, 1.6), rv_wall=u(2.5, 4.0), rv_z=u(0.6, 0.85), rv_shrink=u(0.12, 0.25),
-        fat_w=u(1.5, 4.5), fat_dir=u(0, 2 * np.pi), fat_arc=u(-0.3, 0.5),
-        body=(u(-50, -20), u(25, 55), u(140, 190), u(95, 130)), sub_fat=u(6, 22), muscle=u(8, 18),
+        r_endo=r_endo,
+        r_epi=r_epi,
+        shrink=shrink,
+        thicken=thicken,
+        z_endo=z_endo,
+        z_epi=z_epi,
+        harm2=u(0, 0.07),
+        ph2=u(0, 2 * np.pi),
+        harm3=u(0, 0.035),
+        ph3=u(0, 2 * np.pi),
+        drift=(u(-6, 6), u(-6, 6)),
+        rot=u(-0.35, 0.35),
+        pap_r=u(2.5, 4.5),
+        pap_angles=(u(0.3, 1.1), u(1.9, 2.7)),
+        pap_z=u(0.6, 0.8),
+        rv_dx=-r_epi * (rv_ax + u(-0.3, 0.1)),
+        rv_dy=u(-8, 8),
+        rv_ax=r_epi * rv_ax,
+        rv_ay=r_epi * u(1.2, 1.6),
+        rv_wall=u(2.5, 4.0),
+        rv_z=u(0.6, 0.85),
+        rv_shrink=u(0.12, 0.25),
+        fat_w=u(1.5, 4.5),
+        fat_dir=u(0, 2 * np.pi),
+        fat_arc=u(-0.3, 0.5),
+        body=(u(-50, -20), u(25, 55), u(140, 190), u(95, 130)),
+        sub_fat=u(6, 22),
+        muscle=u(8, 18),
         lung_r=(-r_epi - u(45, 65), u(-15, 15), u(40, 60), u(60, 85)),
         lung_l=(r_epi + u(20, 40), u(-5, 25), u(30, 50), u(55, 80)),
-        liver=(-u(35, 65), u(35, 65), u(80, 110), u(60, 80)), liver_z=u(0.35, 0.65),
-        aorta=(u(5, 25), r_epi + u(18, 30), u(9, 13)), spine_dy=u(22, 32), spine_r=u(14, 19),
+        liver=(-u(35, 65), u(35, 65), u(80, 110), u(60, 80)),
+        liver_z=u(0.35, 0.65),
+        aorta=(u(5, 25), r_epi + u(18, 30), u(9, 13)),
+        spine_dy=u(22, 32),
+        spine_r=u(14, 19),
         margin=u(3, 7),
         # Grey levels (blood pool ~ 1): the myocardium's overlaps chest wall, liver, RV wall.
-        i_blood=blood, i_myo=myo, i_pap=myo * u(0.95, 1.15), i_rv_wall=myo * u(0.95, 1.2),
-        i_muscle=myo * u(0.9, 1.25), i_liver=myo * u(1.0, 1.4), i_fat=u(0.6, 0.9),
-        i_soft=myo * u(0.9, 1.6), i_medi=myo * u(0.95, 1.5), medi_fat=u(0.3, 1.2),
-        i_lung=u(0.02, 0.08), i_aorta=blood * u(0.85, 1.05),
-        i_spine=u(0.2, 0.35), flow_dim=u(0.0, 0.1), texture=u(0.04, 0.1),
-        noise=u(0.02, 0.06), blur=u(0.5, 1.0),
+        i_blood=blood,
+        i_myo=myo,
+        i_pap=myo * u(0.95, 1.15),
+        i_rv_wall=myo * u(0.95, 1.2),
+        i_muscle=myo * u(0.9, 1.25),
+        i_liver=myo * u(1.0, 1.4),
+        i_fat=u(0.6, 0.9),
+        i_soft=myo * u(0.9, 1.6),
+        i_medi=myo * u(0.95, 1.5),
+        medi_fat=u(0.3, 1.2),
+        i_lung=u(0.02, 0.08),
+        i_aorta=blood * u(0.85, 1.05),
+        i_spine=u(0.2, 0.35),
+        flow_dim=u(0.0, 0.1),
+        texture=u(0.04, 0.1),
+        noise=u(0.02, 0.06),
+        blur=u(0.5, 1.0),
     )
 
     # Geometry in patient coordinates (LPS): the long axis points left, anterior, inferior.
@@ -285,13 +332,29 @@ def _draw_patient(rng, pid, slices, phases, matrix) -> _Patient:
     ramp = np.linspace(u(0.05, 0.2), -u(0.0, 0.1), rows, dtype=np.float32)[:, None]  # anterior coil
     bias *= np.exp(ramp)
     return _Patient(
-        pid=pid, n_slices=n_slices, n_phases=n_phases, rows=rows, cols=cols, spacing=spacing,
-        vendor=vendor, model=model, field=field, slice_gap=gap, thickness=thickness,
-        apex_last=apex_last, row_cos=row_cos, col_cos=col_cos, normal=normal, origin=origin,
-        centre=centre, rr_ms=60000 / u(55, 90),
-        contraction=_contraction(n_phases, u(0.3, 0.4), u(0.3, 0.4)), p=p, bias=bias,
-        scale=u(700, 2600) / 1.6, study_date=f"20{int(rng.integers(7, 10)):02d}"
-                                             f"{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
+        pid=pid,
+        n_slices=n_slices,
+        n_phases=n_phases,
+        rows=rows,
+        cols=cols,
+        spacing=spacing,
+        vendor=vendor,
+        model=model,
+        field=field,
+        slice_gap=gap,
+        thickness=thickness,
+        apex_last=apex_last,
+        row_cos=row_cos,
+        col_cos=col_cos,
+        normal=normal,
+        origin=origin,
+        centre=centre,
+        rr_ms=60000 / u(55, 90),
+        contraction=_contraction(n_phases, u(0.3, 0.4), u(0.3, 0.4)),
+        p=p,
+        bias=bias,
+        scale=u(700, 2600) / 1.6,
+        study_date=f"20{int(rng.integers(7, 10)):02d}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
     )
 
 
@@ -449,12 +512,18 @@ def _render_long_axis(pt: _Patient, rng, turn: float):
     img[heart & (b < endo)] = p["i_blood"]
     img = cv2.GaussianBlur(img, (0, 0), p["blur"])
     sigma = p["noise"] * p["i_blood"]
-    noisy = np.hypot(img + rng.standard_normal(img.shape, dtype=np.float32) * sigma,
-                     rng.standard_normal(img.shape, dtype=np.float32) * sigma)
+    noisy = np.hypot(
+        img + rng.standard_normal(img.shape, dtype=np.float32) * sigma,
+        rng.standard_normal(img.shape, dtype=np.float32) * sigma,
+    )
     image = np.clip(np.rint(noisy * pt.scale), 0, 4095).astype(np.uint16)
     row_cos = math.cos(turn) * pt.row_cos + math.sin(turn) * pt.col_cos
-    mid = pt.origin + pt.centre[1] * pt.spacing * pt.row_cos + pt.centre[0] * pt.spacing * pt.col_cos \
+    mid = (
+        pt.origin
+        + pt.centre[1] * pt.spacing * pt.row_cos
+        + pt.centre[0] * pt.spacing * pt.col_cos
         + span / 2 * pt.normal
+    )
     origin = mid - cols / 2 * pt.spacing * row_cos - rows / 2 * pt.spacing * pt.normal
     return image, myo, (row_cos, pt.normal, origin)
 
@@ -573,8 +642,15 @@ def _write_patient(folder: Path, pt: _Patient, seed: int, cases: dict) -> None:
         position = pt.origin + k * pt.slice_gap * pt.normal
         for phase in range(pt.n_phases):
             stem = f"{pt.pid}_SA{label}_ph{phase}"
-            _save(ds, folder / (stem + dcm), _uid(seed, pt.pid, "SA", label, phase), position,
-                  (label - 1) * pt.n_phases + phase + 1, phase * pt.rr_ms / pt.n_phases, images[phase])
+            _save(
+                ds,
+                folder / (stem + dcm),
+                _uid(seed, pt.pid, "SA", label, phase),
+                position,
+                (label - 1) * pt.n_phases + phase + 1,
+                phase * pt.rr_ms / pt.n_phases,
+                images[phase],
+            )
             _save_mask(folder / (stem + png), masks[phase], rgb)
     if pt.pid in cases["long_axis"]:
         for view, turn in ((1, 0.0), (2, math.pi / 3)):

@@ -55,8 +55,9 @@ def _slices(patient) -> list[list[dict]]:
     slices: dict[int, list[dict]] = {}
     for image in found:
         _, pixels, labels = load({"source": image.source, "mask": image.mask}, {})
-        slices.setdefault(image.slice, []).append({"phase": image.phase, "pixels": pixels, "mask": labels,
-                                                   "position": image.position, "source": image.source})
+        slices.setdefault(image.slice, []).append(
+            {"phase": image.phase, "pixels": pixels, "mask": labels, "position": image.position, "source": image.source}
+        )
     return [slices[k] for k in sorted(slices)]
 
 
@@ -120,8 +121,9 @@ def write_patient(patient, out: Path, layout: str) -> None:
     affine = _affine(slices[0][0]["source"], [s[0]["position"] for s in slices])
     label = MYOCARDIUM[layout]
     if layout == "acdc":
-        (folder / "Info.cfg").write_text(f"ED: 1\nES: {phases // 3 + 1}\nGroup: NOR\nHeight: 175.0\n"
-                                         f"NbFrame: {phases}\nWeight: 75.0\n")
+        (folder / "Info.cfg").write_text(
+            f"ED: 1\nES: {phases // 3 + 1}\nGroup: NOR\nHeight: 175.0\nNbFrame: {phases}\nWeight: 75.0\n"
+        )
         for t in range(phases):
             _save_nifti(folder / f"{pid}_frame{t + 1:02d}.nii.gz", _volume(slices, t, "pixels"), affine)
             _save_nifti(folder / f"{pid}_frame{t + 1:02d}_gt.nii.gz", _volume(slices, t, "mask", label), affine)

@@ -72,12 +72,13 @@ def resize_pad(array: np.ndarray, size: int, interp: int, out: np.ndarray | None
     if out is None:
         out = np.zeros((size, size), dtype=array.dtype)
     top, left = (size - new_rows) // 2, (size - new_cols) // 2
-    out[top:top + new_rows, left:left + new_cols] = array
+    out[top : top + new_rows, left : left + new_cols] = array
     return out
 
 
-def prepare_image(pixels: np.ndarray, size: int, out: np.ndarray | None = None,
-                  box: tuple[int, int, int] | None = None) -> np.ndarray:
+def prepare_image(
+    pixels: np.ndarray, size: int, out: np.ndarray | None = None, box: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """A raw image as the network sees it: float32, size x size, values in [0, 1] (into
     `out`, all zeros, when given); only the square `box` (top, left, side) of it when given.
     Intensities are rescaled over the whole image, so a crop does not change them."""
@@ -89,8 +90,9 @@ def prepare_image(pixels: np.ndarray, size: int, out: np.ndarray | None = None,
     return image
 
 
-def prepare_mask(mask: np.ndarray, size: int, out: np.ndarray | None = None,
-                 box: tuple[int, int, int] | None = None) -> np.ndarray:
+def prepare_mask(
+    mask: np.ndarray, size: int, out: np.ndarray | None = None, box: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """A boolean mask as uint8 0/1, size x size, nearest-neighbour resized (into `out`);
     only the square `box` of it when given."""
     import cv2
@@ -108,11 +110,10 @@ ROI_METHODS = ("none", "centre", "heart")
 def crop(array: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
     """The square `box` = (top, left, side) of `array` (a view)."""
     top, left, side = box
-    return array[top:top + side, left:left + side]
+    return array[top : top + side, left : left + side]
 
 
-def roi_box(shape: tuple[int, int], fraction: float, centre: tuple[float, float] | None = None
-            ) -> tuple[int, int, int]:
+def roi_box(shape: tuple[int, int], fraction: float, centre: tuple[float, float] | None = None) -> tuple[int, int, int]:
     """(top, left, side) of a square of `fraction` times the shorter side of an image of
     `shape`, centred on `centre` (row, column; default the image's centre) and moved, if
     need be, to lie inside the image."""
@@ -162,8 +163,7 @@ def heart_centre(images: list[np.ndarray], slices: list) -> tuple[float, float] 
     return float((weight * rows).sum() / weight.sum()), float((weight * cols).sum() / weight.sum())
 
 
-def roi_boxes(images: list[np.ndarray], slices: list, method: str, fraction: float
-              ) -> tuple[list, str]:
+def roi_boxes(images: list[np.ndarray], slices: list, method: str, fraction: float) -> tuple[list, str]:
     """The crop box of each of one patient's images (None each for method "none"), and how
     its centre was found ("none", "centre", "heart", or "centre: ..." when the heart could
     not be found)."""
@@ -247,8 +247,9 @@ def _prepare_block(job):
         top, left, side = box if box is not None else (0, 0, 0)
         total = int(np.count_nonzero(mask))
         kept = (int(np.count_nonzero(crop(mask, box))) / total if box is not None else 1.0) if total else np.nan
-        headers.append({**header, "roi": found[k], "roi_top": top, "roi_left": left, "roi_side": side,
-                        "roi_kept": kept})
+        headers.append(
+            {**header, "roi": found[k], "roi_top": top, "roi_left": left, "roi_side": side, "roi_kept": kept}
+        )
     _write_rows(images_path, images_offset + start * image_bytes, images)
     _write_rows(masks_path, masks_offset + start * mask_bytes, masks)
     return headers, problems
@@ -279,8 +280,15 @@ def _blocks(sample: pd.DataFrame, workers: int, whole_patients: bool) -> list[tu
     return blocks
 
 
-def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: dict | None = None,
-                  source: str = "lvsc", options: dict | None = None) -> dict:
+def prepare_store(
+    sample_csv,
+    out_dir,
+    image_size: int,
+    workers: int = 1,
+    roi: dict | None = None,
+    source: str = "lvsc",
+    options: dict | None = None,
+) -> dict:
     """Read, check and prepare every sampled image of the cohort into `out_dir`:
     images.npy (float32, N x S x S), masks.npy (uint8 0/1), index.csv (the sample with each
     image's original shape, pixel spacing, vendor and field strength, and its crop box)
@@ -316,15 +324,20 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: d
     items = sample[["source", "mask", "slice_label", "phase"]].to_dict("records")
     groups = list(zip(sample.patient, sample.slice))
     reading = {"source": source, "options": options}
-    jobs = [(start, items[start:end], groups[start:end], size, roi, reading, *outputs)
-            for start, end in _blocks(sample, workers, whole_patients=roi["method"] == "heart")]
+    jobs = [
+        (start, items[start:end], groups[start:end], size, roi, reading, *outputs)
+        for start, end in _blocks(sample, workers, whole_patients=roi["method"] == "heart")
+    ]
     problems = Problems(f"preparing {sample_csv}")
     headers = []
     try:
         # The arrays are hashed while the workers write them: block results come back in
         # order, and the rows before them are final.
-        with (FileHash(outputs[0][0]) as image_hash, FileHash(outputs[1][0]) as mask_hash,
-              opencv_threads(1) if workers > 1 else nullcontext()):
+        with (
+            FileHash(outputs[0][0]) as image_hash,
+            FileHash(outputs[1][0]) as mask_hash,
+            opencv_threads(1) if workers > 1 else nullcontext(),
+        ):
             logged = 0
             for block_headers, block_problems in parallel_map(_prepare_block, jobs, workers):
                 for problem in block_problems:
@@ -341,23 +354,28 @@ def prepare_store(sample_csv, out_dir, image_size: int, workers: int = 1, roi: d
             labelled = found["roi_kept"].notna().groupby(sample.patient.to_numpy(), sort=False).any()
             for patient in labelled.index[~labelled.to_numpy()]:
                 rows = sample.index[sample.patient == patient]
-                problems.add(Path(sample.source[rows[0]]).parent, f"patient {patient}: the structure (cohort.labels) "
-                             f"is empty in every one of its {len(rows)} sampled images")
+                problems.add(
+                    Path(sample.source[rows[0]]).parent,
+                    f"patient {patient}: the structure (cohort.labels) "
+                    f"is empty in every one of its {len(rows)} sampled images",
+                )
             problems.raise_if_any()
             if "vendor" in sample:  # a table's vendor where the image header has none
                 found["vendor"] = found["vendor"].where(found["vendor"] != "", sample["vendor"].fillna(""))
             index = pd.concat([sample.drop(columns="vendor", errors="ignore"), found], axis=1)
             write_table(index, tmp["index.csv"])
-            sha = {"images.npy": image_hash.hexdigest(), "masks.npy": mask_hash.hexdigest(),
-                   "index.csv": sha256_file(tmp["index.csv"])}
+            sha = {
+                "images.npy": image_hash.hexdigest(),
+                "masks.npy": mask_hash.hexdigest(),
+                "index.csv": sha256_file(tmp["index.csv"]),
+            }
         for name, path in tmp.items():
             os.replace(path, out_dir / name)
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
     _log_roi(index, roi)
-    store = {"schema": 1, "n_images": n, "image_size": size, "roi": roi, "sha256": sha,
-             "data_sha256": sha256_json(sha)}
+    store = {"schema": 1, "n_images": n, "image_size": size, "roi": roi, "sha256": sha, "data_sha256": sha256_json(sha)}
     write_text_atomic(out_dir / "store.json", json.dumps(store, indent=1) + "\n")
     return store
 
@@ -370,9 +388,16 @@ def _log_roi(index: pd.DataFrame, roi: dict) -> None:
     how = index.groupby("patient")["roi"].first().value_counts().to_dict()
     kept = index["roi_kept"].dropna()
     cut = kept[kept < 1]
-    log.info("region of interest %s, fraction %.3g: patients by centre %s; myocardium kept in the crop: "
-             "%d of %d images whole%s", roi["method"], roi["fraction"], how, len(kept) - len(cut), len(kept),
-             f", the others {cut.min():.1%} to {cut.max():.1%}" if len(cut) else "")
+    log.info(
+        "region of interest %s, fraction %.3g: patients by centre %s; myocardium kept in the crop: "
+        "%d of %d images whole%s",
+        roi["method"],
+        roi["fraction"],
+        how,
+        len(kept) - len(cut),
+        len(kept),
+        f", the others {cut.min():.1%} to {cut.max():.1%}" if len(cut) else "",
+    )
 
 
 def load_store(store, images=None, masks=None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -388,8 +413,7 @@ def load_store(store, images=None, masks=None) -> tuple[np.ndarray, np.ndarray, 
         meta = json.loads(store.read_text())
     except (OSError, ValueError) as err:
         raise UnetcapError(f"{store}: cannot read the prepared store's description ({err})") from None
-    missing = [f"{store}: missing field {key}" for key in ("n_images", "image_size", "data_sha256")
-               if key not in meta]
+    missing = [f"{store}: missing field {key}" for key in ("n_images", "image_size", "data_sha256") if key not in meta]
     if missing:
         raise UnetcapError("; ".join(missing))
     n, s = int(meta["n_images"]), int(meta["image_size"])
@@ -398,10 +422,11 @@ def load_store(store, images=None, masks=None) -> tuple[np.ndarray, np.ndarray, 
         mask_array = np.load(masks, mmap_mode="r")
     except (OSError, ValueError) as err:
         raise UnetcapError(f"cannot read the prepared arrays {images}, {masks}: {err}") from None
-    problems = [f"{path}: {array.dtype} {array.shape}, but {store} says {np.dtype(dtype)} {(n, s, s)} "
-                f"(rerun the prepare rule)"
-                for path, array, dtype in ((images, image_array, np.float32), (masks, mask_array, np.uint8))
-                if array.shape != (n, s, s) or array.dtype != dtype]
+    problems = [
+        f"{path}: {array.dtype} {array.shape}, but {store} says {np.dtype(dtype)} {(n, s, s)} (rerun the prepare rule)"
+        for path, array, dtype in ((images, image_array, np.float32), (masks, mask_array, np.uint8))
+        if array.shape != (n, s, s) or array.dtype != dtype
+    ]
     if problems:
         raise UnetcapError("; ".join(problems))
     return image_array, mask_array, meta

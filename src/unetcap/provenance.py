@@ -76,7 +76,7 @@ def versions(*dists: str) -> dict[str, str | None]:
 
 
 def device() -> str:
-    """"CPU", or the name of the first GPU that TensorFlow sees (when it is imported)."""
+    """The string "CPU", or the name of the first GPU that TensorFlow sees (when it is imported)."""
     tf = sys.modules.get("tensorflow")
     if tf is None:
         return "CPU"

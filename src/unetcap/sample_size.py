@@ -47,8 +47,17 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError, write_text_atomic
-from unetcap.stats import (PAPER_OLS, Formatted, fit_ols, fmt_num, model_frame, ols_predictions,
-                           read_metrics, to_html, to_markdown)
+from unetcap.stats import (
+    PAPER_OLS,
+    Formatted,
+    fit_ols,
+    fmt_num,
+    model_frame,
+    ols_predictions,
+    read_metrics,
+    to_html,
+    to_markdown,
+)
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
 log = logging.getLogger(__name__)
@@ -65,13 +74,21 @@ FEW_RUNS = 5  # fewer runs at a size: the bootstrap intervals are too narrow (a 
 CURVE = "DICE(N) = a - b * N^(-c)"
 
 # Files `write_sample_size` writes, relative to its output folder.
-SAMPLE_SIZE_FILES = ("sample_size.csv", "sample_size.md", "sample_size.html", "sample_size_fits.csv",
-                     "sample_size_crossings.csv", "sample_size_backtest.csv", "sample_size_curves.csv")
+SAMPLE_SIZE_FILES = (
+    "sample_size.csv",
+    "sample_size.md",
+    "sample_size.html",
+    "sample_size_fits.csv",
+    "sample_size_crossings.csv",
+    "sample_size_backtest.csv",
+    "sample_size_curves.csv",
+)
 
 
 # ---------------------------------------------------------------------------------------
 # The runs and the curve
 # ---------------------------------------------------------------------------------------
+
 
 def select_runs(metrics: pd.DataFrame, metric: str = "test_dice", runs: str = "all") -> pd.DataFrame:
     """The model frame (`stats.model_frame`) of the runs the curves are fitted on: every run
@@ -83,8 +100,12 @@ def select_runs(metrics: pd.DataFrame, metric: str = "test_dice", runs: str = "a
     if runs == "all":
         return data
     val = metrics.assign(val_dice=pd.to_numeric(metrics["val_dice"], errors="coerce"))
-    mean = (val.groupby(["backbone", "size", "lr", "reg"], as_index=False)["val_dice"].mean()
-            .dropna(subset=["val_dice"]).sort_values(["backbone", "size", "lr", "reg"], kind="stable"))
+    mean = (
+        val.groupby(["backbone", "size", "lr", "reg"], as_index=False)["val_dice"]
+        .mean()
+        .dropna(subset=["val_dice"])
+        .sort_values(["backbone", "size", "lr", "reg"], kind="stable")
+    )
     best = mean.loc[mean.groupby(["backbone", "size"])["val_dice"].idxmax(), ["backbone", "size", "lr", "reg"]]
     keep = data.merge(best, on=["backbone", "size", "lr", "reg"], how="inner")
     return keep.reset_index(drop=True)
@@ -109,6 +130,7 @@ def images_needed(target: float, a: float, b: float, c: float) -> float:
 # ---------------------------------------------------------------------------------------
 # Fitting
 # ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Points:
@@ -195,8 +217,12 @@ def _solve(x, mean, sw, start):
     from scipy.optimize import least_squares
 
     args = (x, mean, sw)
-    on_bound = {k: bound for k, v in enumerate(start) for bound in (_LOWER[k], _UPPER[k])
-                if np.isfinite(bound) and np.isclose(v, bound, rtol=1e-9, atol=1e-12)}
+    on_bound = {
+        k: bound
+        for k, v in enumerate(start)
+        for bound in (_LOWER[k], _UPPER[k])
+        if np.isfinite(bound) and np.isclose(v, bound, rtol=1e-9, atol=1e-12)
+    }
     if on_bound and len(on_bound) < 3:
         res = _solve_fixed(on_bound, args, start)
         if res is not None:
@@ -209,8 +235,16 @@ def _solve(x, mean, sw, start):
         reduced = _solve_fixed(fixed, args, start) if len(fixed) < 3 else None
         if reduced is not None:
             return reduced
-    return least_squares(_residuals, np.clip(start, _LOWER, _UPPER), jac=_jacobian, bounds=(_LOWER, _UPPER),
-                         args=args, method="trf", x_scale="jac", max_nfev=200)
+    return least_squares(
+        _residuals,
+        np.clip(start, _LOWER, _UPPER),
+        jac=_jacobian,
+        bounds=(_LOWER, _UPPER),
+        args=args,
+        method="trf",
+        x_scale="jac",
+        max_nfev=200,
+    )
 
 
 def _within(theta) -> bool:
@@ -236,9 +270,14 @@ def _solve_fixed(fixed: dict, args, start):
         out[free] = p
         return out
 
-    res = least_squares(lambda p: _residuals(full(p), *args), np.clip(theta, _LOWER, _UPPER)[free],
-                        jac=lambda p: _jacobian(full(p), *args)[:, free], method="lm", x_scale="jac",
-                        max_nfev=200)
+    res = least_squares(
+        lambda p: _residuals(full(p), *args),
+        np.clip(theta, _LOWER, _UPPER)[free],
+        jac=lambda p: _jacobian(full(p), *args)[:, free],
+        method="lm",
+        x_scale="jac",
+        max_nfev=200,
+    )
     whole = full(res.x)
     if not (res.success and _within(whole)):
         return None
@@ -273,8 +312,10 @@ def fit_curve(dice, size, backbone: str, resamples: int = RESAMPLES, seed: int =
     sizes = np.unique(size)
     fit = CurveFit(backbone, "fitted", n_runs=len(dice), n_sizes=len(sizes))
     if len(sizes) < MIN_SIZES:
-        fit.status, fit.reason = "not fitted", (f"only {_sizes_text(sizes)}; the curve's 3 parameters "
-                                                f"need at least {MIN_SIZES}")
+        fit.status, fit.reason = (
+            "not fitted",
+            (f"only {_sizes_text(sizes)}; the curve's 3 parameters need at least {MIN_SIZES}"),
+        )
         return fit
     if np.ptp(dice) == 0:
         fit.status, fit.reason = "not fitted", f"DICE is the same ({dice[0]:g}) in every run"
@@ -293,7 +334,7 @@ def fit_curve(dice, size, backbone: str, resamples: int = RESAMPLES, seed: int =
         fit.status, fit.reason = "fit failed", f"did not converge ({res.message})"
         return fit
     a, beta, c = (float(v) for v in res.x)
-    fit.a, fit.b, fit.c = a, beta * pts.scale ** c, c
+    fit.a, fit.b, fit.c = a, beta * pts.scale**c, c
     fit.rmse = float(np.sqrt(np.mean((curve(pts.sizes, fit.a, fit.b, fit.c) - pts.means) ** 2)))
     for name, value, (low, high) in (("plateau a", a, (0, 1)), ("exponent c", c, C_BOUNDS)):
         if np.isclose(value, low) or np.isclose(value, high):
@@ -302,14 +343,18 @@ def fit_curve(dice, size, backbone: str, resamples: int = RESAMPLES, seed: int =
         fit.draws, fit.failed = _bootstrap(pts, res.x, resamples, seed, backbone)
         fit.resamples = resamples
         if fit.failed:
-            fit.notes.append(f"{fit.model}: {fit.failed} of {resamples} bootstrap refits did not converge "
-                             "and are left out of the intervals.")
+            fit.notes.append(
+                f"{fit.model}: {fit.failed} of {resamples} bootstrap refits did not converge "
+                "and are left out of the intervals."
+            )
         fewest = min(len(v) for v in pts.values)
         if fewest < 2:
             fit.notes.append(f"{fit.model}: a size with a single run gives the bootstrap no spread there.")
         elif fewest < FEW_RUNS:
-            fit.notes.append(f"{fit.model}: a size with only {fewest} runs: the intervals run narrow (in "
-                             "simulations the 95 % interval covered 87 % with 2 runs per size, 89 % with 3, 95 % with 5).")
+            fit.notes.append(
+                f"{fit.model}: a size with only {fewest} runs: the intervals run narrow (in "
+                "simulations the 95 % interval covered 87 % with 2 runs per size, 89 % with 3, 95 % with 5)."
+            )
     return fit
 
 
@@ -342,7 +387,7 @@ def _bootstrap(pts: Points, theta, resamples: int, seed: int, backbone: str) -> 
             failed += 1
             continue
         a, beta, c = res.x
-        draws.append((a, beta * pts.scale ** c, c))
+        draws.append((a, beta * pts.scale**c, c))
     return np.array(draws, dtype=float).reshape(-1, 3), failed
 
 
@@ -358,6 +403,7 @@ def fit_curves(data: pd.DataFrame, resamples: int = RESAMPLES, seed: int = 0) ->
 # ---------------------------------------------------------------------------------------
 # The answer: images needed, crossings, backtest, curves
 # ---------------------------------------------------------------------------------------
+
 
 def _quantiles(values) -> tuple[float, float, float]:
     """Median and LEVEL percentile interval, no interpolation (the values may be infinite)."""
@@ -382,24 +428,65 @@ def images_table(fits: list[CurveFit], targets=TARGETS, runs: str = "all") -> pd
     rows = []
     for fit in fits:
         for target in targets:
-            row = {"model": fit.model, "backbone": fit.backbone, "target": float(target), "runs": runs,
-                   "status": fit.status, "images": np.nan, "images_median": np.nan, "images_low": np.nan,
-                   "images_high": np.nan, "plateau": fit.a, "plateau_low": np.nan, "plateau_high": np.nan,
-                   "largest_size": fit.largest, "reason": fit.reason}
+            row = {
+                "model": fit.model,
+                "backbone": fit.backbone,
+                "target": float(target),
+                "runs": runs,
+                "status": fit.status,
+                "images": np.nan,
+                "images_median": np.nan,
+                "images_low": np.nan,
+                "images_high": np.nan,
+                "plateau": fit.a,
+                "plateau_low": np.nan,
+                "plateau_high": np.nan,
+                "largest_size": fit.largest,
+                "reason": fit.reason,
+            }
             if fit.fitted:
                 needed = images_needed(target, fit.a, fit.b, fit.c)
                 boot = [images_needed(target, *theta) for theta in fit.draws]
                 median, low, high = _quantiles(boot)
                 _, a_low, a_high = plateau_interval(fit)
-                row.update(images=needed, images_median=median, images_low=low, images_high=high,
-                           plateau_low=a_low, plateau_high=a_high, status=_status(target, needed, fit, a_high))
-                row["reason"] = _status_reason(row) if len(fit.draws) else (
-                    "no bootstrap interval (resamples: 0)" if row["status"] == "above the fitted plateau"
-                    else _status_reason(row))
+                row.update(
+                    images=needed,
+                    images_median=median,
+                    images_low=low,
+                    images_high=high,
+                    plateau_low=a_low,
+                    plateau_high=a_high,
+                    status=_status(target, needed, fit, a_high),
+                )
+                row["reason"] = (
+                    _status_reason(row)
+                    if len(fit.draws)
+                    else (
+                        "no bootstrap interval (resamples: 0)"
+                        if row["status"] == "above the fitted plateau"
+                        else _status_reason(row)
+                    )
+                )
             rows.append(row)
-    return pd.DataFrame(rows, columns=["model", "backbone", "target", "runs", "status", "images",
-                                       "images_median", "images_low", "images_high", "plateau",
-                                       "plateau_low", "plateau_high", "largest_size", "reason"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "backbone",
+            "target",
+            "runs",
+            "status",
+            "images",
+            "images_median",
+            "images_low",
+            "images_high",
+            "plateau",
+            "plateau_low",
+            "plateau_high",
+            "largest_size",
+            "reason",
+        ],
+    )
 
 
 def _status(target, needed, fit, a_high) -> str:
@@ -426,16 +513,48 @@ def fits_table(fits: list[CurveFit]) -> pd.DataFrame:
     """One row per backbone: a, b, c with their bootstrap intervals, how the fit went."""
     rows = []
     for fit in fits:
-        row = {"model": fit.model, "backbone": fit.backbone, "status": fit.status, "reason": fit.reason,
-               "runs": fit.n_runs, "sizes": fit.n_sizes,
-               "largest_size": fit.largest, "a": fit.a, "b": fit.b, "c": fit.c, "rmse": fit.rmse,
-               "nfev": fit.nfev, "resamples": fit.resamples, "resamples_failed": fit.failed}
+        row = {
+            "model": fit.model,
+            "backbone": fit.backbone,
+            "status": fit.status,
+            "reason": fit.reason,
+            "runs": fit.n_runs,
+            "sizes": fit.n_sizes,
+            "largest_size": fit.largest,
+            "a": fit.a,
+            "b": fit.b,
+            "c": fit.c,
+            "rmse": fit.rmse,
+            "nfev": fit.nfev,
+            "resamples": fit.resamples,
+            "resamples_failed": fit.failed,
+        }
         for k, name in enumerate("abc"):
             _, low, high = _quantiles(fit.draws[:, k]) if fit.fitted else (np.nan,) * 3
             row[f"{name}_low"], row[f"{name}_high"] = low, high
         rows.append(row)
-    cols = ["model", "backbone", "status", "reason", "runs", "sizes", "largest_size", "a", "a_low", "a_high",
-            "b", "b_low", "b_high", "c", "c_low", "c_high", "rmse", "nfev", "resamples", "resamples_failed"]
+    cols = [
+        "model",
+        "backbone",
+        "status",
+        "reason",
+        "runs",
+        "sizes",
+        "largest_size",
+        "a",
+        "a_low",
+        "a_high",
+        "b",
+        "b_low",
+        "b_high",
+        "c",
+        "c_low",
+        "c_high",
+        "rmse",
+        "nfev",
+        "resamples",
+        "resamples_failed",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -455,8 +574,19 @@ def curves_table(fits: list[CurveFit]) -> pd.DataFrame:
             low, high = np.quantile(band, [tail, 1 - tail], axis=0, method="inverted_cdf")
         else:
             low = high = np.full_like(grid, np.nan)
-        rows.append(pd.DataFrame({"model": fit.model, "backbone": fit.backbone, "size": grid, "dice": dice,
-                                  "low": low, "high": high, "extrapolated": grid > fit.largest}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "model": fit.model,
+                    "backbone": fit.backbone,
+                    "size": grid,
+                    "dice": dice,
+                    "low": low,
+                    "high": high,
+                    "extrapolated": grid > fit.largest,
+                }
+            )
+        )
     if not rows:
         return pd.DataFrame(columns=["model", "backbone", "size", "dice", "low", "high", "extrapolated"])
     return pd.concat(rows, ignore_index=True)
@@ -471,11 +601,11 @@ def crossings_table(fits: list[CurveFit]) -> pd.DataFrame:
     done = [f for f in fits if f.fitted]
     rows = []
     for i, one in enumerate(done):
-        for two in done[i + 1:]:
+        for two in done[i + 1 :]:
             lo = min(one.points.sizes.min(), two.points.sizes.min())
             top = max(one.largest, two.largest)
 
-            def gap(logn):
+            def gap(logn, one=one, two=two):
                 return float(curve(np.exp(logn), one.a, one.b, one.c) - curve(np.exp(logn), two.a, two.b, two.c))
 
             grid = np.linspace(math.log(lo), math.log(EXTRAPOLATION * top), 400)
@@ -484,9 +614,15 @@ def crossings_table(fits: list[CurveFit]) -> pd.DataFrame:
                 n = math.exp(brentq(gap, grid[k], grid[k + 1], xtol=1e-10))
                 after = gap(math.log(n) + 1e-3)
                 leader, other = (one, two) if after > 0 else (two, one)
-                rows.append({"overtakes": leader.model, "overtaken": other.model, "size": n,
-                             "dice": float(curve(n, one.a, one.b, one.c)),
-                             "inside_trained_range": bool(lo <= n <= top)})
+                rows.append(
+                    {
+                        "overtakes": leader.model,
+                        "overtaken": other.model,
+                        "size": n,
+                        "dice": float(curve(n, one.a, one.b, one.c)),
+                        "inside_trained_range": bool(lo <= n <= top),
+                    }
+                )
     return pd.DataFrame(rows, columns=["overtakes", "overtaken", "size", "dice", "inside_trained_range"])
 
 
@@ -505,8 +641,10 @@ def backtest_table(data: pd.DataFrame, ols_data: pd.DataFrame, ols_formula: str 
             continue
         kept, out = sizes[:-held], sizes[-held:]
         if len(kept) < MIN_SIZES:
-            reason = (f"not run: without the {'two largest sizes' if held == 2 else 'largest size'} "
-                      f"{_sizes_text(kept)} left to fit, the curve needs at least {MIN_SIZES}")
+            reason = (
+                f"not run: without the {'two largest sizes' if held == 2 else 'largest size'} "
+                f"{_sizes_text(kept)} left to fit, the curve needs at least {MIN_SIZES}"
+            )
             rows += [_backtest_row(b, held, np.nan, reason) for b in backbones]
             continue
         reduced = data[data["size"].isin(kept)]
@@ -526,8 +664,10 @@ def backtest_table(data: pd.DataFrame, ols_data: pd.DataFrame, ols_formula: str 
                     row["status"] = f"{fit.status}: {fit.reason}"
                 observed = data.loc[(data["backbone"] == backbone) & (data["size"] == size), "DICE"]
                 ols_observed = ols_data.loc[(ols_data["backbone"] == backbone) & (ols_data["size"] == size), "DICE"]
-                row.update(observed=observed.mean() if len(observed) else np.nan,
-                           ols_observed=ols_observed.mean() if len(ols_observed) else np.nan)
+                row.update(
+                    observed=observed.mean() if len(observed) else np.nan,
+                    ols_observed=ols_observed.mean() if len(ols_observed) else np.nan,
+                )
                 if fit.fitted:
                     row["predicted"] = float(curve(size, fit.a, fit.b, fit.c))
                 if ols_pred is not None:
@@ -538,29 +678,58 @@ def backtest_table(data: pd.DataFrame, ols_data: pd.DataFrame, ols_formula: str 
     return pd.DataFrame(rows, columns=BACKTEST_COLUMNS)
 
 
-BACKTEST_COLUMNS = ["model", "backbone", "held_out", "size", "status", "observed", "predicted", "error",
-                    "ols_observed", "ols_predicted", "ols_error"]
+BACKTEST_COLUMNS = [
+    "model",
+    "backbone",
+    "held_out",
+    "size",
+    "status",
+    "observed",
+    "predicted",
+    "error",
+    "ols_observed",
+    "ols_predicted",
+    "ols_error",
+]
 
 
 def _backtest_row(backbone, held, size, reason) -> dict:
-    return {"model": BACKBONES[backbone].short, "backbone": backbone, "held_out": held, "size": size,
-            "status": reason or "run", "observed": np.nan, "predicted": np.nan, "error": np.nan,
-            "ols_observed": np.nan, "ols_predicted": np.nan, "ols_error": np.nan}
+    return {
+        "model": BACKBONES[backbone].short,
+        "backbone": backbone,
+        "held_out": held,
+        "size": size,
+        "status": reason or "run",
+        "observed": np.nan,
+        "predicted": np.nan,
+        "error": np.nan,
+        "ols_observed": np.nan,
+        "ols_predicted": np.nan,
+        "ols_error": np.nan,
+    }
 
 
 # ---------------------------------------------------------------------------------------
 # Everything, computed and written
 # ---------------------------------------------------------------------------------------
 
-def analyse_sample_size(metrics: pd.DataFrame, metric: str = "test_dice", targets=TARGETS,
-                        resamples: int = RESAMPLES, runs: str = "all", seed: int = 0,
-                        ols_formula: str = PAPER_OLS) -> dict:
+
+def analyse_sample_size(
+    metrics: pd.DataFrame,
+    metric: str = "test_dice",
+    targets=TARGETS,
+    resamples: int = RESAMPLES,
+    runs: str = "all",
+    seed: int = 0,
+    ols_formula: str = PAPER_OLS,
+) -> dict:
     """Every table of the sample-size analysis, as data frames (no file is written)."""
     targets = [float(t) for t in targets]
     bad = [t for t in targets if not 0 < t < 1]
     if bad or not targets:
-        raise UnetcapError(f"analysis.sample_size.targets: {bad or targets} - each target DICE must lie "
-                           "between 0 and 1")
+        raise UnetcapError(
+            f"analysis.sample_size.targets: {bad or targets} - each target DICE must lie between 0 and 1"
+        )
     if int(resamples) < 0:
         raise UnetcapError(f"analysis.sample_size.resamples: {resamples} is negative")
     frame = model_frame(metrics, metric)
@@ -569,13 +738,19 @@ def analyse_sample_size(metrics: pd.DataFrame, metric: str = "test_dice", target
     fits = fit_curves(data, int(resamples), seed)
     seconds = time.perf_counter() - started
     log.info("%d learning curves, %d resamples each, fitted in %.1f s", len(fits), resamples, seconds)
-    notes = [f"Curve: {CURVE}, least squares on the mean {metric} of each size weighted by its number of "
-             "runs (as on the runs themselves); N scaled by the largest trained size inside the fit.",
-             _runs_note(runs, data),
-             (f"Intervals: {100 * LEVEL:g} % percentile bootstrap, {resamples} resamples of the runs within "
-              f"each size (seed {seed}), each resampled mean inflated by sqrt(n / (n - 1))."),
-             (f"Beyond the data: more than {EXTRAPOLATION} x the largest trained size. Not reachable: the "
-              f"target lies above the plateau's {100 * LEVEL:g} % interval.")]
+    notes = [
+        f"Curve: {CURVE}, least squares on the mean {metric} of each size weighted by its number of "
+        "runs (as on the runs themselves); N scaled by the largest trained size inside the fit.",
+        _runs_note(runs, data),
+        (
+            f"Intervals: {100 * LEVEL:g} % percentile bootstrap, {resamples} resamples of the runs within "
+            f"each size (seed {seed}), each resampled mean inflated by sqrt(n / (n - 1))."
+        ),
+        (
+            f"Beyond the data: more than {EXTRAPOLATION} x the largest trained size. Not reachable: the "
+            f"target lies above the plateau's {100 * LEVEL:g} % interval."
+        ),
+    ]
     unfitted = [f for f in fits if not f.fitted]
     if len(fits) > 1 and len(unfitted) == len(fits) and len({(f.status, f.reason) for f in fits}) == 1:
         notes.append(f"Every model {fits[0].status}: {fits[0].reason}.")
@@ -583,23 +758,42 @@ def analyse_sample_size(metrics: pd.DataFrame, metric: str = "test_dice", target
     for fit in fits:
         notes += fit.notes
     notes += [f"{fit.model}: {fit.status}: {fit.reason}." for fit in unfitted]
-    return {"fits": fits, "images": images_table(fits, targets, runs), "fit_table": fits_table(fits),
-            "curves": curves_table(fits), "crossings": crossings_table(fits),
-            "backtest": backtest_table(data, frame.data, ols_formula), "notes": notes, "metric": metric,
-            "runs": runs, "seconds": seconds}
+    return {
+        "fits": fits,
+        "images": images_table(fits, targets, runs),
+        "fit_table": fits_table(fits),
+        "curves": curves_table(fits),
+        "crossings": crossings_table(fits),
+        "backtest": backtest_table(data, frame.data, ols_formula),
+        "notes": notes,
+        "metric": metric,
+        "runs": runs,
+        "seconds": seconds,
+    }
 
 
 def _runs_note(runs: str, data: pd.DataFrame) -> str:
     if runs == "all":
-        return (f"Runs: all {len(data)} runs of the lr x reg grid, the same runs as the OLS and the HSD "
-                "groups: no choice on any metric, and the backtest compares like with like.")
-    return (f"Runs: per model and size, the (lr, reg) with the highest mean validation DICE ({len(data)} runs): "
-            "the choice is never made on the test set.")
+        return (
+            f"Runs: all {len(data)} runs of the lr x reg grid, the same runs as the OLS and the HSD "
+            "groups: no choice on any metric, and the backtest compares like with like."
+        )
+    return (
+        f"Runs: per model and size, the (lr, reg) with the highest mean validation DICE ({len(data)} runs): "
+        "the choice is never made on the test set."
+    )
 
 
-def write_sample_size(metrics_path, outdir, metric: str = "test_dice", targets=TARGETS,
-                      resamples: int = RESAMPLES, runs: str = "all", seed: int = 0,
-                      ols_formula: str = PAPER_OLS) -> list[Path]:
+def write_sample_size(
+    metrics_path,
+    outdir,
+    metric: str = "test_dice",
+    targets=TARGETS,
+    resamples: int = RESAMPLES,
+    runs: str = "all",
+    seed: int = 0,
+    ols_formula: str = PAPER_OLS,
+) -> list[Path]:
     """Read the merged metrics table and write SAMPLE_SIZE_FILES into `outdir`, each
     atomically; the same table and settings give byte-identical files."""
     result = analyse_sample_size(read_metrics(metrics_path), metric, targets, resamples, runs, seed, ols_formula)
@@ -620,8 +814,15 @@ def write_sample_size(metrics_path, outdir, metric: str = "test_dice", targets=T
     put_csv("sample_size_curves.csv", result["curves"])
     tables = format_sample_size(result)
     plan = plan_lines(result["images"])
-    put("sample_size.md", "# How many images do I need?\n\n" + "".join(f"{p}  \n" for p in plan) + "\n" +
-        "\n".join(to_markdown(t) for t in tables) + "".join(f"\n- {n}" for n in result["notes"]) + "\n")
+    put(
+        "sample_size.md",
+        "# How many images do I need?\n\n"
+        + "".join(f"{p}  \n" for p in plan)
+        + "\n"
+        + "\n".join(to_markdown(t) for t in tables)
+        + "".join(f"\n- {n}" for n in result["notes"])
+        + "\n",
+    )
     put("sample_size.html", to_html(tables, plan, [f"Note: {n}" for n in result["notes"]]))
     return written
 
@@ -629,6 +830,7 @@ def write_sample_size(metrics_path, outdir, metric: str = "test_dice", targets=T
 # ---------------------------------------------------------------------------------------
 # Formatting
 # ---------------------------------------------------------------------------------------
+
 
 def fmt_images(n) -> str:
     """Images to two significant figures, with thousands separators; "∞" when infinite."""
@@ -657,21 +859,33 @@ def plan_lines(table: pd.DataFrame) -> list[str]:
     unfitted = table[table["status"].isin(["not fitted", "fit failed"])]
     if len(unfitted) == len(table) and unfitted["reason"].nunique() == 1:
         return [f"No learning curve was fitted: {unfitted['reason'].iloc[0]}."]
-    order = {"trained range": 0, "extrapolated": 0, "beyond the data": 1, "above the fitted plateau": 2,
-             "not reachable": 3, "fit failed": 4, "not fitted": 5}
+    order = {
+        "trained range": 0,
+        "extrapolated": 0,
+        "beyond the data": 1,
+        "above the fitted plateau": 2,
+        "not reachable": 3,
+        "fit failed": 4,
+        "not fitted": 5,
+    }
     lines = []
     for target, block in table.groupby("target", sort=True):
         block = block.assign(_rank=block["status"].map(order)).sort_values(["_rank", "images"], kind="stable")
         parts = []
         for r in block.itertuples():
-            plateau = f"plateau {r.plateau:.2f}" + (f" [{r.plateau_low:.2f}-{r.plateau_high:.2f}]"
-                                                    if np.isfinite(r.plateau_low) else "")
+            plateau = f"plateau {r.plateau:.2f}" + (
+                f" [{r.plateau_low:.2f}-{r.plateau_high:.2f}]" if np.isfinite(r.plateau_low) else ""
+            )
             if r.status in ("trained range", "extrapolated"):
-                parts.append(f"{r.model} about {fmt_images(r.images)} images {_interval(r.images_low, r.images_high)}"
-                             + (" (extrapolated)" if r.status == "extrapolated" else ""))
+                parts.append(
+                    f"{r.model} about {fmt_images(r.images)} images {_interval(r.images_low, r.images_high)}"
+                    + (" (extrapolated)" if r.status == "extrapolated" else "")
+                )
             elif r.status == "beyond the data":
-                parts.append(f"{r.model} beyond the data (about {fmt_images(r.images)}, more than "
-                             f"{EXTRAPOLATION} x the largest size)")
+                parts.append(
+                    f"{r.model} beyond the data (about {fmt_images(r.images)}, more than "
+                    f"{EXTRAPOLATION} x the largest size)"
+                )
             elif r.status == "above the fitted plateau":
                 parts.append(f"{r.model} perhaps never (fitted {plateau})")
             elif r.status == "not reachable":
@@ -691,63 +905,146 @@ def format_sample_size(result: dict) -> list[Formatted]:
         if block["status"].iloc[0] in ("not fitted", "fit failed"):  # one row says why, for every target
             rows.append([model, "all", "", "", "", "", "", f"{block['status'].iloc[0]}: {block['reason'].iloc[0]}"])
             continue
-        rows += [[r.model, f"{r.target:.2f}", fmt_images(r.images), fmt_images(r.images_median),
-                  _interval(r.images_low, r.images_high), fmt_num(r.plateau, 3),
-                  f"[{r.plateau_low:.3f}, {r.plateau_high:.3f}]" if np.isfinite(r.plateau_low) else "",
-                  r.status + (f": {r.reason}" if r.reason else "")] for r in block.itertuples()]
-    tables = [Formatted(f"Images needed to reach a target {result['metric']} (runs: {result['runs']})",
-                        ["Model", "Target", "Images", "Bootstrap median", f"{level} interval", "Plateau a",
-                         f"Plateau {level}", "Status"], rows,
-                        [f"Images N* = (b / (a - T))^(1/c) from the full fit; ∞ where the plateau a is not "
-                         f"above the target. Trained range: N* at most the largest trained size; extrapolated: "
-                         f"up to {EXTRAPOLATION} x it."], "lrrrlrll")]
+        rows += [
+            [
+                r.model,
+                f"{r.target:.2f}",
+                fmt_images(r.images),
+                fmt_images(r.images_median),
+                _interval(r.images_low, r.images_high),
+                fmt_num(r.plateau, 3),
+                f"[{r.plateau_low:.3f}, {r.plateau_high:.3f}]" if np.isfinite(r.plateau_low) else "",
+                r.status + (f": {r.reason}" if r.reason else ""),
+            ]
+            for r in block.itertuples()
+        ]
+    tables = [
+        Formatted(
+            f"Images needed to reach a target {result['metric']} (runs: {result['runs']})",
+            [
+                "Model",
+                "Target",
+                "Images",
+                "Bootstrap median",
+                f"{level} interval",
+                "Plateau a",
+                f"Plateau {level}",
+                "Status",
+            ],
+            rows,
+            [
+                f"Images N* = (b / (a - T))^(1/c) from the full fit; ∞ where the plateau a is not "
+                f"above the target. Trained range: N* at most the largest trained size; extrapolated: "
+                f"up to {EXTRAPOLATION} x it."
+            ],
+            "lrrrlrll",
+        )
+    ]
     fits = result["fit_table"]
     f_rows = []
     for r in fits.itertuples():
-        def cell(name, digits=4):
+
+        def cell(name, digits=4, r=r):
             value, low, high = getattr(r, name), getattr(r, f"{name}_low"), getattr(r, f"{name}_high")
             if not np.isfinite(value):
                 return ""
-            return fmt_num(value, digits) + (f" [{fmt_num(low, digits)}, {fmt_num(high, digits)}]"
-                                               if np.isfinite(low) else "")
-        f_rows.append([r.model, r.status + (f": {r.reason}" if r.reason else ""), str(r.runs), str(r.sizes),
-                       cell("a"), cell("b"), cell("c"), fmt_num(r.rmse),
-                       f"{r.resamples - r.resamples_failed}/{r.resamples}" if r.resamples else ""])
-    tables.append(Formatted(f"Learning curves {CURVE} per model, {level} bootstrap intervals",
-                            ["Model", "Fit", "Runs", "Sizes", "a (plateau)", "b", "c", "RMSE of the means",
-                             "Resamples fitted"], f_rows,
-                            ["RMSE: root mean square distance of the curve to the mean DICE of each size."],
-                            "llrrllllr"))
+            return fmt_num(value, digits) + (
+                f" [{fmt_num(low, digits)}, {fmt_num(high, digits)}]" if np.isfinite(low) else ""
+            )
+
+        f_rows.append(
+            [
+                r.model,
+                r.status + (f": {r.reason}" if r.reason else ""),
+                str(r.runs),
+                str(r.sizes),
+                cell("a"),
+                cell("b"),
+                cell("c"),
+                fmt_num(r.rmse),
+                f"{r.resamples - r.resamples_failed}/{r.resamples}" if r.resamples else "",
+            ]
+        )
+    tables.append(
+        Formatted(
+            f"Learning curves {CURVE} per model, {level} bootstrap intervals",
+            ["Model", "Fit", "Runs", "Sizes", "a (plateau)", "b", "c", "RMSE of the means", "Resamples fitted"],
+            f_rows,
+            ["RMSE: root mean square distance of the curve to the mean DICE of each size."],
+            "llrrllllr",
+        )
+    )
     crossings = result["crossings"]
-    c_rows = [[r.overtakes, r.overtaken, fmt_images(r.size), fmt_num(r.dice, 3),
-               "yes" if r.inside_trained_range else "no (extrapolated)"] for r in crossings.itertuples()]
+    c_rows = [
+        [
+            r.overtakes,
+            r.overtaken,
+            fmt_images(r.size),
+            fmt_num(r.dice, 3),
+            "yes" if r.inside_trained_range else "no (extrapolated)",
+        ]
+        for r in crossings.itertuples()
+    ]
     if c_rows or any(f.fitted for f in result["fits"]):
-        tables.append(Formatted("Where one model overtakes another (fitted curves cross)",
-                                ["Overtakes", "Overtaken", "At images", "DICE there", "Inside the trained range"],
-                                c_rows, ["No crossing between the smallest trained size and "
-                                         f"{EXTRAPOLATION} x the largest." if not c_rows else
-                                         "Above the size, the first model's curve is the higher one."], "llrrl"))
+        tables.append(
+            Formatted(
+                "Where one model overtakes another (fitted curves cross)",
+                ["Overtakes", "Overtaken", "At images", "DICE there", "Inside the trained range"],
+                c_rows,
+                [
+                    f"No crossing between the smallest trained size and {EXTRAPOLATION} x the largest."
+                    if not c_rows
+                    else "Above the size, the first model's curve is the higher one."
+                ],
+                "llrrl",
+            )
+        )
     back = result["backtest"]
     b_rows = []
     for held, block in back.groupby("held_out", sort=True):
         if block["status"].str.startswith("not run").all() and block["status"].nunique() == 1:
             b_rows.append(["all", str(held), "", block["status"].iloc[0], "", "", "", "", ""])
             continue
-        b_rows += [[r.model, str(r.held_out), "" if not np.isfinite(r.size) else f"{int(r.size):,}", r.status,
-                    fmt_num(r.observed), fmt_num(r.predicted), fmt_num(r.error), fmt_num(r.ols_predicted),
-                    fmt_num(r.ols_error)] for r in block.itertuples()]
+        b_rows += [
+            [
+                r.model,
+                str(r.held_out),
+                "" if not np.isfinite(r.size) else f"{int(r.size):,}",
+                r.status,
+                fmt_num(r.observed),
+                fmt_num(r.predicted),
+                fmt_num(r.error),
+                fmt_num(r.ols_predicted),
+                fmt_num(r.ols_error),
+            ]
+            for r in block.itertuples()
+        ]
     summary = []
     ok = back.dropna(subset=["error", "ols_error"])
     for held, block in ok.groupby("held_out"):
-        summary.append(f"Held out {held}: mean absolute error {block['error'].abs().mean():.4f} (curve) against "
-                       f"{block['ols_error'].abs().mean():.4f} (OLS).")
-    tables.append(Formatted("Backtest: refit without the largest size(s), predict their mean DICE",
-                            ["Model", "Sizes held out", "Size", "Status", "Observed", "Curve", "Curve error",
-                             "OLS", "OLS error"], b_rows,
-                            ["Error = predicted - observed mean of the size's runs; the OLS is refitted on the same "
-                             "reduced table and predicts the mean over the lr x reg grid."]
-                            + (["With runs: best the curve predicts the mean of the best lr and reg (observed), the OLS "
-                                "the mean of every run (its own observed value, in the CSV)."]
-                               if result["runs"] == "best" else []) + summary,
-                            "lrrlrrrrr"))
+        summary.append(
+            f"Held out {held}: mean absolute error {block['error'].abs().mean():.4f} (curve) against "
+            f"{block['ols_error'].abs().mean():.4f} (OLS)."
+        )
+    tables.append(
+        Formatted(
+            "Backtest: refit without the largest size(s), predict their mean DICE",
+            ["Model", "Sizes held out", "Size", "Status", "Observed", "Curve", "Curve error", "OLS", "OLS error"],
+            b_rows,
+            [
+                "Error = predicted - observed mean of the size's runs; the OLS is refitted on the same "
+                "reduced table and predicts the mean over the lr x reg grid."
+            ]
+            + (
+                [
+                    "With runs: best the curve predicts the mean of the best lr and reg (observed), the OLS "
+                    "the mean of every run (its own observed value, in the CSV)."
+                ]
+                if result["runs"] == "best"
+                else []
+            )
+            + summary,
+            "lrrlrrrrr",
+        )
+    )
     return tables

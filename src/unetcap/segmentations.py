@@ -47,8 +47,13 @@ def write_run_segmentations(path, rows, truth, probability) -> None:
     truth = np.asarray(truth).reshape(probability.shape)
     predicted = np.rint(probability) >= 1  # DICE's rounding
     size = probability.shape[1] if len(rows) else 0
-    _save(path, rows=np.asarray(rows, np.int64), size=np.int64(size), predicted=_pack(predicted),
-          dice=np.array([dice(t, p) for t, p in zip(truth, probability)], np.float64))
+    _save(
+        path,
+        rows=np.asarray(rows, np.int64),
+        size=np.int64(size),
+        predicted=_pack(predicted),
+        dice=np.array([dice(t, p) for t, p in zip(truth, probability)], np.float64),
+    )
 
 
 def read_run_segmentations(path) -> dict:
@@ -56,8 +61,7 @@ def read_run_segmentations(path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as data:
             size = int(data["size"])
-            return {"rows": data["rows"], "predicted": _unpack(data["predicted"], size),
-                    "dice": data["dice"]}
+            return {"rows": data["rows"], "predicted": _unpack(data["predicted"], size), "dice": data["dice"]}
     except (OSError, ValueError, KeyError) as err:
         raise UnetcapError(f"{path}: cannot read the run's segmentations ({err}); rerun the run") from None
 
@@ -96,8 +100,17 @@ def write_segmentations(out, runs: list[dict], kept: list[dict], images, masks) 
     image = np.rint(np.asarray(images[image_rows], np.float32) * 255).astype(np.uint8)
     truth = _pack(np.asarray(masks[image_rows]))
     columns = {key: np.array([run[key] for run in runs]) for key in RUN_KEYS}
-    _save(out, **columns, rows=rows, dice=dices, predicted=predicted, image_rows=image_rows,
-          image=image, truth=truth, image_size=np.int64(s))
+    _save(
+        out,
+        **columns,
+        rows=rows,
+        dice=dices,
+        predicted=predicted,
+        image_rows=image_rows,
+        image=image,
+        truth=truth,
+        image_size=np.int64(s),
+    )
 
 
 def read_segmentations(path) -> dict:
@@ -108,15 +121,26 @@ def read_segmentations(path) -> dict:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as err:
         raise UnetcapError(f"{path}: cannot read the merged segmentations ({err})") from None
-    missing = [key for key in (*RUN_KEYS, "rows", "dice", "predicted", "image_rows", "image", "truth",
-                               "image_size") if key not in arrays]
+    missing = [
+        key
+        for key in (*RUN_KEYS, "rows", "dice", "predicted", "image_rows", "image", "truth", "image_size")
+        if key not in arrays
+    ]
     if missing:
         raise UnetcapError(f"{path}: missing arrays {missing} (rerun the merge rule)")
     s = int(arrays["image_size"])
     runs, k = arrays["rows"].shape
-    predicted = _unpack(arrays["predicted"].reshape(runs * k, -1), s).reshape(runs, k, s, s) if k else \
-        np.zeros((runs, 0, s, s), bool)
+    predicted = (
+        _unpack(arrays["predicted"].reshape(runs * k, -1), s).reshape(runs, k, s, s)
+        if k
+        else np.zeros((runs, 0, s, s), bool)
+    )
     truth = _unpack(arrays["truth"], s)
     images = {int(row): (arrays["image"][i] / 255.0, truth[i]) for i, row in enumerate(arrays["image_rows"])}
-    return {**{key: arrays[key] for key in RUN_KEYS}, "rows": arrays["rows"], "dice": arrays["dice"],
-            "predicted": predicted, "images": images}
+    return {
+        **{key: arrays[key] for key in RUN_KEYS},
+        "rows": arrays["rows"],
+        "dice": arrays["dice"],
+        "predicted": predicted,
+        "images": images,
+    }

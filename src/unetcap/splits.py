@@ -69,8 +69,7 @@ def plan_subset(size: int, folds: int, images_per_patient: int, holdout_fraction
     return SubsetPlan(size, dev, dev_patients, test, test_patients)
 
 
-def check_sizes(sizes, n_patients: int, folds: int, images_per_patient: int,
-                holdout_fraction: float) -> None:
+def check_sizes(sizes, n_patients: int, folds: int, images_per_patient: int, holdout_fraction: float) -> None:
     """Raise one UnetcapError naming every size the cohort of `n_patients` cannot give."""
     n_test = holdout_count(n_patients, holdout_fraction)
     n_dev = n_patients - n_test
@@ -78,11 +77,15 @@ def check_sizes(sizes, n_patients: int, folds: int, images_per_patient: int,
     for size in sizes:
         plan = plan_subset(size, folds, images_per_patient, holdout_fraction)
         if plan.dev_images < plan.dev_patients or plan.test_images < plan.test_patients:
-            bad.append(f"{size} (too small: every chosen patient must give at least one image; "
-                       f"it needs {plan.dev_patients} dev and {plan.test_patients} test patients)")
+            bad.append(
+                f"{size} (too small: every chosen patient must give at least one image; "
+                f"it needs {plan.dev_patients} dev and {plan.test_patients} test patients)"
+            )
         elif plan.dev_patients > n_dev or plan.test_patients > n_test:
-            bad.append(f"{size} (needs {plan.dev_patients} development and {plan.test_patients} "
-                       f"holdout patients; the cohort of {n_patients} gives {n_dev} and {n_test})")
+            bad.append(
+                f"{size} (needs {plan.dev_patients} development and {plan.test_patients} "
+                f"holdout patients; the cohort of {n_patients} gives {n_dev} and {n_test})"
+            )
     if bad:
         raise UnetcapError("config key sizes: the cohort cannot give dataset size " + "; ".join(bad))
 
@@ -121,8 +124,7 @@ def deal(images: int, caps: list[int]) -> list[int]:
     return given
 
 
-def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: int,
-                  holdout_fraction: float) -> dict:
+def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: int, holdout_fraction: float) -> dict:
     """The split manifest of one dataset size (see docs/contracts.md) from the cohort sample
     (a data frame with a `patient` column, each patient's rows consecutive: at most
     `images_per_patient` of them)."""
@@ -144,7 +146,8 @@ def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: 
             f"config key sizes: the cohort cannot give dataset size {size}: it needs {plan.dev_images} development "
             f"and {plan.test_images} holdout images; its {len(dev_pool)} development patients have "
             f"{sum(counts[p] for p in dev_pool)} and its {len(test_pool)} holdout patients "
-            f"{sum(counts[p] for p in test_pool)} (some patients have fewer than {m} images)")
+            f"{sum(counts[p] for p in test_pool)} (some patients have fewer than {m} images)"
+        )
     dev_pool, test_pool = dev_pool[:dev_k], test_pool[:test_k]
 
     def take(patient: str, share: int) -> list[int]:
@@ -152,13 +155,22 @@ def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: 
 
     dev_shares = deal(plan.dev_images, [counts[p] for p in dev_pool])
     test_shares = deal(plan.test_images, [counts[p] for p in test_pool])
-    dev = [{"patient": p, "fold": j % folds, "indices": take(p, share)}
-           for j, (p, share) in enumerate(zip(dev_pool, dev_shares))]
+    dev = [
+        {"patient": p, "fold": j % folds, "indices": take(p, share)}
+        for j, (p, share) in enumerate(zip(dev_pool, dev_shares))
+    ]
     test = [{"patient": p, "indices": take(p, share)} for p, share in zip(test_pool, test_shares)]
-    return {"schema": SCHEMA, "size": size, "seed": seed, "folds": folds,
-            "images_per_patient": m, "holdout_fraction": holdout_fraction,
-            "n_images": {"dev": plan.dev_images, "test": plan.test_images},
-            "dev": dev, "test": test}
+    return {
+        "schema": SCHEMA,
+        "size": size,
+        "seed": seed,
+        "folds": folds,
+        "images_per_patient": m,
+        "holdout_fraction": holdout_fraction,
+        "n_images": {"dev": plan.dev_images, "test": plan.test_images},
+        "dev": dev,
+        "test": test,
+    }
 
 
 def write_manifest(sample_csv, out_json, **kwargs) -> dict:
@@ -186,6 +198,8 @@ def fold_indices(manifest: dict, fold: int) -> dict[str, list[int]]:
     if not 0 <= fold < manifest["folds"]:
         raise UnetcapError(f"fold {fold} out of range 0..{manifest['folds'] - 1}")
     pick = lambda entries: [i for e in entries for i in e["indices"]]  # noqa: E731
-    return {"train": pick(e for e in manifest["dev"] if e["fold"] != fold),
-            "val": pick(e for e in manifest["dev"] if e["fold"] == fold),
-            "test": pick(manifest["test"])}
+    return {
+        "train": pick(e for e in manifest["dev"] if e["fold"] != fold),
+        "val": pick(e for e in manifest["dev"] if e["fold"] == fold),
+        "test": pick(manifest["test"]),
+    }

@@ -82,19 +82,40 @@ ETA_CAPTION = (
 
 # Files `write_analysis` writes, relative to its output folder.
 ANALYSIS_FILES = (
-    "table1_ols.csv", "table1_ols.md", "table1_ols.tex", "table1_ols.html", "table1_depth.csv",
-    "paper.csv", "paper.md",
-    "table2_anova.csv", "table2_anova.md", "table2_anova.tex", "table2_anova.html",
-    "aic.csv", "aic.md", "aic.html", "glm.csv", "glm.md",
-    "hsd.csv", "hsd_groups.csv", "hsd.html", "predictions.csv",
-    "which_model.csv", "which_model.md", "which_model.html",
-    "gam_summary.txt", "gam_summary.html", "gam_partial.csv", "notes.md",
+    "table1_ols.csv",
+    "table1_ols.md",
+    "table1_ols.tex",
+    "table1_ols.html",
+    "table1_depth.csv",
+    "paper.csv",
+    "paper.md",
+    "table2_anova.csv",
+    "table2_anova.md",
+    "table2_anova.tex",
+    "table2_anova.html",
+    "aic.csv",
+    "aic.md",
+    "aic.html",
+    "glm.csv",
+    "glm.md",
+    "hsd.csv",
+    "hsd_groups.csv",
+    "hsd.html",
+    "predictions.csv",
+    "which_model.csv",
+    "which_model.md",
+    "which_model.html",
+    "gam_summary.txt",
+    "gam_summary.html",
+    "gam_partial.csv",
+    "notes.md",
 )
 
 
 # ---------------------------------------------------------------------------------------
 # Input
 # ---------------------------------------------------------------------------------------
+
 
 def read_metrics(path) -> pd.DataFrame:
     """The merged metrics table (one row per training run), checked for the columns the
@@ -148,18 +169,20 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
         raise UnetcapError(f"analysis.metric: {metric!r} is not one of {', '.join(METRICS)}")
     check_metrics(metrics)
     dice = pd.to_numeric(metrics[metric], errors="coerce").astype(float)
-    frame = pd.DataFrame({
-        "DICE": dice.to_numpy(),
-        "ls": metrics["depth"].astype(str).to_numpy(dtype=object),
-        "Family": metrics["family"].astype(str).to_numpy(dtype=object),
-        "Dataset": metrics["size"].astype(float).to_numpy(),
-        "lr": metrics["lr"].astype(float).to_numpy(),
-        "reg": metrics["reg"].astype(float).to_numpy(),
-        "backbone": metrics["backbone"].astype(str).to_numpy(dtype=object),
-        "size": metrics["size"].astype(int).to_numpy(),
-        "fold": metrics["fold"].to_numpy(),
-        "status": metrics["status"].astype(str).to_numpy(dtype=object),
-    })
+    frame = pd.DataFrame(
+        {
+            "DICE": dice.to_numpy(),
+            "ls": metrics["depth"].astype(str).to_numpy(dtype=object),
+            "Family": metrics["family"].astype(str).to_numpy(dtype=object),
+            "Dataset": metrics["size"].astype(float).to_numpy(),
+            "lr": metrics["lr"].astype(float).to_numpy(),
+            "reg": metrics["reg"].astype(float).to_numpy(),
+            "backbone": metrics["backbone"].astype(str).to_numpy(dtype=object),
+            "size": metrics["size"].astype(int).to_numpy(),
+            "fold": metrics["fold"].to_numpy(),
+            "status": metrics["status"].astype(str).to_numpy(dtype=object),
+        }
+    )
     frame["model"] = frame["backbone"].map(lambda b: BACKBONES[b].short)
     notes = [f"Response: {metric} ({'test set' if metric == 'test_dice' else 'validation fold'} DICE)."]
     bad = ~np.isfinite(frame["DICE"].to_numpy())
@@ -167,18 +190,20 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
         notes.append(f"{int(bad.sum())} run(s) without a finite {metric} left out.")
     frame = frame.loc[~bad].reset_index(drop=True)
     if len(frame) < 2:
-        raise UnetcapError(f"metrics table: the analysis needs at least 2 runs with a finite {metric}, "
-                           f"found {len(frame)}")
+        raise UnetcapError(
+            f"metrics table: the analysis needs at least 2 runs with a finite {metric}, found {len(frame)}"
+        )
     diverged = int((frame["status"] != "ok").sum())
     if diverged:
         notes.append(f"{diverged} run(s) with status other than ok (diverged) kept with their {metric}.")
     order = {b: i for i, b in enumerate(FIGURE_ORDER)}
     frame = frame.sort_values(
         ["backbone", "size", "lr", "reg", "fold"],
-        key=lambda c: c.map(order) if c.name == "backbone" else c, kind="stable",
+        key=lambda c: c.map(order) if c.name == "backbone" else c,
+        kind="stable",
     ).reset_index(drop=True)
     notes.insert(1, f"{len(frame)} run(s) analysed.")
-    left_out = (f"{int(bad.sum())} left out (no finite {metric})" if bad.any() else "none left out")
+    left_out = f"{int(bad.sum())} left out (no finite {metric})" if bad.any() else "none left out"
     kept = f"; {diverged} diverged run(s) kept with their {metric}" if diverged else ""
     runs = f"Runs: {len(frame)} of the {len(bad)} in the metrics table used, {left_out}{kept}."
     return Frame(frame, metric, notes, runs)
@@ -187,6 +212,7 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
 # ---------------------------------------------------------------------------------------
 # Formulas
 # ---------------------------------------------------------------------------------------
+
 
 def split_formula(formula: str) -> tuple[str, list[str]]:
     """The left-hand side and the right-hand terms (split on top-level `+`) of a formula."""
@@ -234,19 +260,23 @@ def usable_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str], li
         numeric = [v for v in flat if v not in CATEGORICAL]
         if numeric:
             values = _and([f"{v} ({_fmt_level(constant[v])})" for v in numeric])
-            notes.append(f"Term `{term}` dropped: the grid has a single value of {values}, so its "
-                         "effect is not identified.")
+            notes.append(
+                f"Term `{term}` dropped: the grid has a single value of {values}, so its effect is not identified."
+            )
             continue
         parts = [p for p in _split_top(term, ":") if not set(term_variables(p)) <= set(flat)]
         reduced = ":".join(parts)
         if not parts:
             notes.append(f"Term `{term}` dropped: the grid has a single level of {what}.")
         elif reduced in kept:
-            notes.append(f"Term `{term}` dropped: with a single level of {what} it is `{reduced}`, "
-                         "already in the formula.")
+            notes.append(
+                f"Term `{term}` dropped: with a single level of {what} it is `{reduced}`, already in the formula."
+            )
         else:
-            notes.append(f"Term `{term}` reduced to `{reduced}`: the grid has a single level of {what}, "
-                         f"so the term keeps what varies.")
+            notes.append(
+                f"Term `{term}` reduced to `{reduced}`: the grid has a single level of {what}, "
+                f"so the term keeps what varies."
+            )
             kept.append(reduced)
     return f"{lhs} ~ {' + '.join(kept) if kept else '1'}", kept, notes
 
@@ -296,6 +326,7 @@ FORMULA_ENV = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt}
 # OLS, GLM, AIC, ANOVA
 # ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Fit:
     """A fitted model with the formula actually used and the notes about it."""
@@ -334,11 +365,11 @@ def fit_glm(data: pd.DataFrame, formula: str = PAPER_GLM) -> Fit:
     link, response = ("log", match.group(1)) if match else ("identity", lhs)
     used, terms, notes = usable_formula(formula, data)
     fitted = f"{response} ~ {used.split('~', 1)[1].strip()}"
-    family = sm.families.Gaussian(link=sm.families.links.Log() if link == "log"
-                                  else sm.families.links.Identity())
+    family = sm.families.Gaussian(link=sm.families.links.Log() if link == "log" else sm.families.links.Identity())
     if link == "log" and (response not in data or (data[response] < 0).any()):
-        raise UnetcapError(f"analysis.glm_formula {formula!r}: log(y) on the left needs a "
-                           f"variable y >= 0 (DICE), not {response!r}")
+        raise UnetcapError(
+            f"analysis.glm_formula {formula!r}: log(y) on the left needs a variable y >= 0 (DICE), not {response!r}"
+        )
     with _patsy_engine(), warnings.catch_warnings(), _formula_errors("analysis.glm_formula", formula):
         warnings.simplefilter("ignore", category=sm.tools.sm_exceptions.DomainWarning)
         warnings.simplefilter("ignore", category=SingularMatrixWarning)  # noted below instead
@@ -349,8 +380,7 @@ def fit_glm(data: pd.DataFrame, formula: str = PAPER_GLM) -> Fit:
         cells = data.groupby(["ls", "Family"], observed=True)[response].max()
         zero = [f"{ls} {family}" for (ls, family), top in cells.items() if top <= 0]
         if zero:
-            failure = (f"every run of {', '.join(zero)} has {response} = 0, which a log link "
-                       "cannot reach")
+            failure = f"every run of {', '.join(zero)} has {response} = 0, which a log link cannot reach"
             notes.append(f"The GLM was not fitted: {failure}. Its AIC and coefficients are left blank.")
             return Fit(None, used, formula, terms, notes, link=link, response=response, failure=failure)
     try:
@@ -395,8 +425,12 @@ def identification_notes(fit: Fit) -> list[str]:
     rank, k = int(np.linalg.matrix_rank(X)), X.shape[1]
     if rank == k:
         return []
-    notes = [(f"The design of `{fit.formula}` has rank {rank} < {k} columns: not every coefficient "
-              "is identified (some ls x Family combination has no run in the grid).")]
+    notes = [
+        (
+            f"The design of `{fit.formula}` has rank {rank} < {k} columns: not every coefficient "
+            "is identified (some ls x Family combination has no run in the grid)."
+        )
+    ]
     empty = not_estimable(fit)
     if empty:
         notes.append(f"Not estimable (no run), left blank: {', '.join(f'`{n}`' for n in empty)}.")
@@ -417,23 +451,41 @@ def aic_table(ols: Fit, glm: Fit) -> pd.DataFrame:
     for name, fit in (("OLS", ols), ("GLM", glm)):
         res = fit.results
         if res is None:  # not fitted (see fit_glm)
-            rows.append({"model": name, "formula": fit.formula, "family": "gaussian", "link": fit.link,
-                         "n": len(ols.results.model.endog), "k": np.nan, "loglik": np.nan, "aic": np.nan,
-                         "aic_statsmodels": np.nan})
+            rows.append(
+                {
+                    "model": name,
+                    "formula": fit.formula,
+                    "family": "gaussian",
+                    "link": fit.link,
+                    "n": len(ols.results.model.endog),
+                    "k": np.nan,
+                    "loglik": np.nan,
+                    "aic": np.nan,
+                    "aic_statsmodels": np.nan,
+                }
+            )
             continue
         y = np.asarray(res.model.endog, dtype=float)
         resid = y - np.asarray(res.fittedvalues, dtype=float)
         k = round(res.df_model) + int(res.k_constant)
         loglik = gaussian_loglik(resid)
         aic = -2 * loglik + 2 * (k + 1)
-        rows.append({
-            "model": name, "formula": fit.formula, "family": "gaussian", "link": fit.link,
-            "n": len(y), "k": k, "loglik": loglik, "aic": aic, "aic_statsmodels": float(res.aic),
-        })
+        rows.append(
+            {
+                "model": name,
+                "formula": fit.formula,
+                "family": "gaussian",
+                "link": fit.link,
+                "n": len(y),
+                "k": k,
+                "loglik": loglik,
+                "aic": aic,
+                "aic_statsmodels": float(res.aic),
+            }
+        )
     table = pd.DataFrame(rows)
     table["delta_aic"] = table["aic"] - table["aic"].min()
-    return table[["model", "formula", "family", "link", "n", "k", "loglik", "aic", "delta_aic",
-                  "aic_statsmodels"]]
+    return table[["model", "formula", "family", "link", "n", "k", "loglik", "aic", "delta_aic", "aic_statsmodels"]]
 
 
 def coefficient_table(fit: Fit, alpha: float = 0.05) -> pd.DataFrame:
@@ -445,15 +497,17 @@ def coefficient_table(fit: Fit, alpha: float = 0.05) -> pd.DataFrame:
         return pd.DataFrame(columns=["term", "estimate", "std_error", "t", "p", "ci_low", "ci_high"])
     ci = np.asarray(res.conf_int(alpha=alpha))
     stat = "t" if res.use_t else "z"
-    table = pd.DataFrame({
-        "term": list(res.params.index),
-        "estimate": np.asarray(res.params, dtype=float),
-        "std_error": np.asarray(res.bse, dtype=float),
-        stat: np.asarray(res.tvalues, dtype=float),
-        "p": np.asarray(res.pvalues, dtype=float),
-        "ci_low": ci[:, 0],
-        "ci_high": ci[:, 1],
-    })
+    table = pd.DataFrame(
+        {
+            "term": list(res.params.index),
+            "estimate": np.asarray(res.params, dtype=float),
+            "std_error": np.asarray(res.bse, dtype=float),
+            stat: np.asarray(res.tvalues, dtype=float),
+            "p": np.asarray(res.pvalues, dtype=float),
+            "ci_low": ci[:, 0],
+            "ci_high": ci[:, 1],
+        }
+    )
     table.loc[table["term"].isin(not_estimable(fit)), table.columns[1:]] = np.nan
     return table
 
@@ -488,14 +542,24 @@ def anova_table(ols: Fit) -> pd.DataFrame:
         factors = {f.name() for f in term.factors}
         if not factors:
             continue  # the intercept
-        base = [columns[sl] for other, sl in slices.items()
-                if other is not term and not factors < {f.name() for f in other.factors}]
+        base = [
+            columns[sl]
+            for other, sl in slices.items()
+            if other is not term and not factors < {f.name() for f in other.factors}
+        ]
         ss0, r0 = fit_ssr(base)
         ss1, r1 = fit_ssr([*base, columns[cols]])
         ss, df = max(ss0 - ss1, 0.0), float(r1 - r0)
         F = ss / df / (ss_resid / df_resid) if df > 0 and df_resid > 0 else np.nan
-        rows.append({"term": term.name(), "sum_sq": ss, "df": df, "F": F,
-                     "p": st.f.sf(F, df, df_resid) if np.isfinite(F) else np.nan})
+        rows.append(
+            {
+                "term": term.name(),
+                "sum_sq": ss,
+                "df": df,
+                "F": F,
+                "p": st.f.sf(F, df, df_resid) if np.isfinite(F) else np.nan,
+            }
+        )
     rows.append({"term": "Residuals", "sum_sq": ss_resid, "df": df_resid, "F": np.nan, "p": np.nan})
     table = pd.DataFrame(rows)
     table["mean_sq"] = table["sum_sq"] / table["df"].where(table["df"] > 0)
@@ -508,6 +572,7 @@ def anova_table(ols: Fit) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 # Tukey HSD
 # ---------------------------------------------------------------------------------------
+
 
 def group_label(model: str, size: int) -> str:
     return f"{model} {int(size)}"
@@ -526,14 +591,29 @@ def tukey_hsd(data: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd
     from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
     order = {b: i for i, b in enumerate(FIGURE_ORDER)}
-    table = (data.groupby(["backbone", "size"])["DICE"].agg(["count", "mean", "std"])
-             .reset_index().rename(columns={"count": "n", "std": "sd"}))
+    table = (
+        data.groupby(["backbone", "size"])["DICE"]
+        .agg(["count", "mean", "std"])
+        .reset_index()
+        .rename(columns={"count": "n", "std": "sd"})
+    )
     table["model"] = table["backbone"].map(lambda b: BACKBONES[b].short)
     table["group"] = [group_label(m, s) for m, s in zip(table["model"], table["size"])]
     table = table.sort_values(["backbone", "size"], key=lambda c: c.map(order) if c.name == "backbone" else c)
     table = table.reset_index(drop=True)
-    pair_cols = ["group1", "group2", "model1", "size1", "model2", "size2", "meandiff", "p_adj",
-                 "lower", "upper", "reject"]
+    pair_cols = [
+        "group1",
+        "group2",
+        "model1",
+        "size1",
+        "model2",
+        "size2",
+        "meandiff",
+        "p_adj",
+        "lower",
+        "upper",
+        "reject",
+    ]
     if len(table) < 2 or len(data) <= len(table):
         table[["halfwidth", "low", "high"]] = np.nan
         return pd.DataFrame(columns=pair_cols), table[_GROUP_COLS]
@@ -554,11 +634,21 @@ def tukey_hsd(data: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd
         g1, g2 = names[a], names[b]
         if rank[g1] > rank[g2]:  # list each pair in the figures' order
             g1, g2, diff, lo, hi = g2, g1, -diff, -hi, -lo
-        rows.append({"group1": g1, "group2": g2,
-                     "model1": where.at[g1, "model"], "size1": int(where.at[g1, "size"]),
-                     "model2": where.at[g2, "model"], "size2": int(where.at[g2, "size"]),
-                     "meandiff": float(diff), "p_adj": float(p), "lower": float(lo),
-                     "upper": float(hi), "reject": bool(rej)})
+        rows.append(
+            {
+                "group1": g1,
+                "group2": g2,
+                "model1": where.at[g1, "model"],
+                "size1": int(where.at[g1, "size"]),
+                "model2": where.at[g2, "model"],
+                "size2": int(where.at[g2, "size"]),
+                "meandiff": float(diff),
+                "p_adj": float(p),
+                "lower": float(lo),
+                "upper": float(hi),
+                "reject": bool(rej),
+            }
+        )
     pairs = pd.DataFrame(rows, columns=pair_cols)
     pairs = pairs.sort_values(["group1", "group2"], key=lambda c: c.map(rank)).reset_index(drop=True)
     return pairs, table[_GROUP_COLS]
@@ -571,6 +661,7 @@ _GROUP_COLS = ["model", "backbone", "size", "n", "mean", "sd", "halfwidth", "low
 # OLS predictions and "which model for my data size?"
 # ---------------------------------------------------------------------------------------
 
+
 def _design(fit: Fit, rows: pd.DataFrame) -> np.ndarray:
     import patsy
 
@@ -582,8 +673,13 @@ def grid_rows(data: pd.DataFrame, backbone: str, size: float) -> pd.DataFrame:
     """One row per (lr, reg) of the grid for a backbone at a size."""
     b = BACKBONES[backbone]
     lrs, regs = sorted(data["lr"].unique()), sorted(data["reg"].unique())
-    return pd.DataFrame([{"ls": b.depth, "Family": b.family, "Dataset": float(size), "lr": lr,
-                          "reg": reg, "DICE": 0.0} for lr in lrs for reg in regs])
+    return pd.DataFrame(
+        [
+            {"ls": b.depth, "Family": b.family, "Dataset": float(size), "lr": lr, "reg": reg, "DICE": 0.0}
+            for lr in lrs
+            for reg in regs
+        ]
+    )
 
 
 def ols_predictions(ols: Fit, data: pd.DataFrame, sizes=(), alpha: float = 0.05) -> tuple[pd.DataFrame, dict]:
@@ -606,16 +702,25 @@ def ols_predictions(ols: Fit, data: pd.DataFrame, sizes=(), alpha: float = 0.05)
             design[(backbone, size)] = x
             mean = float(x @ params)
             se = float(np.sqrt(max(x @ cov @ x, 0.0)))
-            rows.append({"model": BACKBONES[backbone].short, "backbone": backbone, "size": size,
-                         "trained": size in trained,
-                         "extrapolated": not (lo_size <= size <= hi_size),
-                         "predicted": mean, "se": se,
-                         "low": mean - tcrit * se, "high": mean + tcrit * se})
+            rows.append(
+                {
+                    "model": BACKBONES[backbone].short,
+                    "backbone": backbone,
+                    "size": size,
+                    "trained": size in trained,
+                    "extrapolated": not (lo_size <= size <= hi_size),
+                    "predicted": mean,
+                    "se": se,
+                    "low": mean - tcrit * se,
+                    "high": mean + tcrit * se,
+                }
+            )
     return pd.DataFrame(rows), design
 
 
-def which_model(groups: pd.DataFrame, pairs: pd.DataFrame, predictions: pd.DataFrame,
-                design: dict, ols: Fit, alpha: float = 0.05) -> pd.DataFrame:
+def which_model(
+    groups: pd.DataFrame, pairs: pd.DataFrame, predictions: pd.DataFrame, design: dict, ols: Fit, alpha: float = 0.05
+) -> pd.DataFrame:
     """Per dataset size, every model ranked, with `best` marking the top model and those not
     significantly worse than it. Trained sizes: observed mean DICE, HSD interval and the
     HSD's adjusted p against the top model (no HSD: every model counts as best). Untrained
@@ -638,7 +743,8 @@ def which_model(groups: pd.DataFrame, pairs: pd.DataFrame, predictions: pd.DataF
         if trained:
             for col in ("n", "mean", "low", "high"):
                 block["hsd_" + col if col in ("low", "high") else col] = [
-                    observed.at[(b, size), col] for b in block["backbone"]]
+                    observed.at[(b, size), col] for b in block["backbone"]
+                ]
             block = block.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
             top = group_label(block["model"].iloc[0], size)
             p_top = [np.nan] + [p_hsd.get((top, group_label(m, size)), np.nan) for m in block["model"].iloc[1:]]
@@ -661,9 +767,26 @@ def which_model(groups: pd.DataFrame, pairs: pd.DataFrame, predictions: pd.DataF
         block["basis"] = basis
         out.append(block.rename(columns={"low": "predicted_low", "high": "predicted_high"}))
     table = pd.concat(out, ignore_index=True)
-    return table[["size", "trained", "basis", "rank", "model", "backbone", "best", "n", "mean",
-                  "hsd_low", "hsd_high", "p_vs_top", "predicted", "predicted_low",
-                  "predicted_high", "extrapolated"]]
+    return table[
+        [
+            "size",
+            "trained",
+            "basis",
+            "rank",
+            "model",
+            "backbone",
+            "best",
+            "n",
+            "mean",
+            "hsd_low",
+            "hsd_high",
+            "p_vs_top",
+            "predicted",
+            "predicted_low",
+            "predicted_high",
+            "extrapolated",
+        ]
+    ]
 
 
 def ranking_constant(predictions: pd.DataFrame) -> bool:
@@ -677,18 +800,29 @@ def ranking_constant(predictions: pd.DataFrame) -> bool:
 # The paper's published numbers (Toledo et al. 2021): Table 1's OLS coefficients (and AICs)
 # and Table 2's SS, F and η² (SS / summed SS, printed there under the heading ηp²).
 PAPER_COEFFICIENTS = {
-    "Intercept": -0.5810, "ls[T.short]": 0.0016,
-    "ls[long]:Family[T.ResNet]": -0.0936, "ls[short]:Family[T.ResNet]": -0.1107,
-    "ls[long]:Family[T.VGG]": -0.3903, "ls[short]:Family[T.VGG]": -0.3237, "log(Dataset)": 0.1627,
-    "log(lr):ls[long]:Family[EfficientNet]": 0.0158, "log(lr):ls[short]:Family[EfficientNet]": 0.0193,
-    "log(lr):ls[long]:Family[ResNet]": 0.0130, "log(lr):ls[short]:Family[ResNet]": 0.0111,
-    "log(lr):ls[long]:Family[VGG]": -0.0281, "log(lr):ls[short]:Family[VGG]": -0.0193, "log(reg)": -0.0003,
+    "Intercept": -0.5810,
+    "ls[T.short]": 0.0016,
+    "ls[long]:Family[T.ResNet]": -0.0936,
+    "ls[short]:Family[T.ResNet]": -0.1107,
+    "ls[long]:Family[T.VGG]": -0.3903,
+    "ls[short]:Family[T.VGG]": -0.3237,
+    "log(Dataset)": 0.1627,
+    "log(lr):ls[long]:Family[EfficientNet]": 0.0158,
+    "log(lr):ls[short]:Family[EfficientNet]": 0.0193,
+    "log(lr):ls[long]:Family[ResNet]": 0.0130,
+    "log(lr):ls[short]:Family[ResNet]": 0.0111,
+    "log(lr):ls[long]:Family[VGG]": -0.0281,
+    "log(lr):ls[short]:Family[VGG]": -0.0193,
+    "log(reg)": -0.0003,
 }
 PAPER_AIC = {"OLS": -2213.0, "GLM": -582.0}
 PAPER_ANOVA = {  # term: (SS, F, η²)
-    "ls": (0.0145, 0.9802, 0.0001), "ls:Family": (1.7284, 29.1844, 0.0145),
-    "log(Dataset)": (91.7177, 6194.7601, 0.7693), "log(lr):ls:Family": (1.9866, 22.3631, 0.0167),
-    "log(reg)": (0.0022, 0.1463, 0.0000), "Residuals": (23.7779, np.nan, 0.1994),
+    "ls": (0.0145, 0.9802, 0.0001),
+    "ls:Family": (1.7284, 29.1844, 0.0145),
+    "log(Dataset)": (91.7177, 6194.7601, 0.7693),
+    "log(lr):ls:Family": (1.9866, 22.3631, 0.0167),
+    "log(reg)": (0.0022, 0.1463, 0.0000),
+    "Residuals": (23.7779, np.nan, 0.1994),
 }
 
 
@@ -702,9 +836,17 @@ def paper_comparison(coef: pd.DataFrame, anova: pd.DataFrame) -> pd.DataFrame:
     terms = anova.set_index("term")
     if set(study.index) != set(PAPER_COEFFICIENTS) or set(terms.index) != set(PAPER_ANOVA):
         return pd.DataFrame(columns=cols)
-    rows = [{"table": 1, "term": t, "quantity": "coefficient", "paper": v, "study": float(study[t]),
-             "same_sign": bool(np.sign(v) == np.sign(study[t])) if v != 0 else None}
-            for t, v in PAPER_COEFFICIENTS.items()]
+    rows = [
+        {
+            "table": 1,
+            "term": t,
+            "quantity": "coefficient",
+            "paper": v,
+            "study": float(study[t]),
+            "same_sign": bool(np.sign(v) == np.sign(study[t])) if v != 0 else None,
+        }
+        for t, v in PAPER_COEFFICIENTS.items()
+    ]
     effects = [t for t in PAPER_ANOVA if t != "Residuals"]
     rank_paper = pd.Series({t: PAPER_ANOVA[t][2] for t in effects}).rank(ascending=False, method="min")
     rank_study = terms.loc[effects, "eta_sq"].rank(ascending=False, method="min")
@@ -712,28 +854,52 @@ def paper_comparison(coef: pd.DataFrame, anova: pd.DataFrame) -> pd.DataFrame:
         for quantity, paper, column in zip(("SS", "F", "η²"), values, ("sum_sq", "F", "eta_sq")):
             if not np.isfinite(paper):  # the Residuals' F
                 continue
-            rows.append({"table": 2, "term": t, "quantity": quantity, "paper": paper,
-                         "study": float(terms.at[t, column]), "same_sign": None,
-                         "rank_paper": rank_paper.get(t, np.nan) if quantity == "η²" else np.nan,
-                         "rank_study": rank_study.get(t, np.nan) if quantity == "η²" else np.nan})
+            rows.append(
+                {
+                    "table": 2,
+                    "term": t,
+                    "quantity": quantity,
+                    "paper": paper,
+                    "study": float(terms.at[t, column]),
+                    "same_sign": None,
+                    "rank_paper": rank_paper.get(t, np.nan) if quantity == "η²" else np.nan,
+                    "rank_study": rank_study.get(t, np.nan) if quantity == "η²" else np.nan,
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
 def format_paper(table: pd.DataFrame) -> Formatted:
-    rows = [[f"Table {r.table}", r.term, r.quantity, fmt_num(r.paper), fmt_num(r.study),
-             {True: "yes", False: "no"}.get(r.same_sign, ""),
-             "" if not np.isfinite(r.rank_paper) else f"{r.rank_paper:.0f} / {r.rank_study:.0f}"]
-            for r in table.itertuples()]
+    rows = [
+        [
+            f"Table {r.table}",
+            r.term,
+            r.quantity,
+            fmt_num(r.paper),
+            fmt_num(r.study),
+            {True: "yes", False: "no"}.get(r.same_sign, ""),
+            "" if not np.isfinite(r.rank_paper) else f"{r.rank_paper:.0f} / {r.rank_study:.0f}",
+        ]
+        for r in table.itertuples()
+    ]
     signs = table["same_sign"].dropna()
-    notes = [f"Same sign as the paper: {int(signs.sum())} of {len(signs)} coefficients.",
-             f"The paper's AIC: OLS {PAPER_AIC['OLS']:g}, log-link GLM {PAPER_AIC['GLM']:g} (the study's: aic.md).",
-             "Rank: of η² among the terms, 1 = largest, paper / study."]
+    notes = [
+        f"Same sign as the paper: {int(signs.sum())} of {len(signs)} coefficients.",
+        f"The paper's AIC: OLS {PAPER_AIC['OLS']:g}, log-link GLM {PAPER_AIC['GLM']:g} (the study's: aic.md).",
+        "Rank: of η² among the terms, 1 = largest, paper / study.",
+    ]
     if table.empty:
-        notes = ["Not comparable: the study's OLS does not have the paper's terms (another formula, or "
-                 "a grid that reduced it; see the notes)."]
-    return Formatted("The paper (Toledo et al. 2021, Tables 1 and 2) beside the study",
-                     ["Table", "Term", "Quantity", "Paper", "Study", "Same sign", "Rank of η²"], rows,
-                     notes, "lllrrll")
+        notes = [
+            "Not comparable: the study's OLS does not have the paper's terms (another formula, or "
+            "a grid that reduced it; see the notes)."
+        ]
+    return Formatted(
+        "The paper (Toledo et al. 2021, Tables 1 and 2) beside the study",
+        ["Table", "Term", "Quantity", "Paper", "Study", "Same sign", "Rank of η²"],
+        rows,
+        notes,
+        "lllrrll",
+    )
 
 
 DEPTH_NOTE = (
@@ -759,15 +925,31 @@ def depth_contrasts(ols: Fit, data: pd.DataFrame, alpha: float = 0.05) -> pd.Dat
         if data.loc[data["Family"] == family, "ls"].nunique() < 2:
             continue
         for lr in sorted(data["lr"].unique()):
-            def mean_row(ls):
-                grid = pd.DataFrame([{"ls": ls, "Family": family, "Dataset": size, "lr": lr, "reg": reg,
-                                      "DICE": 0.0} for size in sizes for reg in regs])
+
+            def mean_row(ls, family=family, lr=lr):
+                grid = pd.DataFrame(
+                    [
+                        {"ls": ls, "Family": family, "Dataset": size, "lr": lr, "reg": reg, "DICE": 0.0}
+                        for size in sizes
+                        for reg in regs
+                    ]
+                )
                 return _design(ols, grid).mean(axis=0)
+
             test = res.t_test(mean_row("short") - mean_row("long"))
             low, high = np.ravel(test.conf_int(alpha=alpha))
-            rows.append({"Family": family, "lr": lr, "difference": float(np.ravel(test.effect)[0]),
-                         "std_error": float(np.ravel(test.sd)[0]), "t": float(np.ravel(test.tvalue)[0]),
-                         "p": float(np.ravel(test.pvalue)[0]), "ci_low": float(low), "ci_high": float(high)})
+            rows.append(
+                {
+                    "Family": family,
+                    "lr": lr,
+                    "difference": float(np.ravel(test.effect)[0]),
+                    "std_error": float(np.ravel(test.sd)[0]),
+                    "t": float(np.ravel(test.tvalue)[0]),
+                    "p": float(np.ravel(test.pvalue)[0]),
+                    "ci_low": float(low),
+                    "ci_high": float(high),
+                }
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -779,8 +961,7 @@ def depth_contrasts(ols: Fit, data: pd.DataFrame, alpha: float = 0.05) -> pd.Dat
 GAM_FEATURES = ("log(Dataset)", "ls", "Family", "lr", "reg")
 # The GAM's terms: each a tuple of feature names. One feature: spline for log(Dataset),
 # factor otherwise; several: a tensor term over categorical features (an interaction).
-GAM_TERMS = (("log(Dataset)",), ("ls",), ("Family",), ("ls", "Family"), ("lr",),
-             ("lr", "ls", "Family"), ("reg",))
+GAM_TERMS = (("log(Dataset)",), ("ls",), ("Family",), ("ls", "Family"), ("lr",), ("lr", "ls", "Family"), ("reg",))
 
 
 @dataclass
@@ -810,8 +991,7 @@ def fit_gam(data: pd.DataFrame) -> GamFit:
     from pygam.terms import TermList
 
     X, levels = gam_design(data)
-    n_unique = {"log(Dataset)": data["Dataset"].nunique(),
-                **{v: len(levels[v]) for v in levels}}
+    n_unique = {"log(Dataset)": data["Dataset"].nunique(), **{v: len(levels[v]) for v in levels}}
     terms, notes = [], []
     for term in GAM_TERMS:
         kept = tuple(v for v in term if n_unique[v] > 1)
@@ -819,7 +999,9 @@ def fit_gam(data: pd.DataFrame) -> GamFit:
         if not kept:
             notes.append(f"GAM term {label} dropped: the grid has a single level of {_and(term)}.")
         elif kept in terms:
-            notes.append(f"GAM term {label} dropped: without its single-level variable(s) it repeats {_gam_label(kept)}.")
+            notes.append(
+                f"GAM term {label} dropped: without its single-level variable(s) it repeats {_gam_label(kept)}."
+            )
         else:
             if kept != term:
                 notes.append(f"GAM term {label} reduced to {_gam_label(kept)} (single-level variable).")
@@ -833,8 +1015,14 @@ def fit_gam(data: pd.DataFrame) -> GamFit:
         elif len(term) == 1:
             pieces.append(f(idx[term[0]]))
         else:
-            pieces.append(te(*[idx[v] for v in term], dtype=["categorical"] * len(term),
-                             spline_order=[0] * len(term), n_splines=[n_unique[v] for v in term]))
+            pieces.append(
+                te(
+                    *[idx[v] for v in term],
+                    dtype=["categorical"] * len(term),
+                    spline_order=[0] * len(term),
+                    n_splines=[n_unique[v] for v in term],
+                )
+            )
     if not pieces:
         notes.append("No GAM fitted: every term was dropped.")
         return GamFit(None, terms, levels, notes)
@@ -858,17 +1046,26 @@ def gam_summary(fit: GamFit) -> str:
         with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fit.gam.summary()
-    legend = ["GAM of DICE (pygam LinearGAM, smoothing by GCV grid search).", "",
-              "Terms: " + (" + ".join(_gam_label(t) for t in fit.terms) or "none"),
-              "Features in pygam's names:"]
+    legend = [
+        "GAM of DICE (pygam LinearGAM, smoothing by GCV grid search).",
+        "",
+        "Terms: " + (" + ".join(_gam_label(t) for t in fit.terms) or "none"),
+        "Features in pygam's names:",
+    ]
     for i, name in enumerate(GAM_FEATURES):
         if name in fit.levels:
             codes = ", ".join(f"{j}={_fmt_level(v)}" for j, v in enumerate(fit.levels[name]))
             legend.append(f"  {i}: {name} (factor: {codes})")
         else:
             legend.append(f"  {i}: {name} (spline)")
-    legend += ["", ("pygam warns that its p-values are too small when the smoothing is estimated "
-                    "(pyGAM issue 163): read them as descriptive only."), ""]
+    legend += [
+        "",
+        (
+            "pygam warns that its p-values are too small when the smoothing is estimated "
+            "(pyGAM issue 163): read them as descriptive only."
+        ),
+        "",
+    ]
     legend += [f"Note: {n}" for n in fit.notes]
     return "\n".join(legend).rstrip() + "\n\n" + buffer.getvalue().rstrip() + "\n"
 
@@ -897,15 +1094,29 @@ def gam_partial(fit: GamFit, data: pd.DataFrame, width: float = 0.95) -> pd.Data
             warnings.simplefilter("ignore")
             effect, ci = gam.partial_dependence(term=i, X=X, width=width)
         for combo, e, (lo, hi) in zip(combos, effect, ci):
-            row = {"term": label, "Dataset": np.nan, "ls": None, "Family": None, "lr": np.nan,
-                   "reg": np.nan, "effect": float(e), "low": float(lo), "high": float(hi)}
+            row = {
+                "term": label,
+                "Dataset": np.nan,
+                "ls": None,
+                "Family": None,
+                "lr": np.nan,
+                "reg": np.nan,
+                "effect": float(e),
+                "low": float(lo),
+                "high": float(hi),
+            }
             row.update(combo)
             rows.append(row)
-    table = pd.DataFrame(rows, columns=["term", "Dataset", "ls", "Family", "lr", "reg",
-                                        "effect", "low", "high"])
+    table = pd.DataFrame(rows, columns=["term", "Dataset", "ls", "Family", "lr", "reg", "effect", "low", "high"])
     model = {(b.depth, b.family): b.short for b in BACKBONES.values()}
-    table.insert(6, "model", [model.get((ls, fam), "") if isinstance(ls, str) and isinstance(fam, str) else ""
-                             for ls, fam in zip(table["ls"], table["Family"])])
+    table.insert(
+        6,
+        "model",
+        [
+            model.get((ls, fam), "") if isinstance(ls, str) and isinstance(fam, str) else ""
+            for ls, fam in zip(table["ls"], table["Family"])
+        ],
+    )
     return table
 
 
@@ -921,6 +1132,7 @@ def _level_product(levels):
 # ---------------------------------------------------------------------------------------
 # Formatting: Markdown, LaTeX, HTML like the paper's tables
 # ---------------------------------------------------------------------------------------
+
 
 def fmt_num(x, digits: int = 4) -> str:
     """A number as the paper's tables print it; blank when missing."""
@@ -968,8 +1180,12 @@ class Formatted:
 
 
 def to_markdown(t: Formatted) -> str:
-    lines = [f"**{t.title}**", "", "| " + " | ".join(t.header) + " |",
-             "|" + "|".join("---:" if a == "r" else ":---" for a in t.align) + "|"]
+    lines = [
+        f"**{t.title}**",
+        "",
+        "| " + " | ".join(t.header) + " |",
+        "|" + "|".join("---:" if a == "r" else ":---" for a in t.align) + "|",
+    ]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
     if t.notes:
         lines += [""] + [f"{n}  " for n in t.notes]
@@ -982,8 +1198,7 @@ def _tex_escape(text: str) -> str:
         out = out.replace(ch, "\\" + ch)
     out = out.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
     out = out.replace("< ", r"$<$ ").replace("`", "")
-    for plain, tex in (("R²", "$R^2$"), ("η²", r"$\eta^2$"), ("α", r"$\alpha$"), ("Δ", r"$\Delta$"),
-                       ("±", r"$\pm$")):
+    for plain, tex in (("R²", "$R^2$"), ("η²", r"$\eta^2$"), ("α", r"$\alpha$"), ("Δ", r"$\Delta$"), ("±", r"$\pm$")):
         out = out.replace(plain, tex)
     return out
 
@@ -991,8 +1206,12 @@ def _tex_escape(text: str) -> str:
 def to_latex(t: Formatted) -> str:
     """A booktabs table (needs \\usepackage{booktabs})."""
     header = t.header_tex or [_tex_escape(h) for h in t.header]
-    lines = ["% needs \\usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering",
-             r"\caption{" + _tex_escape(t.title) + "}"]
+    lines = [
+        "% needs \\usepackage{booktabs}",
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\caption{" + _tex_escape(t.title) + "}",
+    ]
     if t.label:
         lines.append(r"\label{" + t.label + "}")
     lines += [r"\begin{tabular}{" + t.align + "}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
@@ -1002,8 +1221,9 @@ def to_latex(t: Formatted) -> str:
         lines.append(" & ".join(_tex_escape(c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if t.notes:
-        lines.append(r"\par\smallskip\parbox{\linewidth}{\footnotesize " +
-                     " ".join(_tex_escape(n) for n in t.notes) + "}")
+        lines.append(
+            r"\par\smallskip\parbox{\linewidth}{\footnotesize " + " ".join(_tex_escape(n) for n in t.notes) + "}"
+        )
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -1013,11 +1233,13 @@ def to_html(tables: list[Formatted], intro=(), outro=()) -> str:
     but only offers CSV for download)."""
     import html
 
-    css = ("body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;"
-           "margin:0.5em 0 0.5em 0}th,td{padding:3px 9px;border-bottom:1px solid #ddd}"
-           "th{border-bottom:2px solid #444}td.r,th.r{text-align:right}td.l,th.l{text-align:left}"
-           "tr.best td{font-weight:bold}p.note{color:#444;font-size:12px;margin:2px 0}"
-           "h3{margin:1.2em 0 0.2em 0}")
+    css = (
+        "body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;"
+        "margin:0.5em 0 0.5em 0}th,td{padding:3px 9px;border-bottom:1px solid #ddd}"
+        "th{border-bottom:2px solid #444}td.r,th.r{text-align:right}td.l,th.l{text-align:left}"
+        "tr.best td{font-weight:bold}p.note{color:#444;font-size:12px;margin:2px 0}"
+        "h3{margin:1.2em 0 0.2em 0}"
+    )
     parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><style>" + css + "</style></head><body>"]
     parts += [f"<p>{html.escape(p)}</p>" for p in intro]
     for t in tables:
@@ -1026,8 +1248,9 @@ def to_html(tables: list[Formatted], intro=(), outro=()) -> str:
         parts.append("</tr></thead><tbody>")
         for row in t.rows:
             cls = " class='best'" if row and row[-1] == "yes" else ""
-            parts.append(f"<tr{cls}>" + "".join(f"<td class='{a}'>{html.escape(c)}</td>"
-                                                for c, a in zip(row, t.align)) + "</tr>")
+            parts.append(
+                f"<tr{cls}>" + "".join(f"<td class='{a}'>{html.escape(c)}</td>" for c, a in zip(row, t.align)) + "</tr>"
+            )
         parts.append("</tbody></table>")
         parts += [f"<p class='note'>{html.escape(n)}</p>" for n in t.notes]
     parts += [f"<p class='note'>{html.escape(p)}</p>" for p in outro]
@@ -1037,84 +1260,179 @@ def to_html(tables: list[Formatted], intro=(), outro=()) -> str:
 
 def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, glm: Fit, notes: list[str]) -> Formatted:
     res = ols.results
-    rows = [[r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.t, 3), fmt_p(r.p), stars(r.p)]
-            for r in coef.itertuples()]
+    rows = [
+        [r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.t, 3), fmt_p(r.p), stars(r.p)]
+        for r in coef.itertuples()
+    ]
     ols_aic = aic.loc[aic["model"] == "OLS"].iloc[0]
     glm_aic = aic.loc[aic["model"] == "GLM"].iloc[0]
-    table_notes = [
-        (f"n = {int(res.nobs)} runs; R² = {res.rsquared:.4f}, adjusted R² = {res.rsquared_adj:.4f}; "
-         f"residual standard error {math.sqrt(res.scale):.4f} on {int(res.df_resid)} df."),
-        f"AIC = {ols_aic['aic']:.2f} (log-link gaussian GLM `{glm_aic['formula']}`: "
-        + (f"{glm_aic['aic']:.2f}). " if glm.results is not None else f"not fitted, {glm.failure}). ")
-        + AIC_CONVENTION,
-        STARS_LEGEND,
-    ] + ([DEPTH_NOTE] if "ls[T.short]" in coef["term"].tolist() else []) + notes
-    return Formatted(f"Table 1: OLS {ols.formula}", ["Term", "Estimate", "Std. error", "t", "p", ""],
-                     rows, table_notes, "lrrrrl", "tab:ols",
-                     ["Term", "Estimate", "Std.\\ error", "$t$", "$p$", ""])
+    table_notes = (
+        [
+            (
+                f"n = {int(res.nobs)} runs; R² = {res.rsquared:.4f}, adjusted R² = {res.rsquared_adj:.4f}; "
+                f"residual standard error {math.sqrt(res.scale):.4f} on {int(res.df_resid)} df."
+            ),
+            f"AIC = {ols_aic['aic']:.2f} (log-link gaussian GLM `{glm_aic['formula']}`: "
+            + (f"{glm_aic['aic']:.2f}). " if glm.results is not None else f"not fitted, {glm.failure}). ")
+            + AIC_CONVENTION,
+            STARS_LEGEND,
+        ]
+        + ([DEPTH_NOTE] if "ls[T.short]" in coef["term"].tolist() else [])
+        + notes
+    )
+    return Formatted(
+        f"Table 1: OLS {ols.formula}",
+        ["Term", "Estimate", "Std. error", "t", "p", ""],
+        rows,
+        table_notes,
+        "lrrrrl",
+        "tab:ols",
+        ["Term", "Estimate", "Std.\\ error", "$t$", "$p$", ""],
+    )
 
 
 def format_depth(depth: pd.DataFrame, alpha: float) -> Formatted:
     level = f"{100 * (1 - alpha):g} %"
-    rows = [[r.Family, _fmt_level(r.lr), fmt_num(r.difference), fmt_num(r.std_error),
-             f"[{r.ci_low:.4f}, {r.ci_high:.4f}]", fmt_p(r.p), stars(r.p)] for r in depth.itertuples()]
-    return Formatted("Short minus long encoder, per family and trained lr (OLS contrast)",
-                     ["Family", "lr", "Difference", "Std. error", f"{level} interval", "p", ""], rows,
-                     [("Mean DICE of the short encoder minus the long one of the same family at that lr, "
-                       "from the OLS (a linear contrast of its coefficients; dataset size and reg cancel "
-                       "in the paper's formula). Only families with both depths in the grid.")],
-                     "lrrrlrl", "tab:depth")
+    rows = [
+        [
+            r.Family,
+            _fmt_level(r.lr),
+            fmt_num(r.difference),
+            fmt_num(r.std_error),
+            f"[{r.ci_low:.4f}, {r.ci_high:.4f}]",
+            fmt_p(r.p),
+            stars(r.p),
+        ]
+        for r in depth.itertuples()
+    ]
+    return Formatted(
+        "Short minus long encoder, per family and trained lr (OLS contrast)",
+        ["Family", "lr", "Difference", "Std. error", f"{level} interval", "p", ""],
+        rows,
+        [
+            (
+                "Mean DICE of the short encoder minus the long one of the same family at that lr, "
+                "from the OLS (a linear contrast of its coefficients; dataset size and reg cancel "
+                "in the paper's formula). Only families with both depths in the grid."
+            )
+        ],
+        "lrrrlrl",
+        "tab:depth",
+    )
 
 
 def format_anova(anova: pd.DataFrame, ols: Fit, notes: list[str]) -> Formatted:
     rows = []
     for r in anova.itertuples():
-        rows.append([r.term, fmt_num(r.sum_sq), f"{int(r.df)}", fmt_num(r.mean_sq), fmt_num(r.F, 3), fmt_p(r.p),
-                     fmt_num(r.eta_sq, 4), fmt_num(r.partial_eta_sq, 3), stars(r.p)])
-    return Formatted(f"Table 2: ANOVA (type {ANOVA_TYPE}) of the OLS {ols.formula}",
-                     ["Term", "SS", "df", "MS", "F", "p", "η²", "partial η²", ""], rows,
-                     [ANOVA_CAPTION, ETA_CAPTION, STARS_LEGEND] + notes,
-                     "lrrrrrrrl", "tab:anova",
-                     ["Term", "SS", "df", "MS", "$F$", "$p$", r"$\eta^2$", r"$\eta^2_p$", ""])
+        rows.append(
+            [
+                r.term,
+                fmt_num(r.sum_sq),
+                f"{int(r.df)}",
+                fmt_num(r.mean_sq),
+                fmt_num(r.F, 3),
+                fmt_p(r.p),
+                fmt_num(r.eta_sq, 4),
+                fmt_num(r.partial_eta_sq, 3),
+                stars(r.p),
+            ]
+        )
+    return Formatted(
+        f"Table 2: ANOVA (type {ANOVA_TYPE}) of the OLS {ols.formula}",
+        ["Term", "SS", "df", "MS", "F", "p", "η²", "partial η²", ""],
+        rows,
+        [ANOVA_CAPTION, ETA_CAPTION, STARS_LEGEND] + notes,
+        "lrrrrrrrl",
+        "tab:anova",
+        ["Term", "SS", "df", "MS", "$F$", "$p$", r"$\eta^2$", r"$\eta^2_p$", ""],
+    )
 
 
 def format_aic(aic: pd.DataFrame) -> Formatted:
     def f2(v):  # blank for a model that could not be fitted
         return f"{v:.2f}" if np.isfinite(v) else ""
 
-    rows = [[r.model, r.formula, r.link, str(r.n), f"{r.k:.0f}" if np.isfinite(r.k) else "", f2(r.loglik),
-             f2(r.aic), f2(r.delta_aic), f2(r.aic_statsmodels)] for r in aic.itertuples()]
-    return Formatted("AIC of the OLS and the log-link gaussian GLM (same response, DICE)",
-                     ["Model", "Formula", "Link", "n", "k", "log L", "AIC (R's AIC())", "ΔAIC",
-                      "statsmodels' aic"],
-                     rows, [AIC_CONVENTION, "The lower AIC fits better; ΔAIC > 10 is decisive."],
-                     "lllrrrrrr")
+    rows = [
+        [
+            r.model,
+            r.formula,
+            r.link,
+            str(r.n),
+            f"{r.k:.0f}" if np.isfinite(r.k) else "",
+            f2(r.loglik),
+            f2(r.aic),
+            f2(r.delta_aic),
+            f2(r.aic_statsmodels),
+        ]
+        for r in aic.itertuples()
+    ]
+    return Formatted(
+        "AIC of the OLS and the log-link gaussian GLM (same response, DICE)",
+        ["Model", "Formula", "Link", "n", "k", "log L", "AIC (R's AIC())", "ΔAIC", "statsmodels' aic"],
+        rows,
+        [AIC_CONVENTION, "The lower AIC fits better; ΔAIC > 10 is decisive."],
+        "lllrrrrrr",
+    )
 
 
 def format_glm(coef: pd.DataFrame, glm: Fit, notes: list[str]) -> Formatted:
-    rows = [[r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.t, 3), fmt_p(r.p), stars(r.p)]
-            for r in coef.itertuples()]
-    return Formatted(f"GLM (gaussian, {glm.link} link) {glm.requested}",
-                     ["Term", "Estimate", "Std. error", "t", "p", ""], rows,
-                     [f"Coefficients on the {glm.link} scale of mean {glm.response}.", GLM_INFERENCE,
-                      STARS_LEGEND] + notes,
-                     "lrrrrl")
+    rows = [
+        [r.term, fmt_num(r.estimate), fmt_num(r.std_error), fmt_num(r.t, 3), fmt_p(r.p), stars(r.p)]
+        for r in coef.itertuples()
+    ]
+    return Formatted(
+        f"GLM (gaussian, {glm.link} link) {glm.requested}",
+        ["Term", "Estimate", "Std. error", "t", "p", ""],
+        rows,
+        [f"Coefficients on the {glm.link} scale of mean {glm.response}.", GLM_INFERENCE, STARS_LEGEND] + notes,
+        "lrrrrl",
+    )
 
 
 def format_hsd(groups: pd.DataFrame, pairs: pd.DataFrame, alpha: float) -> list[Formatted]:
     level = f"{100 * (1 - alpha):g} %"
-    g_rows = [[r.model, f"{int(r.size)}", f"{int(r.n)}", fmt_num(r.mean), fmt_num(r.sd),
-               "" if not np.isfinite(r.low) else f"[{r.low:.4f}, {r.high:.4f}]"] for r in groups.itertuples()]
-    p_rows = [[r.group1, r.group2, fmt_num(r.meandiff), f"[{r.lower:.4f}, {r.upper:.4f}]", fmt_p(r.p_adj),
-               "yes" if r.reject else ""] for r in pairs.itertuples()]
+    g_rows = [
+        [
+            r.model,
+            f"{int(r.size)}",
+            f"{int(r.n)}",
+            fmt_num(r.mean),
+            fmt_num(r.sd),
+            "" if not np.isfinite(r.low) else f"[{r.low:.4f}, {r.high:.4f}]",
+        ]
+        for r in groups.itertuples()
+    ]
+    p_rows = [
+        [
+            r.group1,
+            r.group2,
+            fmt_num(r.meandiff),
+            f"[{r.lower:.4f}, {r.upper:.4f}]",
+            fmt_p(r.p_adj),
+            "yes" if r.reject else "",
+        ]
+        for r in pairs.itertuples()
+    ]
     return [
-        Formatted(f"Tukey HSD groups: mean DICE per model and dataset size, simultaneous {level} interval",
-                  ["Model", "Size", "n", "Mean", "SD", f"HSD {level}"], g_rows,
-                  [("Two groups differ significantly when their intervals do not overlap "
-                    "(Hochberg and Tamhane's simultaneous intervals for the HSD).")], "lrrrrl"),
-        Formatted(f"Tukey HSD pairs ({len(pairs)}): difference = group 2 - group 1",
-                  ["Group 1", "Group 2", "Difference", f"{level} interval", "p adj", "Significant"],
-                  p_rows, [f"Significant: adjusted p < {alpha:g}."], "llrlrl"),
+        Formatted(
+            f"Tukey HSD groups: mean DICE per model and dataset size, simultaneous {level} interval",
+            ["Model", "Size", "n", "Mean", "SD", f"HSD {level}"],
+            g_rows,
+            [
+                (
+                    "Two groups differ significantly when their intervals do not overlap "
+                    "(Hochberg and Tamhane's simultaneous intervals for the HSD)."
+                )
+            ],
+            "lrrrrl",
+        ),
+        Formatted(
+            f"Tukey HSD pairs ({len(pairs)}): difference = group 2 - group 1",
+            ["Group 1", "Group 2", "Difference", f"{level} interval", "p adj", "Significant"],
+            p_rows,
+            [f"Significant: adjusted p < {alpha:g}."],
+            "llrlrl",
+        ),
     ]
 
 
@@ -1122,9 +1440,11 @@ def pre_html(title: str, text: str) -> str:
     """A standalone HTML page showing preformatted text."""
     import html
 
-    return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"
-            "margin:1em}pre{font-size:12px}</style></head><body>\n"
-            f"<h3>{html.escape(title)}</h3>\n<pre>{html.escape(text)}</pre>\n</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"
+        "margin:1em}pre{font-size:12px}</style></head><body>\n"
+        f"<h3>{html.escape(title)}</h3>\n<pre>{html.escape(text)}</pre>\n</body></html>\n"
+    )
 
 
 def format_which_model(table: pd.DataFrame, alpha: float, constant: bool) -> tuple[list[Formatted], list[str]]:
@@ -1134,47 +1454,76 @@ def format_which_model(table: pd.DataFrame, alpha: float, constant: bool) -> tup
     for size, block in table.groupby("size", sort=True):
         best = block[block["best"]]
         trained = bool(block["trained"].iloc[0])
-        value = (best["mean"] if trained else best["predicted"])
-        summary_rows.append([
-            f"{size}", "trained" if trained else ("OLS, extrapolated" if block["extrapolated"].iloc[0] else "OLS"),
-            ", ".join(best["model"]), f"{value.iloc[0]:.4f}",
-        ])
-    summary = Formatted("Which model for my data size? Best model(s) per dataset size",
-                        ["Dataset size", "Basis", "Best model(s)", "DICE of the top model"], summary_rows,
-                        [(f"Best: the top model and every model not significantly worse at α = {alpha:g} "
-                          "(trained sizes: Tukey HSD over all model x size groups; untrained sizes: "
-                          "t test of the OLS-predicted difference, Holm-adjusted).")],
-                        "llll")
+        value = best["mean"] if trained else best["predicted"]
+        summary_rows.append(
+            [
+                f"{size}",
+                "trained" if trained else ("OLS, extrapolated" if block["extrapolated"].iloc[0] else "OLS"),
+                ", ".join(best["model"]),
+                f"{value.iloc[0]:.4f}",
+            ]
+        )
+    summary = Formatted(
+        "Which model for my data size? Best model(s) per dataset size",
+        ["Dataset size", "Basis", "Best model(s)", "DICE of the top model"],
+        summary_rows,
+        [
+            (
+                f"Best: the top model and every model not significantly worse at α = {alpha:g} "
+                "(trained sizes: Tukey HSD over all model x size groups; untrained sizes: "
+                "t test of the OLS-predicted difference, Holm-adjusted)."
+            )
+        ],
+        "llll",
+    )
     tables = []
     for size, block in table.groupby("size", sort=True):
         trained = bool(block["trained"].iloc[0])
         rows = []
         for r in block.itertuples():
-            rows.append([str(r.rank), r.model,
-                         fmt_num(r.mean) if trained else "",
-                         f"[{r.hsd_low:.4f}, {r.hsd_high:.4f}]" if trained and np.isfinite(r.hsd_low) else "",
-                         fmt_num(r.predicted), f"[{r.predicted_low:.4f}, {r.predicted_high:.4f}]",
-                         fmt_p(r.p_vs_top), "yes" if r.best else ""])
+            rows.append(
+                [
+                    str(r.rank),
+                    r.model,
+                    fmt_num(r.mean) if trained else "",
+                    f"[{r.hsd_low:.4f}, {r.hsd_high:.4f}]" if trained and np.isfinite(r.hsd_low) else "",
+                    fmt_num(r.predicted),
+                    f"[{r.predicted_low:.4f}, {r.predicted_high:.4f}]",
+                    fmt_p(r.p_vs_top),
+                    "yes" if r.best else "",
+                ]
+            )
         notes = []
         if trained:
-            notes.append("Mean DICE observed over the size's runs (every lr, reg and fold); "
-                         f"interval: HSD simultaneous {level}; p vs top: Tukey HSD adjusted p.")
+            notes.append(
+                "Mean DICE observed over the size's runs (every lr, reg and fold); "
+                f"interval: HSD simultaneous {level}; p vs top: Tukey HSD adjusted p."
+            )
         else:
-            notes.append(f"Not trained: ranked by the OLS-predicted mean DICE (averaged over the lr x reg grid), "
-                         f"{level} confidence interval; p vs top: Holm-adjusted t test of the difference.")
+            notes.append(
+                f"Not trained: ranked by the OLS-predicted mean DICE (averaged over the lr x reg grid), "
+                f"{level} confidence interval; p vs top: Holm-adjusted t test of the difference."
+            )
             if bool(block["extrapolated"].iloc[0]):
                 notes.append("This size is outside the trained sizes: the prediction is an extrapolation.")
             if ((block["predicted"] > 1) | (block["predicted"] < 0)).any():
-                notes.append("Some predictions leave DICE's range [0, 1]: the linear model does not hold "
-                             "this far out.")
-        tables.append(Formatted(f"{size} images ({'trained' if trained else 'predicted by the OLS'})",
-                                ["Rank", "Model", "Mean DICE", f"HSD {level}", "OLS DICE", f"OLS {level}",
-                                 "p vs top", "Best"], rows, notes, "rlrlrlrl"))
+                notes.append("Some predictions leave DICE's range [0, 1]: the linear model does not hold this far out.")
+        tables.append(
+            Formatted(
+                f"{size} images ({'trained' if trained else 'predicted by the OLS'})",
+                ["Rank", "Model", "Mean DICE", f"HSD {level}", "OLS DICE", f"OLS {level}", "p vs top", "Best"],
+                rows,
+                notes,
+                "rlrlrlrl",
+            )
+        )
     general = []
     if constant and table["model"].nunique() > 1:
-        general.append("The OLS formula has no dataset-size x model interaction, so its predicted "
-                       "differences between models, and its ranking, are the same at every size; "
-                       "the observed (HSD) ranking per trained size is the study's answer.")
+        general.append(
+            "The OLS formula has no dataset-size x model interaction, so its predicted "
+            "differences between models, and its ranking, are the same at every size; "
+            "the observed (HSD) ranking per trained size is the study's answer."
+        )
     return [summary, *tables], general
 
 
@@ -1182,8 +1531,15 @@ def format_which_model(table: pd.DataFrame, alpha: float, constant: bool) -> tup
 # Everything, written
 # ---------------------------------------------------------------------------------------
 
-def analyse(metrics: pd.DataFrame, metric: str = "test_dice", ols_formula: str = PAPER_OLS,
-            glm_formula: str = PAPER_GLM, predict_sizes=(3000,), alpha: float = 0.05) -> dict:
+
+def analyse(
+    metrics: pd.DataFrame,
+    metric: str = "test_dice",
+    ols_formula: str = PAPER_OLS,
+    glm_formula: str = PAPER_GLM,
+    predict_sizes=(3000,),
+    alpha: float = 0.05,
+) -> dict:
     """Every statistic of the study, as data frames and text (no file is written)."""
     if not 0 < alpha < 1:
         raise UnetcapError(f"analysis.alpha: {alpha} is not between 0 and 1")
@@ -1201,18 +1557,46 @@ def analyse(metrics: pd.DataFrame, metric: str = "test_dice", ols_formula: str =
     predictions, design = ols_predictions(ols, data, predict_sizes, alpha)
     which = which_model(groups, pairs, predictions, design, ols, alpha)
     gam = fit_gam(data)
-    log.info("OLS AIC %.2f, GLM AIC %.2f, %d HSD groups, %d pairs", aic["aic"].iloc[0],
-             aic["aic"].iloc[1], len(groups), len(pairs))
+    log.info(
+        "OLS AIC %.2f, GLM AIC %.2f, %d HSD groups, %d pairs",
+        aic["aic"].iloc[0],
+        aic["aic"].iloc[1],
+        len(groups),
+        len(pairs),
+    )
     notes = frame.notes + ols.notes + [f"GLM: {n}" for n in glm.notes] + gam.notes
-    return {"frame": frame, "ols": ols, "glm": glm, "aic": aic, "coef": coef, "depth": depth, "paper": paper, "glm_coef": glm_coef,
-            "anova": anova, "pairs": pairs, "groups": groups, "predictions": predictions,
-            "which": which, "gam": gam, "gam_partial": gam_partial(gam, data, 1 - alpha),
-            "notes": notes, "alpha": alpha, "constant_ranking": ranking_constant(predictions)}
+    return {
+        "frame": frame,
+        "ols": ols,
+        "glm": glm,
+        "aic": aic,
+        "coef": coef,
+        "depth": depth,
+        "paper": paper,
+        "glm_coef": glm_coef,
+        "anova": anova,
+        "pairs": pairs,
+        "groups": groups,
+        "predictions": predictions,
+        "which": which,
+        "gam": gam,
+        "gam_partial": gam_partial(gam, data, 1 - alpha),
+        "notes": notes,
+        "alpha": alpha,
+        "constant_ranking": ranking_constant(predictions),
+    }
 
 
-def write_analysis(metrics_path, outdir, metric: str = "test_dice", ols_formula: str = PAPER_OLS,
-                   glm_formula: str = PAPER_GLM, predict_sizes=(3000,), alpha: float = 0.05,
-                   sample_size_path=None) -> list[Path]:
+def write_analysis(
+    metrics_path,
+    outdir,
+    metric: str = "test_dice",
+    ols_formula: str = PAPER_OLS,
+    glm_formula: str = PAPER_GLM,
+    predict_sizes=(3000,),
+    alpha: float = 0.05,
+    sample_size_path=None,
+) -> list[Path]:
     """Read the merged metrics table and write every file of ANALYSIS_FILES into `outdir`;
     with `sample_size_path` (sample_size.csv), which_model leads with the images needed."""
     result = analyse(read_metrics(metrics_path), metric, ols_formula, glm_formula, predict_sizes, alpha)
@@ -1272,22 +1656,40 @@ def write_results(result: dict, outdir) -> list[Path]:
     put_csv("hsd_groups.csv", result["groups"])
     put("hsd.html", to_html(hsd_tables))
     put_csv("predictions.csv", result["predictions"])
-    which, alpha = result["which"], result["alpha"]
+    which = result["which"]
     put_csv("which_model.csv", which)
     plan = []
     if result.get("sample_size") is not None:
         from unetcap.sample_size import plan_lines  # the learning curves' answer (sample_size.csv)
 
-        plan = ["How many images do I need? (learning curves a - b N^(-c), sample_size.md)",
-                *plan_lines(result["sample_size"])]
-    put("which_model.md", "# Which model for my data size?\n\n" + "".join(f"{p}  \n" for p in plan) +
-        ("\n" if plan else "") + "\n".join(to_markdown(t) for t in tables) + "".join(f"\n{g}\n" for g in general))
+        plan = [
+            "How many images do I need? (learning curves a - b N^(-c), sample_size.md)",
+            *plan_lines(result["sample_size"]),
+        ]
+    put(
+        "which_model.md",
+        "# Which model for my data size?\n\n"
+        + "".join(f"{p}  \n" for p in plan)
+        + ("\n" if plan else "")
+        + "\n".join(to_markdown(t) for t in tables)
+        + "".join(f"\n{g}\n" for g in general),
+    )
     put("which_model.html", to_html(tables, plan, [*general, *(f"Note: {n}" for n in notes)]))
     summary = runs + "\n" + gam_summary(result["gam"])
     put("gam_summary.txt", summary)
     put("gam_summary.html", pre_html("GAM summary", summary))
     put_csv("gam_partial.csv", result["gam_partial"])
-    put("notes.md", "# Notes on the analysis\n\n" + "".join(f"- {n}\n" for n in
-        notes + [AIC_CONVENTION, ANOVA_CAPTION,
-                 f"OLS: `{ols.formula}`; GLM: `{glm.formula}` ({glm.link} link, response {glm.response})."]))
+    put(
+        "notes.md",
+        "# Notes on the analysis\n\n"
+        + "".join(
+            f"- {n}\n"
+            for n in notes
+            + [
+                AIC_CONVENTION,
+                ANOVA_CAPTION,
+                f"OLS: `{ols.formula}`; GLM: `{glm.formula}` ({glm.link} link, response {glm.response}).",
+            ]
+        ),
+    )
     return written

@@ -8,6 +8,8 @@ rule phantom:
         directory(PHANTOM_DIR),
     log:
         "<logs>/phantom.log",
+    conda:
+        "../../envs/cohort.yaml"
     params:
         patients=config["cohort"]["patients"],
         seed=config["cohort"]["phantom"]["seed"],
@@ -15,8 +17,6 @@ rule phantom:
         phases=config["cohort"]["phantom"]["phases"],
         matrix=config["cohort"]["phantom"]["matrix"],
         layout=config["cohort"]["phantom"]["layout"],
-    conda:
-        "../../envs/cohort.yaml"
     script:
         "../scripts/phantom.py"
 
@@ -28,12 +28,12 @@ rule cohort:
         sample="<results>/cohort/sample.csv",
     log:
         "<logs>/cohort.log",
+    conda:
+        "../../envs/cohort.yaml"
+    threads: config["prepare"]["workers"]
     params:
         images_per_patient=config["images_per_patient"],
         source=cohort_reader(),
         options=cohort_options(),
-    threads: config["prepare"]["workers"]
-    conda:
-        "../../envs/cohort.yaml"
     script:
         "../scripts/cohort.py"

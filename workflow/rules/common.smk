@@ -14,7 +14,6 @@ from unetcap.splits import check_sizes
 from unetcap.study import format_number, study_name
 from unetcap.train.settings import Settings
 
-
 # One folder of results and one of logs per study (docs/design.md §7): rules write
 # "<results>/..." and "<logs>/...", these pathvars say where. The name comes from the
 # config files given on the command line unless the config sets `study`; config/config.yaml's
@@ -72,8 +71,9 @@ def one_of(values):
 
 
 try:
-    check_sizes(config["sizes"], cohort_patients(), config["folds"],
-                config["images_per_patient"], config["holdout_fraction"])
+    check_sizes(
+        config["sizes"], cohort_patients(), config["folds"], config["images_per_patient"], config["holdout_fraction"]
+    )
 except UnetcapError as err:
     raise WorkflowError(str(err))
 
@@ -111,10 +111,16 @@ def train_settings():
 # metrics.json. Not the whole config: a param that changes reruns every run, and adding a
 # size, a figure option or more memory must not retrain the grid.
 TRAIN_CONFIG_SHA256 = sha256_json(
-    {"seed": config["seed"], "image_size": config["image_size"], "roi": config["roi"],
-     "folds": config["folds"],
-     "images_per_patient": config["images_per_patient"],
-     "holdout_fraction": config["holdout_fraction"], "train": train_settings()})
+    {
+        "seed": config["seed"],
+        "image_size": config["image_size"],
+        "roi": config["roi"],
+        "folds": config["folds"],
+        "images_per_patient": config["images_per_patient"],
+        "holdout_fraction": config["holdout_fraction"],
+        "train": train_settings(),
+    }
+)
 
 
 def train_mem_mb(wildcards, attempt):

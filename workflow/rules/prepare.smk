@@ -12,13 +12,13 @@ rule prepare:
         store=report("<results>/prepared/store.json", caption="../report/store.rst", category="Data"),
     log:
         "<logs>/prepare.log",
+    conda:
+        "../../envs/cohort.yaml"
+    threads: config["prepare"]["workers"]
     params:
         image_size=config["image_size"],
         roi=config["roi"],
         source=cohort_reader(),
         options=cohort_options(),
-    threads: config["prepare"]["workers"]
-    conda:
-        "../../envs/cohort.yaml"
     script:
         "../scripts/prepare.py"

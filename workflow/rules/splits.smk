@@ -9,12 +9,12 @@ rule splits:
         "<results>/splits/size{size}.json",
     log:
         "<logs>/splits/size{size}.log",
+    conda:
+        "../../envs/cohort.yaml"
     params:
         folds=config["folds"],
         seed=config["seed"],
         images_per_patient=config["images_per_patient"],
         holdout_fraction=config["holdout_fraction"],
-    conda:
-        "../../envs/cohort.yaml"
     script:
         "../scripts/splits.py"

@@ -1,6 +1,7 @@
 # Stage 4: one training run per (size, backbone, lr, reg, fold): a U-Net trained from
 # scratch on one fold, scored on its validation fold and on the subset's test set.
 
+
 rule train:
     input:
         images="<results>/prepared/images.npy",
@@ -13,16 +14,16 @@ rule train:
         segmentations=f"{RUN_DIR}/segmentations.npz",
     log:
         "<logs>/train/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}.log",
-    params:
-        seed=config["seed"],
-        config_sha256=TRAIN_CONFIG_SHA256,
-        **train_settings(),
+    conda:
+        "../../envs/train.yaml"
     threads: config["train"]["threads"]
     resources:
         mem_mb=train_mem_mb,
         runtime=lambda wildcards, attempt: config["train"]["runtime"] * attempt,
         gpu=config["train"]["gpus"],
-    conda:
-        "../../envs/train.yaml"
+    params:
+        **train_settings(),
+        seed=config["seed"],
+        config_sha256=TRAIN_CONFIG_SHA256,
     script:
         "../scripts/train.py"

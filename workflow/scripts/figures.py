@@ -4,8 +4,15 @@ from unetcap import log_to
 from unetcap.figures import write_figures
 
 log_to(snakemake.log[0])
-write_figures(snakemake.input.metrics, snakemake.input.histories, snakemake.input.groups,
-              snakemake.input.predictions, snakemake.input.partial, snakemake.input.segmentations,
-              Path(snakemake.output.figure2_left).parent, curves_path=snakemake.input.curves,
-              fits_path=snakemake.input.fits,
-              **snakemake.params)
+write_figures(
+    snakemake.input.metrics,
+    snakemake.input.histories,
+    snakemake.input.groups,
+    snakemake.input.predictions,
+    snakemake.input.partial,
+    snakemake.input.segmentations,
+    Path(snakemake.output.figure2_left).parent,
+    curves_path=snakemake.input.curves,
+    fits_path=snakemake.input.fits,
+    **snakemake.params,
+)

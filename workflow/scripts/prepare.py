@@ -5,5 +5,6 @@ from unetcap.prepare import prepare_store
 
 log_to(snakemake.log[0])
 # as many workers as the job has threads (--cores and the Slurm profile scale them)
-prepare_store(snakemake.input.sample, Path(snakemake.output.store).parent, workers=snakemake.threads,
-              **snakemake.params)
+prepare_store(
+    snakemake.input.sample, Path(snakemake.output.store).parent, workers=snakemake.threads, **snakemake.params
+)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import cache, partial
 from pathlib import Path
 from types import ModuleType
 
@@ -45,8 +45,7 @@ log = logging.getLogger(__name__)
 # (for volumes, `slice_label` is the slice's index in the volume and `phase` its frame);
 # `group` is the patient's diagnosis group where the format gives one, `centre` its centre,
 # `vendor` the scanner's maker where a table gives it (the store's index prefers the header's).
-SAMPLE_COLUMNS = ["patient", "slice", "phase", "slice_label", "position", "source", "mask", "group", "centre",
-                  "vendor"]
+SAMPLE_COLUMNS = ["patient", "slice", "phase", "slice_label", "position", "source", "mask", "group", "centre", "vendor"]
 # What the prepared store's index adds from each sampled image's own header.
 HEADER_COLUMNS = ["rows", "cols", "spacing_row", "spacing_col", "vendor", "field_strength"]
 FEW_IMAGES = ("all", "leave_out", "error")
@@ -106,7 +105,7 @@ def parallel_map(fn, items, workers: int, chunksize: int = 1):
         yield from pool.map(fn, items, chunksize=chunksize)
 
 
-@lru_cache(maxsize=None)
+@cache
 def reader(source: str) -> ModuleType:
     """The module that reads cohorts of format `source` (the phantom is written as LVSC)."""
     import importlib
@@ -135,8 +134,10 @@ def labels_of(source: str, options: dict) -> list[int] | None:
         return reader(source).DEFAULT_LABELS
     declared = reader(source).LABEL_VALUES
     if declared is not None and not set(labels) <= set(declared) - {0}:
-        raise UnetcapError(f"cohort.labels: {list(labels)} are not among the labels of cohort.source {source} "
-                           f"({', '.join(map(str, sorted(set(declared) - {0})))}; README, \"Cohorts\")")
+        raise UnetcapError(
+            f"cohort.labels: {list(labels)} are not among the labels of cohort.source {source} "
+            f'({", ".join(map(str, sorted(set(declared) - {0})))}; README, "Cohorts")'
+        )
     return list(labels)
 
 
@@ -164,12 +165,29 @@ def scan_patient(patient: Patient, source: str, images_per_patient: int, options
     elif options["few_images"] == "leave_out":
         return [], problems, "left out"
     else:
-        problems.append((patient.folder, f"patient with too few readable labelled images: {n} images, need at "
-                                         f"least {m} (images_per_patient; cohort.few_images: all uses them all)"))
+        problems.append(
+            (
+                patient.folder,
+                f"patient with too few readable labelled images: {n} images, need at "
+                f"least {m} (images_per_patient; cohort.few_images: all uses them all)",
+            )
+        )
         return [], problems, "too few"
-    rows = [{"patient": patient.id, "slice": i.slice, "phase": i.phase, "slice_label": i.slice_label,
-             "position": i.position, "source": i.source, "mask": i.mask, "group": patient.group,
-             "centre": patient.centre, "vendor": patient.vendor} for i in (images[k] for k in picks)]
+    rows = [
+        {
+            "patient": patient.id,
+            "slice": i.slice,
+            "phase": i.phase,
+            "slice_label": i.slice_label,
+            "position": i.position,
+            "source": i.source,
+            "mask": i.mask,
+            "group": patient.group,
+            "centre": patient.centre,
+            "vendor": patient.vendor,
+        }
+        for i in (images[k] for k in picks)
+    ]
     return rows, problems, how
 
 
@@ -177,8 +195,9 @@ def _scan(patient, **kwargs):
     return scan_patient(patient, **kwargs)
 
 
-def scan_cohort(root, images_per_patient: int, workers: int = 1, source: str = "lvsc",
-                options: dict | None = None) -> pd.DataFrame:
+def scan_cohort(
+    root, images_per_patient: int, workers: int = 1, source: str = "lvsc", options: dict | None = None
+) -> pd.DataFrame:
     """The cohort's sample: for each patient (sorted by id), its `images_per_patient` sampled
     images in study order (all of them, or none, for a patient with fewer: config
     `cohort.few_images`), with the columns of SAMPLE_COLUMNS.
@@ -193,8 +212,9 @@ def scan_cohort(root, images_per_patient: int, workers: int = 1, source: str = "
     if not patients:
         raise UnetcapError(f"{root}: no patients found for cohort.source {source!r}")
     rows, handled = [], {}
-    scans = parallel_map(partial(_scan, source=source, images_per_patient=images_per_patient, options=options),
-                         patients, workers)
+    scans = parallel_map(
+        partial(_scan, source=source, images_per_patient=images_per_patient, options=options), patients, workers
+    )
     for patient, (patient_rows, bad, how) in zip(patients, scans):
         for path, message in bad:
             problems.add(path, message)
@@ -204,9 +224,14 @@ def scan_cohort(root, images_per_patient: int, workers: int = 1, source: str = "
     for how, what in (("all", "kept all of their images"), ("left out", "left out")):
         if handled.get(how):
             ids = handled[how]
-            log.info("cohort.few_images %s: %d patient(s) with fewer than %d images (images_per_patient) %s: %s",
-                     options["few_images"], len(ids), images_per_patient, what,
-                     ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""))
+            log.info(
+                "cohort.few_images %s: %d patient(s) with fewer than %d images (images_per_patient) %s: %s",
+                options["few_images"],
+                len(ids),
+                images_per_patient,
+                what,
+                ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else ""),
+            )
     if not rows:
         raise UnetcapError(f"{root}: every patient was left out (fewer than {images_per_patient} images each)")
     return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
@@ -217,8 +242,9 @@ def count_patients(root, source: str, options: dict | None = None) -> int:
     return len(reader(source).patients(Path(root), cohort_options(options)))
 
 
-def write_sample(root, out_csv, images_per_patient: int, workers: int = 1, source: str = "lvsc",
-                 options: dict | None = None) -> pd.DataFrame:
+def write_sample(
+    root, out_csv, images_per_patient: int, workers: int = 1, source: str = "lvsc", options: dict | None = None
+) -> pd.DataFrame:
     """Scan the cohort and write its sample atomically; returns it."""
     sample = scan_cohort(root, images_per_patient, workers, source, options)
     write_table(sample, out_csv)
@@ -249,14 +275,17 @@ def read_labelled(row: dict, source: str, options: dict | None = None) -> tuple[
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
     if labels.shape != pixels.shape:
-        raise ValueError(f"mask {Path(row['mask']).name} is {labels.shape[0]}x{labels.shape[1]} but its image "
-                         f"is {pixels.shape[0]}x{pixels.shape[1]}")
+        raise ValueError(
+            f"mask {Path(row['mask']).name} is {labels.shape[0]}x{labels.shape[1]} but its image "
+            f"is {pixels.shape[0]}x{pixels.shape[1]}"
+        )
     declared = reader(source).LABEL_VALUES
     if declared is not None:
         stray = values_outside(labels, declared)
         if stray:
-            raise ValueError(f"labels {Path(row['mask']).name} hold value(s) {stray[:5]} outside the "
-                             f"format's {list(declared)}")
+            raise ValueError(
+                f"labels {Path(row['mask']).name} hold value(s) {stray[:5]} outside the format's {list(declared)}"
+            )
     wanted = labels_of(source, options)
     mask = labels > 0 if wanted is None else equal_any(labels, wanted)
     return header, pixels, mask
@@ -267,8 +296,12 @@ def values_outside(labels: np.ndarray, declared) -> list:
     `declared` that is a run of consecutive integers, as every format's is, the minimum and
     maximum settle it: np.unique sorts the image, a hundred times slower.)"""
     low, high = min(declared), max(declared)
-    if labels.size == 0 or (np.issubdtype(labels.dtype, np.integer) and set(range(low, high + 1)) <= set(declared)
-                            and low <= labels.min() and labels.max() <= high):
+    if labels.size == 0 or (
+        np.issubdtype(labels.dtype, np.integer)
+        and set(range(low, high + 1)) <= set(declared)
+        and low <= labels.min()
+        and labels.max() <= high
+    ):
         return []
     return np.setdiff1d(np.unique(labels), declared).tolist()
 
@@ -294,5 +327,6 @@ def order_images(found: list[tuple[float, int, int, str, str]]) -> list[Image]:
     slices = sorted({(round(p, 3), label) for p, label, *_ in found})
     rank = {key: k for k, key in enumerate(slices)}
     ordered = sorted(found, key=lambda f: (rank[(round(f[0], 3), f[1])], f[2], natural_key(f[3])))
-    return [Image(rank[(round(p, 3), label)], phase, label, p, source, mask)
-            for p, label, phase, source, mask in ordered]
+    return [
+        Image(rank[(round(p, 3), label)], phase, label, p, source, mask) for p, label, phase, source, mask in ordered
+    ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from unetcap.cohort import Image, Patient, order_images
+from unetcap.cohort import Patient, order_images
 from unetcap.cohort.lvsc import patient_folders
 from unetcap.cohort.nifti import load_slice, read_volume_header
 
@@ -53,8 +53,8 @@ def images(patient: Patient, options: dict):
         match = FRAME.match(gt.name)
         if not match:
             continue
-        suffix = gt.name[match.end("frame"):].replace("_gt", "", 1)
-        image = gt.with_name(gt.name[:match.end("frame")] + suffix)
+        suffix = gt.name[match.end("frame") :].replace("_gt", "", 1)
+        image = gt.with_name(gt.name[: match.end("frame")] + suffix)
         if not image.is_file():
             problems.append((gt, f"labels without their image (expected {image.name} beside them)"))
             continue
@@ -65,8 +65,9 @@ def images(patient: Patient, options: dict):
             continue
         extra = [v for v in (volume, labels) if len(v.shape) != 3 and v.shape[3:] != (1,)]
         if extra:
-            problems.extend((v.path, f"a {len(v.shape)}-D volume of shape {v.shape} where ACDC has 3-D frames")
-                            for v in extra)
+            problems.extend(
+                (v.path, f"a {len(v.shape)}-D volume of shape {v.shape} where ACDC has 3-D frames") for v in extra
+            )
             continue
         if volume.shape[:3] != labels.shape[:3]:
             problems.append((gt, f"labels of shape {labels.shape} but the image is {volume.shape}"))

@@ -47,7 +47,7 @@ def stem(relative: str) -> str | None:
     """`relative` without a supported extension (None when it has none)."""
     low = relative.lower()
     ext = next((e for e in EXTENSIONS if low.endswith(e)), None)
-    return relative[:-len(ext)] if ext else None
+    return relative[: -len(ext)] if ext else None
 
 
 def files(folder: Path) -> dict[str, str]:
@@ -95,10 +95,14 @@ def patients(root: Path, options: dict) -> list[Patient]:
         else:
             found.setdefault(patient, []).append((relative, mask_files.get(key)))
     if unmatched:
-        raise UnetcapError(f"{images}: {len(unmatched)} image(s) whose path the patient expression "
-                           f"{pattern.pattern!r} (cohort.folders.patient) does not match, e.g. {unmatched[0]}")
-    return [Patient(i, Path(root), files=tuple(sorted(found[i], key=lambda f: natural_key(f[0]))))
-            for i in sorted(found, key=natural_key)]
+        raise UnetcapError(
+            f"{images}: {len(unmatched)} image(s) whose path the patient expression "
+            f"{pattern.pattern!r} (cohort.folders.patient) does not match, e.g. {unmatched[0]}"
+        )
+    return [
+        Patient(i, Path(root), files=tuple(sorted(found[i], key=lambda f: natural_key(f[0]))))
+        for i in sorted(found, key=natural_key)
+    ]
 
 
 def _number(pattern, relative: str, key: str) -> int | None:
@@ -127,7 +131,7 @@ def images(patient: Patient, options: dict):
             continue
         rows.append((relative, slice_number, phase, str(image_dir / relative), str(mask_dir / mask)))
     found = []
-    for k, (relative, slice_number, phase, source, mask) in enumerate(rows):
+    for k, (_relative, slice_number, phase, source, mask) in enumerate(rows):
         label = slice_number if slice_number is not None else k
         found.append((float(label), label, phase, source, mask))
     return order_images(found), problems
@@ -168,6 +172,15 @@ def load(row, options: dict):
         labels = np.rint(labels)
     if np.issubdtype(pixels.dtype, np.bool_):
         pixels = pixels.astype(np.uint8)
-    return ({"rows": pixels.shape[0], "cols": pixels.shape[1], "spacing_row": spacing[0],
-             "spacing_col": spacing[1], "vendor": "", "field_strength": float("nan")},
-            pixels, labels.astype(np.int32))
+    return (
+        {
+            "rows": pixels.shape[0],
+            "cols": pixels.shape[1],
+            "spacing_row": spacing[0],
+            "spacing_col": spacing[1],
+            "vendor": "",
+            "field_strength": float("nan"),
+        },
+        pixels,
+        labels.astype(np.int32),
+    )

@@ -63,8 +63,18 @@ def _slice_normal(orientation) -> tuple[float, float, float]:
     return normal[0] / norm, normal[1] / norm, normal[2] / norm
 
 
-HEADER_TAGS = ["Rows", "Columns", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
-               "Manufacturer", "MagneticFieldStrength", "SamplesPerPixel", "BitsAllocated", "PixelData"]
+HEADER_TAGS = [
+    "Rows",
+    "Columns",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Manufacturer",
+    "MagneticFieldStrength",
+    "SamplesPerPixel",
+    "BitsAllocated",
+    "PixelData",
+]
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR little endian
 
 
@@ -104,9 +114,11 @@ def check_header(ds, path) -> dict:
     spacing = ds.get("PixelSpacing") or [1.0, 1.0]
     field = ds.get("MagneticFieldStrength")
     return {
-        "rows": rows, "cols": columns,
+        "rows": rows,
+        "cols": columns,
         "position": sum(float(p) * n for p, n in zip(ds.ImagePositionPatient, normal)),
-        "spacing_row": float(spacing[0]), "spacing_col": float(spacing[1]),
+        "spacing_row": float(spacing[0]),
+        "spacing_col": float(spacing[1]),
         "vendor": str(ds.get("Manufacturer", "")),
         "field_strength": float(field) if field not in (None, "") else math.nan,
     }
@@ -133,9 +145,13 @@ def read_dicom(path) -> tuple[dict, np.ndarray]:
     ds = _dcmread(data, specific_tags=PIXEL_TAGS)
     header = check_header(ds, path)
     rows, columns = header["rows"], header["cols"]
-    native = (ds.file_meta.get("TransferSyntaxUID") in NATIVE_SYNTAXES and ds.get("BitsAllocated") == 16
-              and ds.get("SamplesPerPixel", 1) == 1 and int(ds.get("NumberOfFrames", 1) or 1) == 1
-              and (ds.get("PixelRepresentation", 0) == 0 or ds.get("BitsStored") == 16))
+    native = (
+        ds.file_meta.get("TransferSyntaxUID") in NATIVE_SYNTAXES
+        and ds.get("BitsAllocated") == 16
+        and ds.get("SamplesPerPixel", 1) == 1
+        and int(ds.get("NumberOfFrames", 1) or 1) == 1
+        and (ds.get("PixelRepresentation", 0) == 0 or ds.get("BitsStored") == 16)
+    )
     try:
         if native:
             dtype = "<i2" if ds.get("PixelRepresentation", 0) else "<u2"
@@ -228,12 +244,20 @@ def images(patient: Patient, options: dict) -> tuple[list[Image], list[tuple[Pat
         matrix = (header["rows"], header["cols"])
         for c in phases:
             if c.mask_shape != matrix:
-                problems.append((c.mask, f"mask is {c.mask_shape[0]}x{c.mask_shape[1]} but its image "
-                                         f"{c.source.name} is {matrix[0]}x{matrix[1]}"))
+                problems.append(
+                    (
+                        c.mask,
+                        f"mask is {c.mask_shape[0]}x{c.mask_shape[1]} but its image "
+                        f"{c.source.name} is {matrix[0]}x{matrix[1]}",
+                    )
+                )
         slices.append((header["position"], label, phases))
     slices.sort(key=lambda s: (s[0], s[1]))
-    ordered = [Image(rank, c.phase, c.slice_label, position, str(c.source), str(c.mask))
-               for rank, (position, _, phases) in enumerate(slices) for c in phases]
+    ordered = [
+        Image(rank, c.phase, c.slice_label, position, str(c.source), str(c.mask))
+        for rank, (position, _, phases) in enumerate(slices)
+        for c in phases
+    ]
     if not ordered and not problems:
         problems.append((patient.folder, "no short-axis images (<PATIENT>_SA<slice>_ph<phase>.dcm)"))
     return ordered, problems

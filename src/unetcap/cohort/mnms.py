@@ -48,8 +48,9 @@ def read_information(path) -> dict[str, dict]:
         raise UnetcapError(f"{path}: no patient code column (one of {', '.join(INFO_COLUMNS['code'])})")
     info = {}
     for _, row in table.iterrows():
-        info[str(row[columns["code"]]).strip()] = {field: str(row[col]).strip() for field, col in columns.items()
-                                                   if col is not None and field != "code"}
+        info[str(row[columns["code"]]).strip()] = {
+            field: str(row[col]).strip() for field, col in columns.items() if col is not None and field != "code"
+        }
     return info
 
 
@@ -61,8 +62,16 @@ def patients(root: Path, options: dict) -> list[Patient]:
     for folder in patient_folders(root, example="A0S9V9/"):
         entry = info.get(folder.name, {})
         frames = tuple(int(entry[k]) for k in ("ED", "ES") if entry.get(k, "").strip().isdigit())
-        found.append(Patient(folder.name, folder, group=entry.get("group", ""), centre=entry.get("centre", ""),
-                             vendor=entry.get("vendor", ""), frames=frames))
+        found.append(
+            Patient(
+                folder.name,
+                folder,
+                group=entry.get("group", ""),
+                centre=entry.get("centre", ""),
+                vendor=entry.get("vendor", ""),
+                frames=frames,
+            )
+        )
     return found
 
 
@@ -112,11 +121,17 @@ def images(patient: Patient, options: dict):
             if outside:
                 problems.append((gt, f"labelled frames {outside} (cohort.info) outside the cine's {depth} frames"))
                 continue
-        found.extend((position, z, t, str(image), str(gt))
-                     for t in frames for z, position in enumerate(volume.positions))
+        found.extend(
+            (position, z, t, str(image), str(gt)) for t in frames for z, position in enumerate(volume.positions)
+        )
     if not found and not problems:
-        problems.append((folder, f"no labelled volumes ({code}_sa.nii.gz with {code}_sa_gt.nii.gz, "
-                                 f"or {code}_SA_ED.nii.gz with {code}_SA_ED_gt.nii.gz)"))
+        problems.append(
+            (
+                folder,
+                f"no labelled volumes ({code}_sa.nii.gz with {code}_sa_gt.nii.gz, "
+                f"or {code}_SA_ED.nii.gz with {code}_SA_ED_gt.nii.gz)",
+            )
+        )
     return order_images(found), problems
 
 

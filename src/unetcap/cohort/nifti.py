@@ -95,8 +95,9 @@ def read_volume(path: str) -> tuple[Volume, np.ndarray]:
             data = gzip.decompress(data)
         header = _image_class(data).header_class.from_fileobj(io.BytesIO(data))
         shape = header.get_data_shape()
-        voxels = np.frombuffer(data, header.get_data_dtype(), math.prod(shape),
-                               int(header.get_data_offset())).reshape(shape, order="F")
+        voxels = np.frombuffer(data, header.get_data_dtype(), math.prod(shape), int(header.get_data_offset())).reshape(
+            shape, order="F"
+        )
         voxels = apply_read_scaling(voxels, *header.get_slope_inter())
     except Exception as err:
         raise ValueError(f"cannot read the NIfTI voxels ({type(err).__name__}: {err})") from None
@@ -131,9 +132,18 @@ def load_slice(row) -> tuple[dict, np.ndarray, np.ndarray]:
         if not np.all(np.isfinite(labels)):
             raise ValueError(f"labels of {row['mask']} are not all finite")
         labels = np.rint(labels)
-    return ({"rows": pixels.shape[0], "cols": pixels.shape[1], "spacing_row": volume.spacing[0],
-             "spacing_col": volume.spacing[1], "vendor": "", "field_strength": float("nan")},
-            pixels, labels.astype(np.int16))
+    return (
+        {
+            "rows": pixels.shape[0],
+            "cols": pixels.shape[1],
+            "spacing_row": volume.spacing[0],
+            "spacing_col": volume.spacing[1],
+            "vendor": "",
+            "field_strength": float("nan"),
+        },
+        pixels,
+        labels.astype(np.int16),
+    )
 
 
 def labelled_frames(path) -> list[int]:

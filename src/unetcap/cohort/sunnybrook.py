@@ -35,8 +35,10 @@ SHIFT = 4  # fractional bits of the contour points when filled (1/16 px)
 def read_series_map(path, root: Path) -> list[dict]:
     """The series map's rows, paths resolved against the cohort folder."""
     if not path:
-        raise UnetcapError("cohort.series_map: the Sunnybrook format needs the table mapping each contour "
-                           "folder to its DICOM series (CSV with columns patient, contours, series)")
+        raise UnetcapError(
+            "cohort.series_map: the Sunnybrook format needs the table mapping each contour "
+            "folder to its DICOM series (CSV with columns patient, contours, series)"
+        )
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -46,8 +48,10 @@ def read_series_map(path, root: Path) -> list[dict]:
     if missing:
         raise UnetcapError(f"{path}: series map lacks column(s) {', '.join(missing)}")
     resolve = lambda p: Path(p) if Path(p).is_absolute() else Path(root) / p  # noqa: E731
-    return [{"patient": r.patient.strip(), "contours": resolve(r.contours.strip()), "series": resolve(r.series.strip())}
-            for r in table.itertuples()]
+    return [
+        {"patient": r.patient.strip(), "contours": resolve(r.contours.strip()), "series": resolve(r.series.strip())}
+        for r in table.itertuples()
+    ]
 
 
 def patients(root: Path, options: dict) -> list[Patient]:
@@ -87,8 +91,12 @@ def images(patient: Patient, options: dict):
         stem = f"IM-{series}-{number:04d}"
         source = patient.series / f"{stem}.dcm"
         if not source.is_file():
-            problems.append((patient.folder / f"{stem}-{min(kinds)}contour-manual.txt",
-                             f"contours without their image (expected {source})"))
+            problems.append(
+                (
+                    patient.folder / f"{stem}-{min(kinds)}contour-manual.txt",
+                    f"contours without their image (expected {source})",
+                )
+            )
             continue
         try:
             header = read_header(source)
@@ -100,8 +108,12 @@ def images(patient: Patient, options: dict):
     label = {p: k for k, p in enumerate(sorted({round(f[0], 3) for f in found}))}
     found = [(position, label[round(position, 3)], number, source, mask) for position, number, source, mask in found]
     if not found and not problems:
-        problems.append((patient.folder, f"no image with the contours the structure needs "
-                                         f"({' and '.join(sorted(want))}contour files)"))
+        problems.append(
+            (
+                patient.folder,
+                f"no image with the contours the structure needs ({' and '.join(sorted(want))}contour files)",
+            )
+        )
     return order_images(found), problems
 
 
@@ -125,8 +137,10 @@ def fill(points: np.ndarray, shape: tuple[int, int], path: Path | None = None) -
     outside = (points[:, 0] < -0.5) | (points[:, 0] > cols - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > rows - 0.5)
     if outside.any():
         x, y = points[np.argmax(outside)]
-        raise ValueError(f"contour file {path.name if path else ''}: {int(outside.sum())} point(s) outside the "
-                         f"{rows}x{cols} image, e.g. x {x:g}, y {y:g}")
+        raise ValueError(
+            f"contour file {path.name if path else ''}: {int(outside.sum())} point(s) outside the "
+            f"{rows}x{cols} image, e.g. x {x:g}, y {y:g}"
+        )
     canvas = np.zeros(shape, np.uint8)
     cv2.fillPoly(canvas, [np.round(points * (1 << SHIFT)).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=SHIFT)
     return canvas.astype(bool)

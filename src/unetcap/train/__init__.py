@@ -26,13 +26,47 @@ from unetcap.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
 from unetcap.train.data import RunData, augment_batch, epoch_batches, load_run_data, segmentation_rows
 from unetcap.train.faults import FAULT_ENV, FAULT_EXIT_CODE, fault_epochs, faults
 from unetcap.train.loop import score, train_epoch
-from unetcap.train.model import (add_l2, build_model, configure_tensorflow, import_sm, kernel_variables, make_functions,
-                                 make_optimizer, penalty, seed_dropout, soft_dice_loss)
+from unetcap.train.model import (
+    add_l2,
+    build_model,
+    configure_tensorflow,
+    import_sm,
+    kernel_variables,
+    make_functions,
+    make_optimizer,
+    penalty,
+    seed_dropout,
+    soft_dice_loss,
+)
 from unetcap.train.run import train_run
 from unetcap.train.settings import Augment, Settings, run_seed
 
-__all__ = ["CHECKPOINT_DIR", "CHECKPOINT_FILE", "FAULT_ENV", "FAULT_EXIT_CODE", "Augment", "RunData", "Settings",
-           "add_l2", "augment_batch", "build_model", "configure_tensorflow", "epoch_batches", "fault_epochs",
-           "faults", "import_sm", "kernel_variables", "load_run_data", "make_functions", "make_optimizer",
-           "penalty", "run_seed", "score", "seed_dropout", "segmentation_rows", "soft_dice_loss", "train_epoch",
-           "train_run"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_FILE",
+    "FAULT_ENV",
+    "FAULT_EXIT_CODE",
+    "Augment",
+    "RunData",
+    "Settings",
+    "add_l2",
+    "augment_batch",
+    "build_model",
+    "configure_tensorflow",
+    "epoch_batches",
+    "fault_epochs",
+    "faults",
+    "import_sm",
+    "kernel_variables",
+    "load_run_data",
+    "make_functions",
+    "make_optimizer",
+    "penalty",
+    "run_seed",
+    "score",
+    "seed_dropout",
+    "segmentation_rows",
+    "soft_dice_loss",
+    "train_epoch",
+    "train_run",
+]

@@ -46,8 +46,11 @@ def read_checkpoint(folder: Path, key: str):
     try:
         with np.load(path, allow_pickle=False) as data:
             state = json.loads(str(data["state"]))
-            pick = lambda prefix: [data[f"{prefix}{i}"] for i in range(  # noqa: E731
-                sum(1 for k in data.files if k[0] == prefix and k[1:].isdigit()))]
+
+            def pick(prefix):
+                count = sum(1 for k in data.files if k[0] == prefix and k[1:].isdigit())
+                return [data[f"{prefix}{i}"] for i in range(count)]
+
             weights, best, opt = pick("w"), pick("b") or None, pick("o")
     except Exception as err:  # any damage means: start again
         log.warning("discarding unreadable checkpoint %s (%s)", path, err)

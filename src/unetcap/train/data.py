@@ -47,8 +47,10 @@ def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunDa
     n, s = int(meta["n_images"]), int(meta["image_size"])
     problems = []
     if s % 32:
-        problems.append(f"{store}: image_size {s} is not a multiple of 32, which the U-Net "
-                        "needs (it halves the image 5 times): set image_size to one")
+        problems.append(
+            f"{store}: image_size {s} is not a multiple of 32, which the U-Net "
+            "needs (it halves the image 5 times): set image_size to one"
+        )
     plan = read_manifest(manifest)
     if plan.get("size") != size:
         problems.append(f"{manifest}: manifest of size {plan.get('size')}, the run asks for size {size}")
@@ -82,9 +84,15 @@ def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunDa
         arrays[part] = (x[..., None], y[..., None])
     if problems:
         raise UnetcapError("; ".join(problems))
-    return RunData(*arrays["train"], *arrays["val"], *arrays["test"],
-                   test_rows=np.asarray(rows["test"], dtype=np.int64), image_size=s,
-                   data_sha256=str(meta["data_sha256"]), preparation=preparation(meta))
+    return RunData(
+        *arrays["train"],
+        *arrays["val"],
+        *arrays["test"],
+        test_rows=np.asarray(rows["test"], dtype=np.int64),
+        image_size=s,
+        data_sha256=str(meta["data_sha256"]),
+        preparation=preparation(meta),
+    )
 
 
 def epoch_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -97,11 +105,12 @@ def epoch_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator)
     if steps:
         return [np.sort(b) for b in rng.integers(0, n, size=(steps, batch_size))]
     order = rng.permutation(n)
-    return [np.sort(order[start:start + batch_size]) for start in range(0, n, batch_size)]
+    return [np.sort(order[start : start + batch_size]) for start in range(0, n, batch_size)]
 
 
-def augment_batch(x: np.ndarray, y: np.ndarray, augment: Augment,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment_batch(
+    x: np.ndarray, y: np.ndarray, augment: Augment, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A randomly changed copy of a batch (images (b, S, S, 1) float32 in [0, 1], masks
     (b, S, S, 1)); see `Augment`. Draws the same numbers from `rng` whatever the images."""
     import cv2
@@ -119,10 +128,12 @@ def augment_batch(x: np.ndarray, y: np.ndarray, augment: Augment,
                     x[i], y[i] = np.flip(x[i], axis), np.flip(y[i], axis)
         if augment.rotate > 0:
             turn = cv2.getRotationMatrix2D(((s - 1) / 2, (s - 1) / 2), float(angles[i]), 1.0)
-            x[i, ..., 0] = cv2.warpAffine(x[i, ..., 0], turn, (s, s), flags=cv2.INTER_LINEAR,
-                                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            y[i, ..., 0] = cv2.warpAffine(y[i, ..., 0], turn, (s, s), flags=cv2.INTER_NEAREST,
-                                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            x[i, ..., 0] = cv2.warpAffine(
+                x[i, ..., 0], turn, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
+            y[i, ..., 0] = cv2.warpAffine(
+                y[i, ..., 0], turn, (s, s), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
     if augment.intensity > 0:
         np.power(np.clip(x, 0, 1), gamma[:, None, None, None].astype(np.float32), out=x)
         x *= gain[:, None, None, None].astype(np.float32)

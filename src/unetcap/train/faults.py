@@ -26,8 +26,10 @@ def faults() -> dict[str, list[str]]:
         kind, _, value = spec.partition(":")
         epoch = value.partition(":")[0]
         if kind not in KINDS or not value or (kind != "fail" and not epoch.isdigit()):
-            raise UnetcapError(f"{FAULT_ENV}={os.environ[FAULT_ENV]!r}: cannot read {spec!r} "
-                               "(fail:TEXT, exit_after_epoch:K[:TEXT], diverge_at_epoch:K[:TEXT])")
+            raise UnetcapError(
+                f"{FAULT_ENV}={os.environ[FAULT_ENV]!r}: cannot read {spec!r} "
+                "(fail:TEXT, exit_after_epoch:K[:TEXT], diverge_at_epoch:K[:TEXT])"
+            )
         found.setdefault(kind, []).append(value)
     return found
 

@@ -29,17 +29,27 @@ log = logging.getLogger(__name__)
 
 def new_state(key: str, lr: float) -> dict:
     """The loop's state before the first epoch (what a checkpoint saves besides weights)."""
-    return {"key": key, "epoch": 0, "best_epoch": 0, "best_val_loss": math.inf, "wait": 0,
-            "plateau_wait": 0, "lr": float(lr), "rows": [], "seconds_train": 0.0, "resumed": 0}
+    return {
+        "key": key,
+        "epoch": 0,
+        "best_epoch": 0,
+        "best_val_loss": math.inf,
+        "wait": 0,
+        "plateau_wait": 0,
+        "lr": float(lr),
+        "rows": [],
+        "seconds_train": 0.0,
+        "resumed": 0,
+    }
 
 
-def train_epoch(train_step, data: RunData, settings: Settings, seed: int,
-                epoch: int) -> tuple[float, float, int]:
+def train_epoch(train_step, data: RunData, settings: Settings, seed: int, epoch: int) -> tuple[float, float, int]:
     """One epoch of optimizer steps (see `epoch_batches`), augmented when settings say so.
     Returns the mean batch loss weighted by batch size like Keras (or the first non-finite
     batch loss, where the epoch stops), the seconds of the first step and the steps taken."""
-    batches = epoch_batches(len(data.x_train), settings.batch_size, settings.steps_per_epoch,
-                            np.random.default_rng([seed, epoch]))
+    batches = epoch_batches(
+        len(data.x_train), settings.batch_size, settings.steps_per_epoch, np.random.default_rng([seed, epoch])
+    )
     augment = np.random.default_rng([seed, epoch, 1]) if settings.augment.active else None
     total, count, first = 0.0, 0, None
     for step, idx in enumerate(batches, 1):
@@ -59,7 +69,7 @@ def score(predict, x: np.ndarray, y: np.ndarray, batch_size: int) -> Score:
     """BCE, soft Dice and global DICE of a set under the current weights."""
     result = Score()
     for start in range(0, len(x), batch_size):
-        result.add(y[start:start + batch_size], predict(x[start:start + batch_size]).numpy())
+        result.add(y[start : start + batch_size], predict(x[start : start + batch_size]).numpy())
     return result
 
 
@@ -119,11 +129,19 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
             break
         val = score(loop.predict, loop.data.x_val, loop.data.y_val, s.batch_size)
         val_loss = validation_loss(val, s.loss, loop.penalty())
-        row.update(val_loss=val_loss, val_dice=val.dice, val_bce=val.bce,
-                   seconds=time.perf_counter() - t_epoch)
+        row.update(val_loss=val_loss, val_dice=val.dice, val_bce=val.bce, seconds=time.perf_counter() - t_epoch)
         state["rows"].append(row)
-        log.info("epoch %d/%d: loss %.5g val_loss %.5g val_dice %.4f lr %.3g, %d steps (%.1f s)",
-                 epoch, s.max_epochs, loss, val_loss, val.dice, lr_now, steps, row["seconds"])
+        log.info(
+            "epoch %d/%d: loss %.5g val_loss %.5g val_dice %.4f lr %.3g, %d steps (%.1f s)",
+            epoch,
+            s.max_epochs,
+            loss,
+            val_loss,
+            val.dice,
+            lr_now,
+            steps,
+            row["seconds"],
+        )
         if not math.isfinite(val_loss):
             status, detail = "diverged", f"validation loss {val_loss} in epoch {epoch}"
             break
@@ -142,8 +160,13 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
         state["seconds_train"] += now - attempt_start
         attempt_start = now
         if now - last_checkpoint >= s.checkpoint_every or epoch in loop.exit_after:
-            write_checkpoint(loop.checkpoint, state, current,
-                             None if best_weights is current else best_weights, loop.optimizer.get_weights())
+            write_checkpoint(
+                loop.checkpoint,
+                state,
+                current,
+                None if best_weights is current else best_weights,
+                loop.optimizer.get_weights(),
+            )
             last_checkpoint = time.perf_counter()
         if epoch in loop.exit_after:
             log.warning("injected exit after epoch %d (%s)", epoch, FAULT_ENV)
@@ -151,8 +174,11 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
             os._exit(FAULT_EXIT_CODE)
     state["seconds_train"] += time.perf_counter() - attempt_start
     if status == "diverged":
-        log.warning("diverged: %s; keeping the weights of %s", detail,
-                    f"epoch {state['best_epoch']}" if state["best_epoch"] else "initialisation")
+        log.warning(
+            "diverged: %s; keeping the weights of %s",
+            detail,
+            f"epoch {state['best_epoch']}" if state["best_epoch"] else "initialisation",
+        )
     elif not detail:
         detail = "early stopping" if state["wait"] >= s.patience else "max_epochs"
     return status, detail, best_weights, first_step

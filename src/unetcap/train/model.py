@@ -12,8 +12,6 @@ This is the only module that imports TensorFlow, and only inside functions.
 
 from __future__ import annotations
 
-import numpy as np
-
 from unetcap import UnetcapError
 from unetcap.study import BACKBONES
 from unetcap.train.settings import GRAPPLER, LOSSES, derived_seed
@@ -40,23 +38,24 @@ def configure_tensorflow(threads: int, grappler: str = "auto") -> dict[str, bool
     if grappler not in GRAPPLER:
         raise UnetcapError(f"train.grappler {grappler!r} is not one of {list(GRAPPLER)}")
     threading = tf.config.threading
-    for get, put, what in ((threading.get_intra_op_parallelism_threads,
-                            threading.set_intra_op_parallelism_threads, "intra-op"),
-                           (threading.get_inter_op_parallelism_threads,
-                            threading.set_inter_op_parallelism_threads, "inter-op")):
+    for get, put, what in (
+        (threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads, "intra-op"),
+        (threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads, "inter-op"),
+    ):
         if get() != threads:
             try:
                 put(threads)
             except RuntimeError:
-                raise UnetcapError(f"TensorFlow already runs with {get()} {what} threads in this "
-                                   f"process; cannot pin {threads} (start a new process)") from None
+                raise UnetcapError(
+                    f"TensorFlow already runs with {get()} {what} threads in this "
+                    f"process; cannot pin {threads} (start a new process)"
+                ) from None
     gpu = bool(tf.config.list_physical_devices("GPU"))
     if not gpu:
         tf.config.experimental.enable_op_determinism()
     train_on = grappler == "on" or (grappler == "auto" and gpu)
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not train_on})
-    return {"gpu": gpu, "deterministic": not gpu, "grappler_train": train_on,
-            "grappler_predict": grappler != "off"}
+    return {"gpu": gpu, "deterministic": not gpu, "grappler_train": train_on, "grappler_predict": grappler != "off"}
 
 
 def soft_dice_loss(y, p):
@@ -76,8 +75,11 @@ def import_sm():
 
 
 # kernel attribute of a layer -> the attribute of its regularizer
-KERNELS = {"kernel": "kernel_regularizer", "depthwise_kernel": "depthwise_regularizer",
-           "pointwise_kernel": "pointwise_regularizer"}
+KERNELS = {
+    "kernel": "kernel_regularizer",
+    "depthwise_kernel": "depthwise_regularizer",
+    "pointwise_kernel": "pointwise_regularizer",
+}
 
 
 def kernel_variables(model) -> list:
@@ -133,8 +135,9 @@ def build_model(backbone: str, image_size: int, reg: float, seed: int, batchnorm
     # Dropout draws from tf.random.Generator objects (state in a variable) instead of
     # stateful ops whose hidden state a resumed process could not restore.
     tf.keras.backend.experimental.enable_tf_random_generator()
-    model = sm.Unet(backbone, encoder_weights=None, input_shape=(image_size, image_size, 1),
-                    classes=1, activation="sigmoid")
+    model = sm.Unet(
+        backbone, encoder_weights=None, input_shape=(image_size, image_size, 1), classes=1, activation="sigmoid"
+    )
     add_l2(model, reg)
     if batchnorm_momentum is not None:
         set_batchnorm_momentum(model, batchnorm_momentum)
@@ -155,9 +158,12 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
 
 
 def _dropout_layers(model) -> list:
-    return [layer for layer in _all_layers(model)
-            if getattr(getattr(layer, "_random_generator", None), "_rng_type", None) is not None
-            and getattr(layer, "rate", 0)]
+    return [
+        layer
+        for layer in _all_layers(model)
+        if getattr(getattr(layer, "_random_generator", None), "_rng_type", None) is not None
+        and getattr(layer, "rate", 0)
+    ]
 
 
 def seed_dropout(model, seed: int, epoch: int) -> None:
@@ -186,8 +192,7 @@ def make_optimizer(name: str, lr: float, model):
     return optimizer
 
 
-def make_functions(model, optimizer, image_size: int, grappler_predict: bool | None = None,
-                   loss: str = "bce"):
+def make_functions(model, optimizer, image_size: int, grappler_predict: bool | None = None, loss: str = "bce"):
     """(train_step, predict): one compiled function each, for any batch size. train_step(x, y)
     applies one update and returns the batch loss: mean BCE (+ the soft Dice loss of the
     batch for loss "bce+dice") + the L2 penalty; predict(x) gives p.
@@ -230,4 +235,3 @@ def make_functions(model, optimizer, image_size: int, grappler_predict: bool | N
             options.set_experimental_options({"disable_meta_optimizer": not train_on})
 
     return train_step, predict_switched
-

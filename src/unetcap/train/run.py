@@ -14,15 +14,14 @@ from pathlib import Path
 
 from unetcap import UnetcapError
 from unetcap.metrics import SCHEMA, write_history, write_metrics
-from unetcap.segmentations import write_run_segmentations
 from unetcap.provenance import device, host, versions
+from unetcap.segmentations import write_run_segmentations
 from unetcap.study import BACKBONES
 from unetcap.train.checkpoint import CHECKPOINT_DIR, read_checkpoint
 from unetcap.train.data import load_run_data, segmentation_rows
 from unetcap.train.faults import fault_epochs, faults, raise_injected_failure
 from unetcap.train.loop import Loop, fit, new_state, score
-from unetcap.train.model import (build_model, configure_tensorflow, import_sm, make_functions,
-                                 make_optimizer, penalty)
+from unetcap.train.model import build_model, configure_tensorflow, import_sm, make_functions, make_optimizer, penalty
 from unetcap.train.settings import Settings, run_seed
 
 log = logging.getLogger(__name__)
@@ -30,9 +29,24 @@ log = logging.getLogger(__name__)
 VERSIONS = ("tensorflow", "tf_keras", "segmentation_models", "efficientnet", "numpy", "python")
 
 
-def train_run(images, masks, store, manifest, metrics, history, segmentations=None, *, size: int,
-              backbone: str, lr: float, reg: float, fold: int, seed: int, config_sha256: str = "",
-              **settings) -> dict:
+def train_run(
+    images,
+    masks,
+    store,
+    manifest,
+    metrics,
+    history,
+    segmentations=None,
+    *,
+    size: int,
+    backbone: str,
+    lr: float,
+    reg: float,
+    fold: int,
+    seed: int,
+    config_sha256: str = "",
+    **settings,
+) -> dict:
     """Train one run and write its `metrics` (metrics.json), `history` (history.csv, one
     row per epoch) and `segmentations` (segmentations.npz, if given), each atomically, and
     return the metrics. `settings` are config `train`'s training settings (`Settings`).
@@ -61,9 +75,17 @@ def train_run(images, masks, store, manifest, metrics, history, segmentations=No
     raise_injected_failure(injected, run_dir)
     data = load_run_data(images, masks, store, manifest, size, fold)
     rseed = run_seed(seed, size, backbone, lr, reg, fold)
-    run = {"size": size, "backbone": backbone, "family": BACKBONES[backbone].family,
-           "depth": BACKBONES[backbone].depth, "lr": float(lr), "reg": float(reg), "fold": fold,
-           "seed": rseed, "config_seed": seed}
+    run = {
+        "size": size,
+        "backbone": backbone,
+        "family": BACKBONES[backbone].family,
+        "depth": BACKBONES[backbone].depth,
+        "lr": float(lr),
+        "reg": float(reg),
+        "fold": fold,
+        "seed": rseed,
+        "config_seed": seed,
+    }
     log.info("run %s: %s images, seed %d", run_dir, data.counts(), rseed)
 
     started = time.perf_counter()
@@ -72,20 +94,26 @@ def train_run(images, masks, store, manifest, metrics, history, segmentations=No
     import_sm()
     tf_setup = configure_tensorflow(s.threads, s.grappler)
     seconds = {"import": time.perf_counter() - started}
-    log.info("TensorFlow %s on %s, %d threads, op determinism %s, grappler %s (train) %s (predict)",
-             tf.__version__, device(), s.threads,
-             *("on" if tf_setup[k] else "off" for k in ("deterministic", "grappler_train", "grappler_predict")))
+    log.info(
+        "TensorFlow %s on %s, %d threads, op determinism %s, grappler %s (train) %s (predict)",
+        tf.__version__,
+        device(),
+        s.threads,
+        *("on" if tf_setup[k] else "off" for k in ("deterministic", "grappler_train", "grappler_predict")),
+    )
     t = time.perf_counter()
     model = build_model(backbone, data.image_size, reg, rseed, s.batchnorm_momentum)
     optimizer = make_optimizer(s.optimizer, lr, model)
-    train_step, predict = make_functions(model, optimizer, data.image_size, tf_setup["grappler_predict"],
-                                         loss=s.loss)
+    train_step, predict = make_functions(model, optimizer, data.image_size, tf_setup["grappler_predict"], loss=s.loss)
     seconds["build"] = time.perf_counter() - t
     initial = model.get_weights()
 
     folder = run_dir / CHECKPOINT_DIR
-    key = hashlib.sha256(json.dumps({"run": run, "settings": s.resume_key(), "data": data.data_sha256,
-                                     "counts": data.counts()}, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            {"run": run, "settings": s.resume_key(), "data": data.data_sha256, "counts": data.counts()}, sort_keys=True
+        ).encode()
+    ).hexdigest()
     state, best_weights = new_state(key, lr), None  # best: of state["best_epoch"] (None before epoch 1)
     restored = read_checkpoint(folder, key)
     if restored:
@@ -96,9 +124,19 @@ def train_run(images, masks, store, manifest, metrics, history, segmentations=No
         state["resumed"] += 1
         log.info("resumed from %s after epoch %d (best epoch %d)", folder, state["epoch"], state["best_epoch"])
 
-    loop = Loop(model, optimizer, train_step, predict, lambda: penalty(model), data, s, rseed, folder,
-                diverge_at=fault_epochs(injected, "diverge_at_epoch", run_dir),
-                exit_after=fault_epochs(injected, "exit_after_epoch", run_dir))
+    loop = Loop(
+        model,
+        optimizer,
+        train_step,
+        predict,
+        lambda: penalty(model),
+        data,
+        s,
+        rseed,
+        folder,
+        diverge_at=fault_epochs(injected, "diverge_at_epoch", run_dir),
+        exit_after=fault_epochs(injected, "exit_after_epoch", run_dir),
+    )
     status, detail, best_weights, first_step = fit(loop, state, best_weights, started)
 
     # restore the best weights (the initial ones if no epoch completed) and score them
@@ -109,20 +147,39 @@ def train_run(images, masks, store, manifest, metrics, history, segmentations=No
     seconds_eval = time.perf_counter() - t
 
     result = {
-        "schema": SCHEMA, "run": run, "status": status, "epochs": state["epoch"],
-        "best_epoch": state["best_epoch"], "params": int(model.count_params()),
+        "schema": SCHEMA,
+        "run": run,
+        "status": status,
+        "epochs": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "params": int(model.count_params()),
         "n_images": data.counts(),
-        "val": {"bce": val.bce, "dice": val.dice}, "test": {"bce": test.bce, "dice": test.dice},
-        "seconds": {"train": state["seconds_train"], "eval": seconds_eval,
-                    "import": seconds["import"], "build": seconds["build"],
-                    "first_step": first_step if first_step is not None else math.nan},
-        "provenance": {"data_sha256": data.data_sha256, "config_sha256": str(config_sha256),
-                       "versions": versions(*VERSIONS), "device": device(), "host": host()},
-        "train": {**s.resume_key(), "threads": s.threads, "deterministic": tf_setup["deterministic"],
-                  "grappler_train": tf_setup["grappler_train"],
-                  "grappler_predict": tf_setup["grappler_predict"],
-                  "steps": int(sum(row.get("steps", 0) for row in state["rows"])),
-                  "resumed": state["resumed"], "stopped": detail},
+        "val": {"bce": val.bce, "dice": val.dice},
+        "test": {"bce": test.bce, "dice": test.dice},
+        "seconds": {
+            "train": state["seconds_train"],
+            "eval": seconds_eval,
+            "import": seconds["import"],
+            "build": seconds["build"],
+            "first_step": first_step if first_step is not None else math.nan,
+        },
+        "provenance": {
+            "data_sha256": data.data_sha256,
+            "config_sha256": str(config_sha256),
+            "versions": versions(*VERSIONS),
+            "device": device(),
+            "host": host(),
+        },
+        "train": {
+            **s.resume_key(),
+            "threads": s.threads,
+            "deterministic": tf_setup["deterministic"],
+            "grappler_train": tf_setup["grappler_train"],
+            "grappler_predict": tf_setup["grappler_predict"],
+            "steps": int(sum(row.get("steps", 0) for row in state["rows"])),
+            "resumed": state["resumed"],
+            "stopped": detail,
+        },
         "data": {"image_size": data.image_size, **data.preparation},
     }
     if s.save_model:
@@ -134,8 +191,16 @@ def train_run(images, masks, store, manifest, metrics, history, segmentations=No
     write_history(state["rows"], history)
     shutil.rmtree(folder, ignore_errors=True)
     write_metrics(result, metrics)
-    log.info("done: %s after %d epochs (best %d): val dice %.4f bce %.4g, test dice %.4f bce %.4g",
-             status, state["epoch"], state["best_epoch"], val.dice, val.bce, test.dice, test.bce)
+    log.info(
+        "done: %s after %d epochs (best %d): val dice %.4f bce %.4g, test dice %.4f bce %.4g",
+        status,
+        state["epoch"],
+        state["best_epoch"],
+        val.dice,
+        val.bce,
+        test.dice,
+        test.bce,
+    )
     return result
 
 

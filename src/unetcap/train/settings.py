@@ -69,13 +69,12 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_config(cls, **values) -> "Settings":
+    def from_config(cls, **values) -> Settings:
         """Settings from config-like values (augment as a mapping); unknown keys and bad
         values raise one UnetcapError naming every `train.<key>` at fault."""
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
-            raise UnetcapError(f"unknown training settings {['train.' + k for k in unknown]} "
-                               f"(known: {cls.names()})")
+            raise UnetcapError(f"unknown training settings {['train.' + k for k in unknown]} (known: {cls.names()})")
         augment = values.get("augment", {})
         if isinstance(augment, dict):
             bad = sorted(set(augment) - {f.name for f in dataclasses.fields(Augment)})
@@ -97,8 +96,12 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 bad.append(f"train.{name} must be a whole number >= 0, not {value!r}")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss", LOSSES),
-                              ("grappler", GRAPPLER)):
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("loss", LOSSES),
+            ("grappler", GRAPPLER),
+        ):
             if getattr(self, name) not in allowed:
                 bad.append(f"train.{name} {getattr(self, name)!r} is not one of {list(allowed)}")
         if not self.checkpoint_every >= 0:
@@ -121,15 +124,26 @@ class Settings:
         """The settings that change a run's numbers (all but threads, checkpointing, saving
         and what is kept): a checkpoint must share them to be resumed, and metrics.json
         records them."""
-        kept = ("max_epochs", "patience", "batch_size", "optimizer", "schedule", "plateau_factor",
-                "plateau_patience", "loss", "batchnorm_momentum", "steps_per_epoch")
+        kept = (
+            "max_epochs",
+            "patience",
+            "batch_size",
+            "optimizer",
+            "schedule",
+            "plateau_factor",
+            "plateau_patience",
+            "loss",
+            "batchnorm_momentum",
+            "steps_per_epoch",
+        )
         return {**{k: getattr(self, k) for k in kept}, "augment": dataclasses.asdict(self.augment)}
 
 
 def _floats(values: dict, names) -> dict:
     """`values` with the numbers under `names` as floats (YAML writes 60 for 60.0)."""
-    return {k: float(v) if k in names and isinstance(v, int) and not isinstance(v, bool) else v
-            for k, v in values.items()}
+    return {
+        k: float(v) if k in names and isinstance(v, int) and not isinstance(v, bool) else v for k, v in values.items()
+    }
 
 
 def run_seed(seed: int, size: int, backbone: str, lr: float, reg: float, fold: int) -> int:

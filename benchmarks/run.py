@@ -86,8 +86,8 @@ def prepare_in_process(code: str, cohort: Path, tmp: str) -> list:
 def bench_prepare() -> None:
     import pydicom
 
-    from unetcap.cohort import read_table
     from unetcap.cohort.lvsc import SHORT_AXIS
+    from unetcap.common import read_table
 
     cohort = lvsc_phantom()
     every = sorted(p for p in cohort.rglob("*") if SHORT_AXIS.match(p.name))

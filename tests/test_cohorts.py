@@ -8,8 +8,9 @@ import pytest
 from cohort_fixtures import CAVITY, MYOCARDIUM, RV, cartoon, write_acdc, write_folders, write_mnms, write_sunnybrook
 
 from unetcap import UnetcapError
-from unetcap.cohort import read_labelled, read_table, scan_cohort, write_sample
+from unetcap.cohort import read_labelled, scan_cohort, write_sample
 from unetcap.cohort.sunnybrook import fill
+from unetcap.common import read_table
 from unetcap.prepare import load_store, prepare_store
 from unetcap.splits import deal, fold_indices, make_manifest
 

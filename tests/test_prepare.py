@@ -11,7 +11,8 @@ import pytest
 from lvsc_fixture import write_cohort
 
 from unetcap import UnetcapError
-from unetcap.cohort import read_table, write_sample
+from unetcap.cohort import write_sample
+from unetcap.common import read_table
 from unetcap.prepare import (
     heart_centre,
     interpolation,

@@ -1,9 +1,12 @@
 """Library of the U-Net capacity study: one module per stage of the study.
 
-Stages, in the order the data flows: cohort (read LVSC-layout folders), phantom
-(write a synthetic cohort in that layout), prepare (the prepared image store),
-splits (holdout, subsets, folds), train (one training run), metrics (DICE, BCE,
-metrics.json, the merged table), stats and figures (the analysis).
+Stages, in the order the data flows (docs/design.md): cohort (read a cohort, whatever its
+format, into the sample table), phantom and phantom_layouts (a synthetic cohort in each
+format), prepare (the prepared image store), splits (holdout, subsets, folds), train (one
+training run) with scoring (DICE, BCE), metrics (metrics.json and history.csv), merge
+and segmentations (the merged tables), stats, sample_size and figures (the analysis).
+What every stage shares (atomic writing, collected problems, worker processes, the sample
+and index tables) is in `unetcap.common`.
 """
 
 import os
@@ -20,26 +23,6 @@ class UnetcapError(Exception):
 
     The message says what is wrong, where (file, key) and what would fix it.
     """
-
-
-def write_bytes_atomic(path, data: bytes) -> None:
-    """Write `data` to a temporary name beside `path`, then rename it onto `path`: a reader
-    (or a job killed midway) never sees half a file."""
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path, text: str) -> None:
-    """`write_bytes_atomic` of `text` in UTF-8."""
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def log_to(path) -> None:

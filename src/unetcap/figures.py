@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
+from unetcap.common import atomic_path
 from unetcap.sample_size import TARGETS, select_runs
 from unetcap.stats import model_frame, read_metrics
 from unetcap.study import BACKBONES, FIGURE_ORDER
@@ -81,15 +82,14 @@ def _figure(figsize, nrows=1, ncols=1, **kw):
 
 
 def save(fig, stem) -> list[Path]:
-    """Write `stem`.png and `stem`.pdf (each to a temporary name, then renamed)."""
+    """Write `stem`.png and `stem`.pdf (each atomically)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for ext, metadata in (("png", PNG_METADATA), ("pdf", PDF_METADATA)):
         path = stem.with_name(f"{stem.name}.{ext}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=ext, metadata=metadata, dpi=DPI)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, metadata=metadata, dpi=DPI)
         written.append(path)
     return written
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unetcap import UnetcapError, write_text_atomic
+from unetcap import UnetcapError
+from unetcap.common import write_text_atomic
 from unetcap.metrics import HISTORY_COLUMNS, load_metrics, read_history, read_metrics
 
 RUN_COLUMNS = ["size", "backbone", "family", "depth", "lr", "reg", "fold"]

@@ -12,7 +12,8 @@ import json
 import math
 from pathlib import Path
 
-from unetcap import UnetcapError, write_text_atomic
+from unetcap import UnetcapError
+from unetcap.common import write_text_atomic
 
 SCHEMA = 1
 STATUSES = ("ok", "diverged")

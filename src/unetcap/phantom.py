@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from unetcap import UnetcapError
+from unetcap.common import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +85,7 @@ def write_cohort(out_dir, patients: int, seed: int, *, slices=(8, 24), phases=(1
     """
     slices, phases, matrix = _check(patients, seed, slices, phases, matrix)
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+    with atomic_dir(out) as tmp:
         cases = edge_cases(patients, seed)
         ids = []
         for index in range(patients):
@@ -113,16 +106,12 @@ def write_cohort(out_dir, patients: int, seed: int, *, slices=(8, 24), phases=(1
                 patient.field,
             )
             ids.append(pid)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("%d patients -> %s", patients, out)
     return ids
 
 
 # ---------------------------------------------------------------------------------------
-# Checks and file system
+# Checks
 
 
 def _check(patients, seed, slices, phases, matrix):
@@ -146,19 +135,6 @@ def _check(patients, seed, slices, phases, matrix):
     if problems:
         raise UnetcapError("phantom cohort: bad settings\n  " + "\n  ".join(problems))
     return ranges
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder `tmp` to `out`, replacing whatever is there."""
-    if out.is_symlink() or out.is_file():
-        out.unlink()
-    elif out.is_dir() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old)  # onto the empty folder mkdtemp made
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    os.replace(tmp, out)
 
 
 # ---------------------------------------------------------------------------------------

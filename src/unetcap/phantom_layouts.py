@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from unetcap import UnetcapError
+from unetcap.common import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -188,23 +189,15 @@ def write_layout(lvsc_dir, out_dir, layout: str) -> list[str]:
     """Write the LVSC-layout cohort at `lvsc_dir` in `layout` to `out_dir` (whole or not at
     all: written beside it, then renamed). Returns the patient ids."""
     from unetcap.cohort.lvsc import patients
-    from unetcap.phantom import _replace_dir
 
     if layout not in LAYOUTS or layout == "lvsc":
         raise UnetcapError(f"cohort.phantom.layout: {layout!r} is not one of {', '.join(LAYOUTS[1:])}")
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        ids = []
+    ids = []
+    with atomic_dir(out_dir) as tmp:
         for patient in patients(Path(lvsc_dir), {}):
             write_patient(patient, tmp, layout)
             ids.append(patient.id)
             log.info("patient %s written in the %s layout", patient.id, layout)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ids
 
 

@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError, write_text_atomic
-from unetcap.cohort import HEADER_COLUMNS, Problems, parallel_map, read_labelled, read_table, write_table
+from unetcap import UnetcapError
+from unetcap.cohort import HEADER_COLUMNS, read_labelled
+from unetcap.common import Problems, atomic_path, parallel_map, read_table, write_table, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -315,22 +316,23 @@ def prepare_store(
     out_dir.mkdir(parents=True, exist_ok=True)
     n, size = len(sample), int(image_size)
     names = ("images.npy", "masks.npy", "index.csv")
-    tmp = {name: out_dir / f".{name}.tmp" for name in names}
-    outputs = []  # (path, offset of the data, bytes per row) of the two arrays
-    for name, dtype in (("images.npy", np.float32), ("masks.npy", np.uint8)):
-        array = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=(n, size, size))
-        outputs.append((str(tmp[name]), array.offset, array[0].nbytes))
-        del array
-    items = sample[["source", "mask", "slice_label", "phase"]].to_dict("records")
-    groups = list(zip(sample.patient, sample.slice))
-    reading = {"source": source, "options": options}
-    jobs = [
-        (start, items[start:end], groups[start:end], size, roi, reading, *outputs)
-        for start, end in _blocks(sample, workers, whole_patients=roi["method"] == "heart")
-    ]
-    problems = Problems(f"preparing {sample_csv}")
-    headers = []
-    try:
+    # all three renamed into place together, only when every image was prepared
+    with ExitStack() as stack:
+        tmp = {name: stack.enter_context(atomic_path(out_dir / name)) for name in names}
+        outputs = []  # (path, offset of the data, bytes per row) of the two arrays
+        for name, dtype in (("images.npy", np.float32), ("masks.npy", np.uint8)):
+            array = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=(n, size, size))
+            outputs.append((str(tmp[name]), array.offset, array[0].nbytes))
+            del array
+        items = sample[["source", "mask", "slice_label", "phase"]].to_dict("records")
+        groups = list(zip(sample.patient, sample.slice))
+        reading = {"source": source, "options": options}
+        jobs = [
+            (start, items[start:end], groups[start:end], size, roi, reading, *outputs)
+            for start, end in _blocks(sample, workers, whole_patients=roi["method"] == "heart")
+        ]
+        problems = Problems(f"preparing {sample_csv}")
+        headers = []
         # The arrays are hashed while the workers write them: block results come back in
         # order, and the rows before them are final.
         with (
@@ -369,11 +371,6 @@ def prepare_store(
                 "masks.npy": mask_hash.hexdigest(),
                 "index.csv": sha256_file(tmp["index.csv"]),
             }
-        for name, path in tmp.items():
-            os.replace(path, out_dir / name)
-    finally:
-        for path in tmp.values():
-            path.unlink(missing_ok=True)
     _log_roi(index, roi)
     store = {"schema": 1, "n_images": n, "image_size": size, "roi": roi, "sha256": sha, "data_sha256": sha256_json(sha)}
     write_text_atomic(out_dir / "store.json", json.dumps(store, indent=1) + "\n")

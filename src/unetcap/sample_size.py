@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError, write_text_atomic
+from unetcap import UnetcapError
+from unetcap.common import write_text_atomic
 from unetcap.stats import (
     PAPER_OLS,
     Formatted,

@@ -17,7 +17,8 @@ import io
 
 import numpy as np
 
-from unetcap import UnetcapError, write_bytes_atomic
+from unetcap import UnetcapError
+from unetcap.common import write_bytes_atomic
 
 RUN_KEYS = ("size", "backbone", "lr", "reg", "fold")
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unetcap import UnetcapError, write_text_atomic
-from unetcap.cohort import read_table
+from unetcap import UnetcapError
+from unetcap.common import read_table, write_text_atomic
 
 SCHEMA = 1
 

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.tools.sm_exceptions import MissingDataError, SingularMatrixWarning
 
-from unetcap import UnetcapError, write_text_atomic
+from unetcap import UnetcapError
+from unetcap.common import write_text_atomic
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,8 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError, write_text_atomic
+from unetcap import UnetcapError
+from unetcap.common import Problems, parallel_map, write_table
 
 log = logging.getLogger(__name__)
 
@@ -76,33 +77,6 @@ class Image:
     position: float
     source: str
     mask: str
-
-
-class Problems:
-    """Collects every bad input of a pass, then raises them together."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self.items: list[str] = []
-
-    def add(self, path, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            lines = "\n  ".join(self.items)
-            raise UnetcapError(f"{self.what}: {len(self.items)} problem(s)\n  {lines}")
-
-
-def parallel_map(fn, items, workers: int, chunksize: int = 1):
-    """fn over items, in order, in `workers` processes (in this one when workers is 1)."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(fn, items, chunksize=chunksize)
 
 
 @cache
@@ -250,20 +224,6 @@ def write_sample(
     write_table(sample, out_csv)
     log.info("%d patients, %d sampled images -> %s", sample.patient.nunique(), len(sample), out_csv)
     return sample
-
-
-def write_table(table: pd.DataFrame, out_csv) -> None:
-    """A CSV written atomically, with stable bytes."""
-    write_text_atomic(out_csv, table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-
-
-def read_table(path) -> pd.DataFrame:
-    """The cohort sample or the store's index (patient ids, groups and centres stay text)."""
-    table = pd.read_csv(path, dtype={"patient": str, "group": str, "centre": str, "vendor": str})
-    for column in ("group", "centre", "vendor"):
-        if column in table:
-            table[column] = table[column].fillna("")
-    return table
 
 
 def read_labelled(row: dict, source: str, options: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:

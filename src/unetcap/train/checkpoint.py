@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
+
+from unetcap.common import atomic_path, tmp_path
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +28,15 @@ def write_checkpoint(folder: Path, state: dict, weights, best, optimizer_weights
     if best is not None:
         arrays.update({f"b{i}": w for i, w in enumerate(best)})
     arrays.update({f"o{i}": w for i, w in enumerate(optimizer_weights)})
-    tmp = folder / f".{CHECKPOINT_FILE}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_path(folder / CHECKPOINT_FILE) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / CHECKPOINT_FILE)
 
 
 def read_checkpoint(folder: Path, key: str):
     """(state, weights, best or None, optimizer weights) of a checkpoint made with `key`,
     else None (no checkpoint, another run's, or unreadable: it is then discarded). A
     temporary file left by a killed write is removed."""
-    (folder / f".{CHECKPOINT_FILE}.tmp").unlink(missing_ok=True)
+    tmp_path(folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     path = folder / CHECKPOINT_FILE
     if not path.exists():
         return None

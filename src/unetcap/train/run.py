@@ -7,12 +7,12 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
 from unetcap import UnetcapError
+from unetcap.common import atomic_path
 from unetcap.metrics import SCHEMA, write_history, write_metrics
 from unetcap.provenance import device, host, versions
 from unetcap.segmentations import write_run_segmentations
@@ -75,17 +75,7 @@ def train_run(
     raise_injected_failure(injected, run_dir)
     data = load_run_data(images, masks, store, manifest, size, fold)
     rseed = run_seed(seed, size, backbone, lr, reg, fold)
-    run = {
-        "size": size,
-        "backbone": backbone,
-        "family": BACKBONES[backbone].family,
-        "depth": BACKBONES[backbone].depth,
-        "lr": float(lr),
-        "reg": float(reg),
-        "fold": fold,
-        "seed": rseed,
-        "config_seed": seed,
-    }
+    run = _run_fields(size, backbone, lr, reg, fold, rseed, seed)
     log.info("run %s: %s images, seed %d", run_dir, data.counts(), rseed)
 
     started = time.perf_counter()
@@ -109,20 +99,7 @@ def train_run(
     initial = model.get_weights()
 
     folder = run_dir / CHECKPOINT_DIR
-    key = hashlib.sha256(
-        json.dumps(
-            {"run": run, "settings": s.resume_key(), "data": data.data_sha256, "counts": data.counts()}, sort_keys=True
-        ).encode()
-    ).hexdigest()
-    state, best_weights = new_state(key, lr), None  # best: of state["best_epoch"] (None before epoch 1)
-    restored = read_checkpoint(folder, key)
-    if restored:
-        state, weights, best, optimizer_weights = restored
-        model.set_weights(weights)
-        optimizer.set_weights(optimizer_weights)
-        best_weights = best if best is not None else weights
-        state["resumed"] += 1
-        log.info("resumed from %s after epoch %d (best epoch %d)", folder, state["epoch"], state["best_epoch"])
+    state, best_weights = _resume(model, optimizer, folder, _resume_key(run, s, data), lr)
 
     loop = Loop(
         model,
@@ -146,7 +123,68 @@ def train_run(
     test = score(predict, data.x_test, data.y_test, s.batch_size)
     seconds_eval = time.perf_counter() - t
 
-    result = {
+    seconds = {
+        "train": state["seconds_train"],
+        "eval": seconds_eval,
+        "import": seconds["import"],
+        "build": seconds["build"],
+        "first_step": first_step if first_step is not None else math.nan,
+    }
+    result = _record(run, status, detail, state, seconds, model, data, val, test, s, tf_setup, config_sha256)
+    _save(result, state["rows"], model, predict, data, s, run_dir, metrics, history, segmentations, seed, size)
+    log.info(
+        "done: %s after %d epochs (best %d): val dice %.4f bce %.4g, test dice %.4f bce %.4g",
+        status,
+        state["epoch"],
+        state["best_epoch"],
+        val.dice,
+        val.bce,
+        test.dice,
+        test.bce,
+    )
+    return result
+
+
+def _run_fields(size, backbone, lr, reg, fold, rseed, seed) -> dict:
+    """metrics.json's `run`: the grid cell, the backbone's family and depth, the seeds."""
+    return {
+        "size": size,
+        "backbone": backbone,
+        "family": BACKBONES[backbone].family,
+        "depth": BACKBONES[backbone].depth,
+        "lr": float(lr),
+        "reg": float(reg),
+        "fold": fold,
+        "seed": rseed,
+        "config_seed": seed,
+    }
+
+
+def _resume_key(run: dict, s: Settings, data) -> str:
+    """What a checkpoint must have been made with to be resumed: the run, its settings
+    (those that change the weights) and its data."""
+    key = {"run": run, "settings": s.resume_key(), "data": data.data_sha256, "counts": data.counts()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _resume(model, optimizer, folder: Path, key: str, lr: float):
+    """(loop state, best weights so far): from the run's checkpoint when it has one made
+    with `key` (the model and optimizer then hold its weights), else a new state and None
+    (no best epoch yet)."""
+    restored = read_checkpoint(folder, key)
+    if not restored:
+        return new_state(key, lr), None
+    state, weights, best, optimizer_weights = restored
+    model.set_weights(weights)
+    optimizer.set_weights(optimizer_weights)
+    state["resumed"] += 1
+    log.info("resumed from %s after epoch %d (best epoch %d)", folder, state["epoch"], state["best_epoch"])
+    return state, best if best is not None else weights
+
+
+def _record(run, status, detail, state, seconds, model, data, val, test, s: Settings, tf_setup, config_sha256) -> dict:
+    """The run's metrics.json (docs/contracts.md)."""
+    return {
         "schema": SCHEMA,
         "run": run,
         "status": status,
@@ -156,13 +194,7 @@ def train_run(
         "n_images": data.counts(),
         "val": {"bce": val.bce, "dice": val.dice},
         "test": {"bce": test.bce, "dice": test.dice},
-        "seconds": {
-            "train": state["seconds_train"],
-            "eval": seconds_eval,
-            "import": seconds["import"],
-            "build": seconds["build"],
-            "first_step": first_step if first_step is not None else math.nan,
-        },
+        "seconds": seconds,
         "provenance": {
             "data_sha256": data.data_sha256,
             "config_sha256": str(config_sha256),
@@ -182,26 +214,21 @@ def train_run(
         },
         "data": {"image_size": data.image_size, **data.preparation},
     }
+
+
+def _save(
+    result, rows, model, predict, data, s: Settings, run_dir, metrics, history, segmentations, seed, size
+) -> None:
+    """The run's files: model.keras (with `save_model`), segmentations.npz, history.csv,
+    then metrics.json last (its presence marks a finished run); the checkpoint is removed."""
     if s.save_model:
-        tmp = run_dir / ".model.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, run_dir / "model.keras")
+        with atomic_path(run_dir / "model.keras") as tmp:
+            model.save(tmp)
     if segmentations is not None:
         _keep_segmentations(segmentations, predict, data, s.keep_segmentations, seed, size)
-    write_history(state["rows"], history)
-    shutil.rmtree(folder, ignore_errors=True)
+    write_history(rows, history)
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     write_metrics(result, metrics)
-    log.info(
-        "done: %s after %d epochs (best %d): val dice %.4f bce %.4g, test dice %.4f bce %.4g",
-        status,
-        state["epoch"],
-        state["best_epoch"],
-        val.dice,
-        val.bce,
-        test.dice,
-        test.bce,
-    )
-    return result
 
 
 def _keep_segmentations(path, predict, data, count: int, seed: int, size: int) -> None:

@@ -16,7 +16,7 @@ from unetcap.prepare import prepare_store
 from unetcap.splits import write_manifest
 
 DEMO = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-SIZE = 50
+SIZE = 100
 
 
 @pytest.fixture(scope="module")

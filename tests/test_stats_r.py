@@ -1,4 +1,4 @@
-"""unetcap.stats against R on a generated study table with runs missing (unbalanced, diverged
+"""unetcap.analysis against R on a generated study table with runs missing (unbalanced, diverged
 runs at DICE 0): lm, car::Anova (type 2), glm (gaussian, log link), AIC and TukeyHSD, run by
 tests/r_reference.R. Where the algorithms are the same the numbers agree to 1e-9 (the
 Tukey quantiles and p-values, computed differently, to 1e-5); the tests skip only when
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import synthetic
 
-from unetcap import stats
+from unetcap.analysis.hsd import group_label
 
 HERE = Path(__file__).resolve().parent
 RSCRIPT = shutil.which("Rscript")
@@ -48,7 +48,7 @@ def largest_difference(ours, theirs) -> float:
 def r_tables(result: dict, folder: Path) -> dict[str, pd.DataFrame]:
     """R's tables (see r_reference.R) for the frame and formulas of an `analyse` result."""
     data = result["frame"].data
-    data = data.assign(group=[stats.group_label(m, s) for m, s in zip(data["model"], data["size"])])
+    data = data.assign(group=[group_label(m, s) for m, s in zip(data["model"], data["size"])])
     data[["DICE", "ls", "Family", "Dataset", "lr", "reg", "group"]].to_csv(
         folder / "frame.csv", index=False, float_format="%.17g"
     )

@@ -189,6 +189,14 @@ def write_tables(folder, seed: int = 0, missing: float = 0.0, **grid):
     return folder / "metrics.csv", folder / "histories.csv"
 
 
+def with_lr_slope_per_family(metrics: pd.DataFrame, strength: float) -> pd.DataFrame:
+    """`metrics` with DICE given an lr slope per family, VGG's opposite to the others' (as
+    in the paper's Table 1): an lr x model interaction the factor terms must follow."""
+    slope = metrics["family"].map({"VGG": -1.0, "ResNet": 0.5, "EfficientNet": 1.0})
+    dice = metrics["test_dice"] + strength * slope * np.log10(metrics["lr"] / 1e-3)
+    return metrics.assign(test_dice=dice.clip(0, 1))
+
+
 _ANALYSED: dict = {}
 
 

@@ -1,6 +1,7 @@
 """The statistics (unetcap.analysis) on generated merged tables: the paper's full 1620-run grid,
 an unbalanced one with runs missing, and degenerate demo/test grids."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -12,7 +13,15 @@ from scipy import stats as st
 from unetcap import UnetcapError
 from unetcap.analysis.anova import anova_table
 from unetcap.analysis.formula import PAPER_GLM, PAPER_OLS, split_formula
-from unetcap.analysis.gam import GAM_TERMS, gam_label, gam_summary
+from unetcap.analysis.gam import (
+    GAM_SPLINE_LAMBDAS,
+    GAM_TERMS,
+    fit_gam,
+    gam_design,
+    gam_label,
+    gam_summary,
+    term_table,
+)
 from unetcap.analysis.hsd import group_label, tukey_hsd
 from unetcap.analysis.linear import AIC_CONVENTION, DEPTH_NOTE, GLM_INFERENCE, coefficient_table, fit_glm, fit_ols
 from unetcap.analysis.predict import grid_rows
@@ -324,6 +333,48 @@ def test_gam_terms_summary_and_partial_dependence(full):
     assert len(spline) == 100 and spline["effect"].iloc[-1] > spline["effect"].iloc[0]
     assert (partial["low"] <= partial["effect"]).all() and (partial["effect"] <= partial["high"]).all()
     assert len(partial[partial["term"] == "te(lr, ls, Family)"]) == 18
+
+
+def test_gam_smoothing_is_chosen_per_term_and_reported(full):
+    """Each term its own λ, by GCV on its own grid; the table and the Markdown give edf, λ and
+    the criterion per term, and the caption says why lr and reg are factors."""
+    result, folder = full[2], full[3]
+    fit = result["gam"]
+    terms = result["gam_terms"].set_index("term")
+    assert list(terms.index) == [*(gam_label(t) for t in GAM_TERMS), "intercept"]
+    assert (terms["criterion"] == "GCV").all() and len(set(fit.lams)) > 1
+    assert list(terms["lam"].iloc[:-1]) == fit.lams
+    assert terms["edf"].sum() == pytest.approx(fit.gam.statistics_["edof"], rel=1e-9)
+    assert 3 < terms.at["s(log(Dataset))", "edf"] < 4.5  # 6 sizes; R's mgcv (REML) gives 3.78 here
+    # the spline's λ is a minimum of GCV on its grid, the other terms held
+    X, _ = gam_design(result["frame"].data)
+    y = result["frame"].data["DICE"].to_numpy()
+    at = GAM_SPLINE_LAMBDAS.index(fit.lams[0])
+    for step in (-1, 1):
+        other = copy.deepcopy(fit.gam)
+        other.lam = [[GAM_SPLINE_LAMBDAS[at + step]], *fit.gam.lam[1:]]
+        assert other.fit(X, y).statistics_["GCV"] >= fit.gam.statistics_["GCV"]
+    md = (folder / "gam_summary.md").read_text()
+    assert "| s(log(Dataset)) | spline on log(Dataset) | 8 |" in md and "smoothing per term by GCV" in md
+    assert "lr and L2 (reg) enter as factors" in md and "spline on log(Dataset)" in md
+    assert pd.read_csv(folder / "gam_terms.csv")["edf"].tolist() == terms["edf"].tolist()
+    assert "smoothing per term by GCV" in (folder / "gam_summary.txt").read_text()
+
+
+def test_factor_terms_that_need_little_smoothing_leave_the_spline_smooth():
+    """With a strong lr x family interaction the factor terms want little shrinkage. One λ
+    shared by every term (pygam's default search, as before) then takes the spline on
+    log(Dataset) to near interpolation of the 6 sizes; chosen per term it stays smooth."""
+    from pygam import LinearGAM
+
+    data = model_frame(synthetic.with_lr_slope_per_family(synthetic.metrics_table(seed=0), 0.1)).data
+    fit = fit_gam(data)
+    terms = term_table(fit).set_index("term")
+    assert terms.at["s(log(Dataset))", "edf"] < 4.5
+    interaction = terms.loc["te(lr, ls, Family)"]
+    assert interaction["edf"] > 5 and interaction["lam"] < terms.at["s(log(Dataset))", "lam"]
+    shared = LinearGAM(fit.gam.terms).gridsearch(*gam_design(data)[:1], data["DICE"].to_numpy(), progress=False)
+    assert shared.statistics_["edof_per_coef"][shared.terms.get_coef_indices(0)].sum() > 5
 
 
 # ------------------------------------------------------------------------------ degenerate grids

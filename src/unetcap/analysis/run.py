@@ -18,7 +18,7 @@ import pandas as pd
 from unetcap import UnetcapError
 from unetcap.analysis.anova import ANOVA_CAPTION, anova_table, format_anova
 from unetcap.analysis.formula import PAPER_GLM, PAPER_OLS
-from unetcap.analysis.gam import fit_gam, gam_partial, gam_summary
+from unetcap.analysis.gam import fit_gam, format_terms, gam_partial, gam_summary, term_table
 from unetcap.analysis.hsd import format_hsd, tukey_hsd
 from unetcap.analysis.linear import (
     AIC_CONVENTION,
@@ -87,6 +87,7 @@ def analyse(
         "predictions": predictions,
         "which": which,
         "gam": gam,
+        "gam_terms": term_table(gam),
         "gam_partial": gam_partial(gam, data, 1 - alpha),
         "notes": notes,
         "alpha": alpha,
@@ -147,6 +148,8 @@ def render_results(result: dict) -> dict[str, str]:
             *plan_lines(result["sample_size"]),
         ]
     summary = runs + "\n" + gam_summary(result["gam"])
+    gam_terms = format_terms(result["gam_terms"], result["gam"])
+    gam_terms.notes.insert(0, runs)
     return {
         "which_model_html": to_html(tables, plan, [*general, *(f"Note: {n}" for n in notes)]),
         "which_model_csv": csv_text(result["which"]),
@@ -177,6 +180,8 @@ def render_results(result: dict) -> dict[str, str]:
         "predictions": csv_text(result["predictions"]),
         "gam_html": pre_html("GAM summary", summary),
         "gam_txt": summary,
+        "gam_md": to_markdown(gam_terms),
+        "gam_csv": csv_text(result["gam_terms"]),
         "gam_partial": csv_text(result["gam_partial"]),
         "notes": "# Notes on the analysis\n\n"
         + "".join(

@@ -646,3 +646,19 @@ def test_p_values_are_printed_as_the_paper_prints_them(full):
     assert coef.at["log(Dataset)", "p"] < 1e-22 and "| log(Dataset) |" in md
     row = next(line for line in md.splitlines() if line.startswith("| log(Dataset) |"))
     assert "< 1e-22" in row
+
+
+def test_the_figures_and_the_sample_size_curves_read_the_table_without_statsmodels():
+    """unetcap.analysis.table is what the figures and the curves share with the statistics:
+    importing them loads neither statsmodels nor pygam (the backtest imports the OLS when it
+    runs)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, unetcap.figures, unetcap.sample_size, unetcap.analysis.table; "
+        "print(sorted(m for m in ('statsmodels', 'pygam', 'patsy') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

@@ -77,8 +77,9 @@ def gam_design(data: pd.DataFrame) -> tuple[np.ndarray, dict[str, list]]:
 def fit_gam(data: pd.DataFrame) -> GamFit:
     """pygam LinearGAM: s(log Dataset) + f(ls) + f(Family) + te(ls, Family) + f(lr) +
     te(lr, ls, Family) + f(reg), the OLS's variables and interactions with lr and reg as
-    factors; smoothing chosen by pygam's GCV grid search. A single-level variable is taken
-    out of every term; a term left empty or repeating another is dropped (with a note)."""
+    factors; each term's λ chosen by GCV on its own grid (`select_smoothing`). A single-level
+    variable is taken out of every term; a term left empty or repeating another is dropped
+    (with a note)."""
     from pygam import LinearGAM, f, s, te
     from pygam.terms import TermList
 

@@ -1,4 +1,4 @@
-# R's numbers for the study's statistics (tests/test_stats_r.py compares unetcap.stats to them).
+# R's numbers for the study's statistics (tests/test_stats_r.py compares unetcap.analysis to them).
 # Usage: Rscript r_reference.R frame.csv outdir OLS_FORMULA GLM_FORMULA
 # frame.csv: the analysis frame (DICE, ls, Family, Dataset, lr, reg, group). Writes into outdir:
 #   ols.csv    lm(): term, estimate, std_error, t, p

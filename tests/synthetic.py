@@ -189,11 +189,19 @@ def write_tables(folder, seed: int = 0, missing: float = 0.0, **grid):
     return folder / "metrics.csv", folder / "histories.csv"
 
 
+def with_lr_slope_per_family(metrics: pd.DataFrame, strength: float) -> pd.DataFrame:
+    """`metrics` with DICE given an lr slope per family, VGG's opposite to the others' (as
+    in the paper's Table 1): an lr x model interaction the factor terms must follow."""
+    slope = metrics["family"].map({"VGG": -1.0, "ResNet": 0.5, "EfficientNet": 1.0})
+    dice = metrics["test_dice"] + strength * slope * np.log10(metrics["lr"] / 1e-3)
+    return metrics.assign(test_dice=dice.clip(0, 1))
+
+
 _ANALYSED: dict = {}
 
 
 def analysed(seed: int = 0, missing: float = 0.0, **grid):
-    """`stats.analyse` of a generated table, its tables written to a temporary folder:
+    """`analyse` of a generated table, its tables written to a temporary folder:
     (metrics, histories path, results, analysis folder). Computed once per process and
     shared by the test modules (the Tukey p-values of 630 pairs take seconds)."""
     import atexit
@@ -201,7 +209,7 @@ def analysed(seed: int = 0, missing: float = 0.0, **grid):
     import tempfile
     from pathlib import Path
 
-    from unetcap import stats
+    from unetcap.analysis.run import analyse, write_results
 
     key = (seed, missing, tuple(sorted(grid.items())))
     if key not in _ANALYSED:
@@ -209,7 +217,22 @@ def analysed(seed: int = 0, missing: float = 0.0, **grid):
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         metrics_csv, histories_csv = write_tables(folder / "in", seed, missing, **grid)
         metrics = pd.read_csv(metrics_csv)
-        result = stats.analyse(metrics)
-        stats.write_results(result, folder / "analysis")
+        result = analyse(metrics)
+        write_results(result, rule_outputs("stats", folder / "analysis"))
         _ANALYSED[key] = (metrics, histories_csv, result, folder / "analysis")
     return _ANALYSED[key]
+
+
+def rule_outputs(rule: str, folder) -> dict:
+    """The named outputs of a rule of workflow/rules/stats.smk (`stats`, `sample_size`), each
+    in `folder` under its file name: what `snakemake.output` hands the library, read from
+    the rule itself."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "workflow/rules/stats.smk").read_text()
+    block = text.split(f"\nrule {rule}:\n", 1)[1].split("\nrule ", 1)[0]
+    section = block.split("\n    output:\n", 1)[1].split("\n    log:\n", 1)[0]
+    named = re.findall(r'^ {8}(\w+)=(?:report\(\s*)?"<results>/[^"]*?([^/"]+)"', section, flags=re.M)
+    assert named, f"no named outputs found for rule {rule}"
+    return {name: Path(folder) / file for name, file in named}

@@ -13,7 +13,8 @@ import pytest
 import synthetic
 from snakemake_run import copy_workflow
 
-from unetcap import figures, sample_size, stats
+from unetcap import figures, sample_size
+from unetcap.analysis.run import write_analysis
 
 SMALL_GRID = {
     "sizes": (200, 1000),
@@ -35,7 +36,7 @@ def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
     """Every figure into `out`; the sample-size curves are written beside the figures, not
     into `analysis` (which other tests share and list)."""
     curves = out / "sample_size"
-    sample_size.write_sample_size(metrics_csv, curves, resamples=50)
+    sample_size.write_sample_size(metrics_csv, synthetic.rule_outputs("sample_size", curves), resamples=50)
     written = figures.write_figures(
         metrics_csv,
         histories_csv,
@@ -76,7 +77,7 @@ def test_every_figure_from_the_full_grid(tmp_path):
 
 def _small(tmp_path, seed=0, **grid):
     metrics_csv, histories_csv = synthetic.write_tables(tmp_path / "in", seed=seed, **grid)
-    stats.write_analysis(metrics_csv, tmp_path / "analysis")
+    write_analysis(metrics_csv, synthetic.rule_outputs("stats", tmp_path / "analysis"))
     return metrics_csv, histories_csv, tmp_path / "analysis"
 
 
@@ -196,7 +197,10 @@ def test_rebuild_from_the_merged_tables_alone(tmp_path):
         "stats": 1,
         "total": 4,
     }
-    outputs = [results / "analysis" / n for n in (*stats.ANALYSIS_FILES, *sample_size.SAMPLE_SIZE_FILES)]
+    outputs = [
+        *synthetic.rule_outputs("stats", results / "analysis").values(),
+        *synthetic.rule_outputs("sample_size", results / "analysis").values(),
+    ]
     outputs += [results / "figures" / n for n in figures.FIGURE_FILES]
     assert all(p.is_file() for p in outputs)
     assert (work / "logs/showcase/analysis/stats.log").is_file()

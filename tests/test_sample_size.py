@@ -13,7 +13,7 @@ import synthetic
 import yaml
 
 from unetcap import sample_size as ss
-from unetcap import stats
+from unetcap.analysis.run import write_analysis
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (200, 500, 1000, 2500, 5000, 10000)
@@ -127,7 +127,8 @@ def test_degenerate_tables_say_why_no_curve_was_fitted(sizes, dice, message, tmp
     if dice is not None:
         table["test_dice"] = dice
     table.to_csv(tmp_path / "metrics.csv", index=False)
-    ss.write_sample_size(tmp_path / "metrics.csv", tmp_path / "out", resamples=20)
+    outputs = synthetic.rule_outputs("sample_size", tmp_path / "out")
+    ss.write_sample_size(tmp_path / "metrics.csv", outputs, resamples=20)
     images = pd.read_csv(tmp_path / "out/sample_size.csv")
     assert (images["status"] == "not fitted").all() and images["reason"].str.contains(message, regex=False).all()
     fits = pd.read_csv(tmp_path / "out/sample_size_fits.csv")
@@ -200,11 +201,13 @@ def test_files_are_byte_identical_from_the_same_table_and_which_model_leads_with
         regs=(0.0001,),
         folds=5,
     )
-    written = ss.write_sample_size(metrics_csv, tmp_path / "a", resamples=100, seed=1)
-    assert sorted(p.name for p in written) == sorted(ss.SAMPLE_SIZE_FILES)
-    ss.write_sample_size(metrics_csv, tmp_path / "b", resamples=100, seed=1)
+    outputs = synthetic.rule_outputs("sample_size", tmp_path / "a")
+    written = ss.write_sample_size(metrics_csv, outputs, resamples=100, seed=1)
+    assert sorted(written) == sorted(outputs.values()) and all(p.is_file() for p in written)
+    ss.write_sample_size(metrics_csv, synthetic.rule_outputs("sample_size", tmp_path / "b"), resamples=100, seed=1)
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
-    stats.write_analysis(metrics_csv, tmp_path / "stats", sample_size_path=tmp_path / "a/sample_size.csv")
+    stats_outputs = synthetic.rule_outputs("stats", tmp_path / "stats")
+    write_analysis(metrics_csv, stats_outputs, sample_size_path=tmp_path / "a/sample_size.csv")
     which = (tmp_path / "stats/which_model.md").read_text()
     assert which.index("To reach DICE 0.85: ") < which.index("Which model for my data size? Best model")
     assert "To reach DICE 0.85: " in (tmp_path / "stats/which_model.html").read_text()

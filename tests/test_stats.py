@@ -1,9 +1,8 @@
-"""The statistics (unetcap.stats) on generated merged tables: the paper's full 1620-run grid,
+"""The statistics (unetcap.analysis) on generated merged tables: the paper's full 1620-run grid,
 an unbalanced one with runs missing, and degenerate demo/test grids."""
 
-import re
+import copy
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,9 +10,24 @@ import pytest
 import synthetic
 from scipy import stats as st
 
-from unetcap import UnetcapError, sample_size, stats
-
-ROOT = Path(__file__).resolve().parents[1]
+from unetcap import UnetcapError
+from unetcap.analysis.anova import anova_table
+from unetcap.analysis.formula import PAPER_GLM, PAPER_OLS, split_formula
+from unetcap.analysis.gam import (
+    GAM_SPLINE_LAMBDAS,
+    GAM_TERMS,
+    fit_gam,
+    gam_design,
+    gam_label,
+    gam_summary,
+    term_table,
+)
+from unetcap.analysis.hsd import group_label, tukey_hsd
+from unetcap.analysis.linear import AIC_CONVENTION, DEPTH_NOTE, GLM_INFERENCE, coefficient_table, fit_glm, fit_ols
+from unetcap.analysis.predict import grid_rows
+from unetcap.analysis.render import fmt_p
+from unetcap.analysis.run import analyse, write_analysis, write_results
+from unetcap.analysis.table import model_frame, read_metrics
 
 PAPER_TERMS = [
     "Intercept",
@@ -129,7 +143,7 @@ def test_aic_convention_counts_the_variance_like_r(full):
         assert row.at[name, "aic"] == pytest.approx(-2 * row.at[name, "loglik"] + 2 * (14 + 1), rel=1e-12)
     assert ols.llf == pytest.approx(row.at["OLS", "loglik"], rel=1e-12)
     assert row["delta_aic"].min() == 0
-    assert "R's" in stats.AIC_CONVENTION
+    assert "R's" in AIC_CONVENTION
 
 
 def test_glm_uses_the_log_link_on_dice(full):
@@ -138,7 +152,7 @@ def test_glm_uses_the_log_link_on_dice(full):
     glm = full[2]["glm"]
     assert glm.link == "log" and glm.response == "DICE"
     assert isinstance(glm.results.model.family.link, sm.families.links.Log)
-    assert glm.formula == stats.PAPER_GLM
+    assert glm.formula == PAPER_GLM
     assert "lr:ls[long]:Family[EfficientNet]" in glm.results.params.index
     assert glm.results.converged
 
@@ -159,7 +173,7 @@ def test_glm_inference_is_on_t_with_the_residual_df_and_irls_runs_to_the_maximum
         step = res.model.fit(start_params=res.params, maxiter=1, tol=0)
     change = np.abs(step.params - res.params) / np.maximum(np.abs(res.params), 1e-12)
     assert change.max() < 1e-10
-    assert "t distribution with the n - k residual degrees of freedom" in stats.GLM_INFERENCE
+    assert "t distribution with the n - k residual degrees of freedom" in GLM_INFERENCE
 
 
 # ------------------------------------------------------------------------------ ANOVA, Table 2
@@ -185,7 +199,7 @@ def test_anova_rows_and_partial_eta_squared(which, request):
 
 
 def _ssr(formula, data):
-    return stats.fit_ols(data, formula).results.ssr
+    return fit_ols(data, formula).results.ssr
 
 
 def test_anova_is_type2_equal_to_type1_on_the_full_grid_not_with_runs_missing(full, unbalanced):
@@ -208,12 +222,12 @@ def test_anova_by_model_comparison_when_a_family_lacks_a_depth():
     metrics = synthetic.metrics_table(
         seed=8, sizes=(200, 1000), lrs=(0.01, 0.001), backbones=("resnet18", "resnet50", "vgg16"), folds=2
     )
-    data = stats.model_frame(metrics).data
-    ols = stats.fit_ols(data)
+    data = model_frame(metrics).data
+    ols = fit_ols(data)
     assert any("rank 8 < 10 columns" in n for n in ols.notes)
-    coef = stats.coefficient_table(ols).set_index("term")
+    coef = coefficient_table(ols).set_index("term")
     assert coef.loc[["ls[long]:Family[T.VGG]", "log(lr):ls[long]:Family[VGG]"]].isna().all().all()
-    anova = stats.anova_table(ols).set_index("term")
+    anova = anova_table(ols).set_index("term")
     base = "DICE ~ log(Dataset) + log(reg)"
     assert anova.at["ls", "sum_sq"] == pytest.approx(_ssr(base, data) - _ssr(base + " + ls", data), rel=1e-8)
     assert anova.at["ls:Family", "sum_sq"] == pytest.approx(
@@ -221,7 +235,7 @@ def test_anova_by_model_comparison_when_a_family_lacks_a_depth():
     )
     assert anova.at["ls:Family", "df"] == 1 and anova.at["log(lr):ls:Family", "df"] == 3
     assert anova.at["log(lr):ls:Family", "sum_sq"] == pytest.approx(
-        _ssr(stats.PAPER_OLS.replace(" + log(lr):ls:Family", ""), data) - ols.results.ssr, rel=1e-8
+        _ssr(PAPER_OLS.replace(" + log(lr):ls:Family", ""), data) - ols.results.ssr, rel=1e-8
     )
 
 
@@ -254,14 +268,14 @@ def test_hsd_intervals_are_statsmodels_simultaneous_intervals():
     from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
     metrics = synthetic.metrics_table(seed=2, missing=0.2, sizes=(200, 1000), lrs=(0.01, 0.001))
-    data = stats.model_frame(metrics).data
-    _, groups = stats.tukey_hsd(data)
-    labels = [stats.group_label(m, s) for m, s in zip(data["model"], data["size"])]
+    data = model_frame(metrics).data
+    _, groups = tukey_hsd(data)
+    labels = [group_label(m, s) for m, s in zip(data["model"], data["size"])]
     res = pairwise_tukeyhsd(data["DICE"].to_numpy(), labels)
     res._simultaneous_ci()  # what statsmodels' plot_simultaneous draws
     half = dict(zip(res.groupsunique, res.halfwidths))
     np.testing.assert_allclose(
-        groups["halfwidth"], [half[stats.group_label(m, s)] for m, s in zip(groups["model"], groups["size"])]
+        groups["halfwidth"], [half[group_label(m, s)] for m, s in zip(groups["model"], groups["size"])]
     )
     assert groups["halfwidth"].nunique() > 1  # unequal group sizes, unequal intervals
 
@@ -297,7 +311,7 @@ def test_predictions_average_the_ols_over_the_lr_reg_grid(full):
     result = full[2]
     res, pred, data = result["ols"].results, result["predictions"], result["frame"].data
     row = pred[(pred["backbone"] == "resnet50") & (pred["size"] == 3000)].iloc[0]
-    grid = stats.grid_rows(data, "resnet50", 3000)
+    grid = grid_rows(data, "resnet50", 3000)
     assert len(grid) == 9
     assert row["predicted"] == pytest.approx(res.predict(grid).mean(), rel=1e-12)
     assert not row["trained"] and row["low"] < row["predicted"] < row["high"]
@@ -310,15 +324,57 @@ def test_predictions_average_the_ols_over_the_lr_reg_grid(full):
 def test_gam_terms_summary_and_partial_dependence(full):
     result = full[2]
     gam = result["gam"]
-    assert gam.terms == list(stats.GAM_TERMS)
-    text = stats.gam_summary(gam)
+    assert gam.terms == list(GAM_TERMS)
+    text = gam_summary(gam)
     assert "LinearGAM" in text and "te(lr, ls, Family)" in text and "1: ls (factor: 0=long, 1=short)" in text
     partial = result["gam_partial"]
-    assert list(dict.fromkeys(partial["term"])) == [stats._gam_label(t) for t in stats.GAM_TERMS]
+    assert list(dict.fromkeys(partial["term"])) == [gam_label(t) for t in GAM_TERMS]
     spline = partial[partial["term"] == "s(log(Dataset))"]
     assert len(spline) == 100 and spline["effect"].iloc[-1] > spline["effect"].iloc[0]
     assert (partial["low"] <= partial["effect"]).all() and (partial["effect"] <= partial["high"]).all()
     assert len(partial[partial["term"] == "te(lr, ls, Family)"]) == 18
+
+
+def test_gam_smoothing_is_chosen_per_term_and_reported(full):
+    """Each term its own λ, by GCV on its own grid; the table and the Markdown give edf, λ and
+    the criterion per term, and the caption says why lr and reg are factors."""
+    result, folder = full[2], full[3]
+    fit = result["gam"]
+    terms = result["gam_terms"].set_index("term")
+    assert list(terms.index) == [*(gam_label(t) for t in GAM_TERMS), "intercept"]
+    assert (terms["criterion"] == "GCV").all() and len(set(fit.lams)) > 1
+    assert list(terms["lam"].iloc[:-1]) == fit.lams
+    assert terms["edf"].sum() == pytest.approx(fit.gam.statistics_["edof"], rel=1e-9)
+    assert 3 < terms.at["s(log(Dataset))", "edf"] < 4.5  # 6 sizes; R's mgcv (REML) gives 3.78 here
+    # the spline's λ is a minimum of GCV on its grid, the other terms held
+    X, _ = gam_design(result["frame"].data)
+    y = result["frame"].data["DICE"].to_numpy()
+    at = GAM_SPLINE_LAMBDAS.index(fit.lams[0])
+    for step in (-1, 1):
+        other = copy.deepcopy(fit.gam)
+        other.lam = [[GAM_SPLINE_LAMBDAS[at + step]], *fit.gam.lam[1:]]
+        assert other.fit(X, y).statistics_["GCV"] >= fit.gam.statistics_["GCV"]
+    md = (folder / "gam_summary.md").read_text()
+    assert "| s(log(Dataset)) | spline on log(Dataset) | 8 |" in md and "smoothing per term by GCV" in md
+    assert "lr and L2 (reg) enter as factors" in md and "spline on log(Dataset)" in md
+    assert pd.read_csv(folder / "gam_terms.csv")["edf"].tolist() == terms["edf"].tolist()
+    assert "smoothing per term by GCV" in (folder / "gam_summary.txt").read_text()
+
+
+def test_factor_terms_that_need_little_smoothing_leave_the_spline_smooth():
+    """With a strong lr x family interaction the factor terms want little shrinkage. One λ
+    shared by every term (pygam's default search, as before) then takes the spline on
+    log(Dataset) to near interpolation of the 6 sizes; chosen per term it stays smooth."""
+    from pygam import LinearGAM
+
+    data = model_frame(synthetic.with_lr_slope_per_family(synthetic.metrics_table(seed=0), 0.1)).data
+    fit = fit_gam(data)
+    terms = term_table(fit).set_index("term")
+    assert terms.at["s(log(Dataset))", "edf"] < 4.5
+    interaction = terms.loc["te(lr, ls, Family)"]
+    assert interaction["edf"] > 5 and interaction["lam"] < terms.at["s(log(Dataset))", "lam"]
+    shared = LinearGAM(fit.gam.terms).gridsearch(*gam_design(data)[:1], data["DICE"].to_numpy(), progress=False)
+    assert shared.statistics_["edof_per_coef"][shared.terms.get_coef_indices(0)].sum() > 5
 
 
 # ------------------------------------------------------------------------------ degenerate grids
@@ -326,7 +382,7 @@ def test_gam_terms_summary_and_partial_dependence(full):
 
 def test_single_level_terms_are_dropped_with_a_note():
     metrics = synthetic.metrics_table(seed=3, **DEMO_GRID)
-    result = stats.analyse(metrics)
+    result = analyse(metrics)
     ols = result["ols"]
     assert ols.formula == "DICE ~ ls + ls:Family + log(Dataset)"
     assert any("`log(lr):ls:Family` dropped" in n and "lr (0.001)" in n for n in ols.notes)
@@ -354,8 +410,9 @@ def test_a_model_that_never_segments_leaves_the_glm_blank_not_a_crash(tmp_path):
     metrics = metrics.sort_values(["backbone", "size", "fold"])
     metrics["test_dice"] = np.concatenate([observed[b] for b in sorted(observed)])
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
-    written = stats.write_analysis(tmp_path / "metrics.csv", tmp_path / "out")
-    assert sorted(p.name for p in written) == sorted(stats.ANALYSIS_FILES)
+    outputs = synthetic.rule_outputs("stats", tmp_path / "out")
+    written = write_analysis(tmp_path / "metrics.csv", outputs)
+    assert sorted(written) == sorted(outputs.values()) and all(p.is_file() for p in written)
     aic = pd.read_csv(tmp_path / "out" / "aic.csv")
     assert np.isfinite(aic.loc[aic.model == "OLS", "aic"]).all() and aic.loc[aic.model == "GLM", "aic"].isna().all()
     assert pd.read_csv(tmp_path / "out" / "glm.csv").empty
@@ -368,8 +425,9 @@ def test_a_model_that_never_segments_leaves_the_glm_blank_not_a_crash(tmp_path):
 
 def test_test_config_grid_gives_every_file(tmp_path):
     metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
-    written = stats.write_analysis(metrics_csv, tmp_path / "out")
-    assert sorted(p.name for p in written) == sorted(stats.ANALYSIS_FILES)
+    outputs = synthetic.rule_outputs("stats", tmp_path / "out")
+    written = write_analysis(metrics_csv, outputs)
+    assert sorted(written) == sorted(outputs.values()) and all(p.is_file() for p in written)
     # two short encoders of two families: ls is constant, the Family contrast is kept
     assert "DICE ~ Family" in (tmp_path / "out" / "table1_ols.md").read_text()
     notes = (tmp_path / "out" / "notes.md").read_text()
@@ -403,14 +461,14 @@ def test_test_config_grid_gives_every_file(tmp_path):
 def test_a_single_level_factor_leaves_the_terms_that_vary(backbones, formula, reduced):
     """One family, or one depth: the factor drops out of the interactions, the lr slopes and
     the contrast of what varies stay (the same fit as the reduced formula written by hand)."""
-    data = stats.model_frame(synthetic.metrics_table(seed=3, backbones=backbones, sizes=(200, 1000), folds=3)).data
-    ols = stats.fit_ols(data)
+    data = model_frame(synthetic.metrics_table(seed=3, backbones=backbones, sizes=(200, 1000), folds=3)).data
+    ols = fit_ols(data)
     assert ols.formula == formula
     for note in reduced:
         assert any(n.startswith(note) for n in ols.notes), note
-    assert ols.results.rsquared == pytest.approx(stats.fit_ols(data, formula).results.rsquared, rel=1e-12)
-    assert ols.results.rsquared > stats.fit_ols(data, "DICE ~ log(Dataset) + log(reg)").results.rsquared + 0.01
-    glm = stats.fit_glm(data)
+    assert ols.results.rsquared == pytest.approx(fit_ols(data, formula).results.rsquared, rel=1e-12)
+    assert ols.results.rsquared > fit_ols(data, "DICE ~ log(Dataset) + log(reg)").results.rsquared + 0.01
+    glm = fit_glm(data)
     assert "lr:" in glm.formula and glm.results is not None
 
 
@@ -419,7 +477,7 @@ def test_a_single_level_factor_leaves_the_terms_that_vary(backbones, formula, re
 
 def test_written_files_and_formats(full):
     folder, result = full[3], full[2]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(stats.ANALYSIS_FILES)
+    assert sorted(folder.iterdir()) == sorted(synthetic.rule_outputs("stats", folder).values())
     coef = pd.read_csv(folder / "table1_ols.csv")
     assert (coef["estimate"].to_numpy() == result["coef"]["estimate"].to_numpy()).all()  # full precision
     assert len(pd.read_csv(folder / "hsd.csv")) == 630
@@ -440,15 +498,23 @@ def test_written_files_and_formats(full):
     assert "<table>" in (folder / "which_model.html").read_text()
 
 
-def test_rule_outputs_are_the_files_the_library_writes():
-    smk = (ROOT / "workflow/rules/stats.smk").read_text()
-    listed = re.findall(r'"<results>/analysis/([^"]+)"', smk)
-    assert sorted(listed) == sorted([*stats.ANALYSIS_FILES, *sample_size.SAMPLE_SIZE_FILES])
+def test_the_library_writes_to_the_rules_named_outputs_and_refuses_others(full, tmp_path):
+    """The rule names every output; the library writes each to the path it is given, and
+    refuses an output it does not know or one it is not given (writing nothing)."""
+    refused = synthetic.rule_outputs("stats", tmp_path / "refused")
+    del refused["table2_tex"]
+    with pytest.raises(UnetcapError, match=r"rule stats: no path for table2_tex; unknown output\(s\) extra"):
+        write_results(full[2], {**refused, "extra": tmp_path / "refused" / "extra.csv"})
+    assert not (tmp_path / "refused").exists()
+    outputs = {**synthetic.rule_outputs("stats", tmp_path / "a"), "table1_md": tmp_path / "elsewhere" / "t1.md"}
+    written = write_results(full[2], outputs)
+    assert (tmp_path / "elsewhere" / "t1.md").read_text() == (full[3] / "table1_ols.md").read_text()
+    assert sorted(written) == sorted(outputs.values()) and all(p.is_file() for p in written)
 
 
 def test_validation_dice_by_config():
     metrics = synthetic.metrics_table(seed=5, **DEMO_GRID)
-    frame = stats.model_frame(metrics, "val_dice")
+    frame = model_frame(metrics, "val_dice")
     keys = ["backbone", "size", "lr", "reg", "fold"]
     both = frame.data.merge(metrics, on=keys, validate="one_to_one")
     assert len(both) == len(metrics) and (both["DICE"] == both["val_dice"]).all()
@@ -457,7 +523,7 @@ def test_validation_dice_by_config():
 
 def test_a_formula_from_the_config():
     metrics = synthetic.metrics_table(seed=6, **DEMO_GRID)
-    fit = stats.fit_ols(stats.model_frame(metrics).data, "DICE ~ Family + log(Dataset) + log(lr)")
+    fit = fit_ols(model_frame(metrics).data, "DICE ~ Family + log(Dataset) + log(lr)")
     assert list(fit.results.params.index) == ["Intercept", "Family[T.ResNet]", "Family[T.VGG]", "log(Dataset)"]
     assert fit.notes == [
         "Term `log(lr)` dropped: the grid has a single value of lr (0.001), so its effect is not identified."
@@ -469,26 +535,26 @@ def test_bad_tables_and_settings_are_refused(tmp_path):
     path = tmp_path / "metrics.csv"
     metrics.drop(columns=["test_dice", "depth"]).to_csv(path, index=False)
     with pytest.raises(UnetcapError, match=r"metrics.csv: missing column\(s\) depth, test_dice"):
-        stats.read_metrics(path)
+        read_metrics(path)
     with pytest.raises(UnetcapError, match="is missing"):
-        stats.read_metrics(tmp_path / "none.csv")
+        read_metrics(tmp_path / "none.csv")
     with pytest.raises(UnetcapError, match="analysis.metric"):
-        stats.model_frame(metrics, "dice")
+        model_frame(metrics, "dice")
     with pytest.raises(UnetcapError, match="one '~'"):
-        stats.split_formula("DICE + ls")
+        split_formula("DICE + ls")
     nan = metrics.assign(test_dice=np.nan)
     with pytest.raises(UnetcapError, match="at least 2 runs"):
-        stats.model_frame(nan)
+        model_frame(nan)
     some = metrics.copy()
     some.loc[0, "test_dice"] = np.nan
-    assert "1 run(s) without a finite test_dice left out." in stats.model_frame(some).notes
-    data = stats.model_frame(synthetic.metrics_table(seed=8, sizes=(200, 1000), regs=(0.0, 1e-4), folds=2)).data
+    assert "1 run(s) without a finite test_dice left out." in model_frame(some).notes
+    data = model_frame(synthetic.metrics_table(seed=8, sizes=(200, 1000), regs=(0.0, 1e-4), folds=2)).data
     with pytest.raises(UnetcapError, match=r"analysis.ols_formula .*a log\(\) needs values > 0"):
-        stats.fit_ols(data)
+        fit_ols(data)
     with pytest.raises(UnetcapError, match="analysis.ols_formula 'DICE ~ Familiy'.*Familiy"):
-        stats.fit_ols(data, "DICE ~ Familiy")
+        fit_ols(data, "DICE ~ Familiy")
     with pytest.raises(UnetcapError, match="analysis.glm_formula"):
-        stats.fit_glm(data, "log(dice) ~ ls")
+        fit_glm(data, "log(dice) ~ ls")
 
 
 def test_every_table_states_the_runs_it_used_and_left_out(tmp_path):
@@ -497,7 +563,7 @@ def test_every_table_states_the_runs_it_used_and_left_out(tmp_path):
     diverged = int((metrics["status"] != "ok").drop(index=[0, 5, 7]).sum())
     assert diverged > 0
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
-    stats.write_analysis(tmp_path / "metrics.csv", tmp_path / "out")
+    write_analysis(tmp_path / "metrics.csv", synthetic.rule_outputs("stats", tmp_path / "out"))
     line = (
         f"Runs: {len(metrics) - 3} of the {len(metrics)} in the metrics table used, 3 left out "
         f"(no finite test_dice); {diverged} diverged run(s) kept with their test_dice."
@@ -538,7 +604,7 @@ def test_short_minus_long_per_family_and_trained_lr(full):
         assert (r.ci_low, r.ci_high) == pytest.approx((c @ b - q * r.std_error, c @ b + q * r.std_error), rel=1e-9)
         assert r.p == pytest.approx(2 * st.t.sf(abs(c @ b) / r.std_error, df), rel=1e-8)
     md = (folder / "table1_ols.md").read_text()
-    assert stats.DEPTH_NOTE in md and "Short minus long encoder, per family and trained lr" in md
+    assert DEPTH_NOTE in md and "Short minus long encoder, per family and trained lr" in md
     assert len(pd.read_csv(folder / "table1_depth.csv")) == 9
 
 
@@ -561,13 +627,13 @@ def test_the_paper_beside_the_study(full, tmp_path):
     assert f"Same sign as the paper: {int(coef['same_sign'].sum())} of 14 coefficients." in md
     # another grid, other terms: nothing to compare, said so
     metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
-    stats.write_analysis(metrics_csv, tmp_path / "out")
+    write_analysis(metrics_csv, synthetic.rule_outputs("stats", tmp_path / "out"))
     assert pd.read_csv(tmp_path / "out" / "paper.csv").empty
     assert "Not comparable" in (tmp_path / "out" / "paper.md").read_text()
 
 
 def test_p_values_are_printed_as_the_paper_prints_them(full):
-    assert [stats.fmt_p(p) for p in (0.5, 0.0123, 9.9e-4, 3.4e-7, 2e-300, 0.0, np.nan)] == [
+    assert [fmt_p(p) for p in (0.5, 0.0123, 9.9e-4, 3.4e-7, 2e-300, 0.0, np.nan)] == [
         "0.500",
         "0.012",
         "9.9e-04",
@@ -580,3 +646,19 @@ def test_p_values_are_printed_as_the_paper_prints_them(full):
     assert coef.at["log(Dataset)", "p"] < 1e-22 and "| log(Dataset) |" in md
     row = next(line for line in md.splitlines() if line.startswith("| log(Dataset) |"))
     assert "< 1e-22" in row
+
+
+def test_the_figures_and_the_sample_size_curves_read_the_table_without_statsmodels():
+    """unetcap.analysis.table is what the figures and the curves share with the statistics:
+    importing them loads neither statsmodels nor pygam (the backtest imports the OLS when it
+    runs)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, unetcap.figures, unetcap.sample_size, unetcap.analysis.table; "
+        "print(sorted(m for m in ('statsmodels', 'pygam', 'patsy') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

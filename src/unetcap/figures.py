@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
+from unetcap.analysis.table import model_frame, read_metrics
 from unetcap.common import atomic_path
 from unetcap.sample_size import TARGETS, select_runs
-from unetcap.stats import model_frame, read_metrics
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
 log = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,18 +48,9 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
-from unetcap.common import write_text_atomic
-from unetcap.stats import (
-    PAPER_OLS,
-    Formatted,
-    fit_ols,
-    fmt_num,
-    model_frame,
-    ols_predictions,
-    read_metrics,
-    to_html,
-    to_markdown,
-)
+from unetcap.analysis.formula import PAPER_OLS
+from unetcap.analysis.render import Formatted, csv_text, fmt_num, to_html, to_markdown, write_outputs
+from unetcap.analysis.table import model_frame, read_metrics
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
 log = logging.getLogger(__name__)
@@ -74,17 +66,6 @@ CURVE_POINTS = 120
 FEW_RUNS = 5  # fewer runs at a size: the bootstrap intervals are too narrow (a note says so)
 CURVE = "DICE(N) = a - b * N^(-c)"
 
-# Files `write_sample_size` writes, relative to its output folder.
-SAMPLE_SIZE_FILES = (
-    "sample_size.csv",
-    "sample_size.md",
-    "sample_size.html",
-    "sample_size_fits.csv",
-    "sample_size_crossings.csv",
-    "sample_size_backtest.csv",
-    "sample_size_curves.csv",
-)
-
 
 # ---------------------------------------------------------------------------------------
 # The runs and the curve
@@ -92,7 +73,7 @@ SAMPLE_SIZE_FILES = (
 
 
 def select_runs(metrics: pd.DataFrame, metric: str = "test_dice", runs: str = "all") -> pd.DataFrame:
-    """The model frame (`stats.model_frame`) of the runs the curves are fitted on: every run
+    """The model frame (`analysis.table.model_frame`) of the runs the curves are fitted on: every run
     (`all`), or per backbone and size the runs of the (lr, reg) with the highest mean
     validation DICE (`best`; ties go to the smaller lr, then reg)."""
     if runs not in RUNS:
@@ -630,10 +611,14 @@ def crossings_table(fits: list[CurveFit]) -> pd.DataFrame:
 def backtest_table(data: pd.DataFrame, ols_data: pd.DataFrame, ols_formula: str = PAPER_OLS) -> pd.DataFrame:
     """Refit without the largest trained size (and, with at least five sizes, without the two
     largest), predict each held-out size's mean DICE per backbone, and set the curve's error
-    beside the OLS's (refitted on the same reduced table, `stats.fit_ols` and
-    `stats.ols_predictions`). `data` holds the runs the curves use, `ols_data` every run
+    beside the OLS's (refitted on the same reduced table, `analysis.linear.fit_ols` and
+    `analysis.predict.ols_predictions`). `data` holds the runs the curves use, `ols_data` every run
     (the model frame). Errors are predicted - observed, observed being the mean of the size's
     runs. A backtest that cannot run has one row per backbone saying why."""
+    # statsmodels only here, when the backtest runs: the curves need none of it
+    from unetcap.analysis.linear import fit_ols
+    from unetcap.analysis.predict import ols_predictions
+
     sizes = sorted(int(s) for s in ols_data["size"].unique())
     backbones = [b for b in FIGURE_ORDER if b in set(ols_data["backbone"])]
     rows = []
@@ -787,7 +772,7 @@ def _runs_note(runs: str, data: pd.DataFrame) -> str:
 
 def write_sample_size(
     metrics_path,
-    outdir,
+    outputs: Mapping[str, object],
     metric: str = "test_dice",
     targets=TARGETS,
     resamples: int = RESAMPLES,
@@ -795,37 +780,28 @@ def write_sample_size(
     seed: int = 0,
     ols_formula: str = PAPER_OLS,
 ) -> list[Path]:
-    """Read the merged metrics table and write SAMPLE_SIZE_FILES into `outdir`, each
-    atomically; the same table and settings give byte-identical files."""
+    """Read the merged metrics table and write each output to the path `outputs` gives it
+    (the `sample_size` rule's named outputs: table_csv, table_md, table_html, fits,
+    crossings, backtest, curves), each atomically; the same table and settings give
+    byte-identical files. Raises UnetcapError naming every output missing or unknown."""
     result = analyse_sample_size(read_metrics(metrics_path), metric, targets, resamples, runs, seed, ols_formula)
-    out = Path(outdir)
-    written = []
-
-    def put(name, text):
-        write_text_atomic(out / name, text)
-        written.append(out / name)
-
-    def put_csv(name, table):
-        put(name, table.to_csv(index=False, lineterminator="\n"))
-
-    put_csv("sample_size.csv", result["images"])
-    put_csv("sample_size_fits.csv", result["fit_table"])
-    put_csv("sample_size_crossings.csv", result["crossings"])
-    put_csv("sample_size_backtest.csv", result["backtest"])
-    put_csv("sample_size_curves.csv", result["curves"])
     tables = format_sample_size(result)
     plan = plan_lines(result["images"])
-    put(
-        "sample_size.md",
-        "# How many images do I need?\n\n"
+    texts = {
+        "table_csv": csv_text(result["images"]),
+        "fits": csv_text(result["fit_table"]),
+        "crossings": csv_text(result["crossings"]),
+        "backtest": csv_text(result["backtest"]),
+        "curves": csv_text(result["curves"]),
+        "table_md": "# How many images do I need?\n\n"
         + "".join(f"{p}  \n" for p in plan)
         + "\n"
         + "\n".join(to_markdown(t) for t in tables)
         + "".join(f"\n- {n}" for n in result["notes"])
         + "\n",
-    )
-    put("sample_size.html", to_html(tables, plan, [f"Note: {n}" for n in result["notes"]]))
-    return written
+        "table_html": to_html(tables, plan, [f"Note: {n}" for n in result["notes"]]),
+    }
+    return write_outputs(texts, outputs, "sample_size")
 
 
 # ---------------------------------------------------------------------------------------

@@ -169,6 +169,10 @@ rule stats:
             "<results>/analysis/gam_summary.html", caption="../report/gam.rst", category=STATISTICS, subcategory="GAM"
         ),
         gam_txt="<results>/analysis/gam_summary.txt",
+        gam_md="<results>/analysis/gam_summary.md",
+        gam_csv=report(
+            "<results>/analysis/gam_terms.csv", caption="../report/gam.rst", category=STATISTICS, subcategory="GAM"
+        ),
         gam_partial=report(
             "<results>/analysis/gam_partial.csv", caption="../report/gam.rst", category=STATISTICS, subcategory="GAM"
         ),

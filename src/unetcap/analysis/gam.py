@@ -1,0 +1,325 @@
+"""The GAM of the study (docs/design.md §11): pygam's LinearGAM with a spline on
+log(Dataset) and factor terms for ls, Family, lr, reg and their interactions.
+
+Each term gets its own smoothing parameter λ, chosen by GCV (pygam's criterion for a gaussian
+model with unknown scale) over a per-term grid. One λ shared by every term, pygam's default
+search, let the factor interactions, which need little shrinkage, pull the spline down to
+near interpolation (5.7 effective degrees of freedom on 6 dataset sizes of a table with a
+strong lr x family interaction, where R's mgcv with REML gives 3.8 and this search 4.0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from unetcap.analysis.render import Formatted, and_join, fmt_level
+from unetcap.study import BACKBONES
+
+# Features of the GAM's design matrix; the categoricals are coded 0..k-1 in sorted order.
+GAM_FEATURES = ("log(Dataset)", "ls", "Family", "lr", "reg")
+# The GAM's terms: each a tuple of feature names. One feature: spline for log(Dataset),
+# factor otherwise; several: a tensor term over categorical features (an interaction).
+GAM_TERMS = (("log(Dataset)",), ("ls",), ("Family",), ("ls", "Family"), ("lr",), ("lr", "ls", "Family"), ("reg",))
+# Smoothing: each term's λ from its grid, by GAM_CRITERION (pygam's gridsearch), one term at
+# a time with the others held, sweeping the terms until a sweep moves none (at most
+# GAM_SWEEPS sweeps), the first over the whole grids, the next over each λ's neighbours. The
+# spline's grid has two values per decade (its edf is the number reported); a factor term's λ
+# barely moves the fit (dozens of runs per level), so its grid has one value per two decades.
+# About 50 fits in the first sweep and 15 in each next, where the full product of the
+# per-term grids would be 17 x 5^6.
+GAM_SPLINE_LAMBDAS = tuple(np.logspace(-3, 5, 17))
+GAM_FACTOR_LAMBDAS = tuple(np.logspace(-3, 5, 5))
+GAM_CRITERION = "GCV"
+GAM_SWEEPS = 6
+GAM_START = 0.6  # pygam's default λ
+GAM_CAPTION = (
+    "Smoothing: one λ per term, each chosen by GCV (generalised cross-validation, pygam's "
+    "criterion for a gaussian model with unknown scale) over λ = 10^-3 ... 10^5, one term at a "
+    "time with the others held, until no λ moves; edf = the term's effective degrees of freedom "
+    "(the trace of its part of the smoother). Dataset size enters as a spline on log(Dataset): "
+    "the paper's sizes grow by factors of 2 to 2.5 and DICE rises with the logarithm of the "
+    "images (the paper's OLS), so log(Dataset) is the scale on which a smooth curve is plausible, "
+    "and the spline's edf says how far the curve departs from the OLS's straight line (edf 1). "
+    "lr and L2 (reg) enter as factors, one level per grid value: the grid has few values of each "
+    "(three in the paper's), a decade or more apart, too few for a spline to estimate a shape; "
+    "a factor takes no shape for granted where the OLS assumes a straight line in log(lr) and "
+    "log(reg)."
+)
+
+
+@dataclass
+class GamFit:
+    gam: object
+    terms: list[tuple[str, ...]]
+    levels: dict[str, list]
+    notes: list[str]
+    lams: list[float] = field(default_factory=list)  # each term's λ
+    sweeps: int = 0  # sweeps of the λ search
+    moving: list[str] = field(default_factory=list)  # terms whose λ still moved when it stopped
+
+
+def gam_design(data: pd.DataFrame) -> tuple[np.ndarray, dict[str, list]]:
+    """The GAM's feature matrix (columns GAM_FEATURES) and each categorical's levels."""
+    levels = {v: sorted(data[v].unique()) for v in ("ls", "Family", "lr", "reg")}
+    cols = [np.log(data["Dataset"].to_numpy(dtype=float))]
+    for v in ("ls", "Family", "lr", "reg"):
+        code = {lev: i for i, lev in enumerate(levels[v])}
+        cols.append(data[v].map(code).to_numpy(dtype=float))
+    return np.column_stack(cols), levels
+
+
+def fit_gam(data: pd.DataFrame) -> GamFit:
+    """pygam LinearGAM: s(log Dataset) + f(ls) + f(Family) + te(ls, Family) + f(lr) +
+    te(lr, ls, Family) + f(reg), the OLS's variables and interactions with lr and reg as
+    factors; each term's λ chosen by GCV on its own grid (`select_smoothing`). A single-level
+    variable is taken out of every term; a term left empty or repeating another is dropped
+    (with a note)."""
+    from pygam import LinearGAM, f, s, te
+    from pygam.terms import TermList
+
+    X, levels = gam_design(data)
+    n_unique = {"log(Dataset)": data["Dataset"].nunique(), **{v: len(levels[v]) for v in levels}}
+    terms, notes = [], []
+    for term in GAM_TERMS:
+        kept = tuple(v for v in term if n_unique[v] > 1)
+        label = gam_label(term)
+        if not kept:
+            notes.append(f"GAM term {label} dropped: the grid has a single level of {and_join(term)}.")
+        elif kept in terms:
+            notes.append(
+                f"GAM term {label} dropped: without its single-level variable(s) it repeats {gam_label(kept)}."
+            )
+        else:
+            if kept != term:
+                notes.append(f"GAM term {label} reduced to {gam_label(kept)} (single-level variable).")
+            terms.append(kept)
+    idx = {v: i for i, v in enumerate(GAM_FEATURES)}
+    pieces = []
+    for term in terms:
+        if term == ("log(Dataset)",):
+            k = n_unique["log(Dataset)"]
+            pieces.append(s(0, n_splines=max(4, min(10, k + 2)), spline_order=min(3, max(k - 1, 1))))
+        elif len(term) == 1:
+            pieces.append(f(idx[term[0]]))
+        else:
+            pieces.append(
+                te(
+                    *[idx[v] for v in term],
+                    dtype=["categorical"] * len(term),
+                    spline_order=[0] * len(term),
+                    n_splines=[n_unique[v] for v in term],
+                )
+            )
+    if not pieces:
+        notes.append("No GAM fitted: every term was dropped.")
+        return GamFit(None, terms, levels, notes)
+    gam = LinearGAM(TermList(*pieces))
+    y = data["DICE"].to_numpy(dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lams, sweeps, moved = select_smoothing(gam, X, y, [t == ("log(Dataset)",) for t in terms])
+    return GamFit(gam, terms, levels, notes, lams, sweeps, [gam_label(terms[i]) for i in moved])
+
+
+def select_smoothing(gam, X: np.ndarray, y: np.ndarray, spline: list[bool]) -> tuple[list[float], int, list[int]]:
+    """Fit `gam` with each term's λ chosen by GAM_CRITERION on its own grid
+    (GAM_SPLINE_LAMBDAS for the spline, GAM_FACTOR_LAMBDAS for a factor term), by pygam's
+    gridsearch over one term's grid at a time (the rows of a λ array; a tensor term's
+    marginals share their term's λ) with the other terms held: the whole grid in the first
+    sweep, the chosen λ's neighbours on the grid in the next, until a sweep changes no λ
+    (at most GAM_SWEEPS). Returns the λ per term, the sweeps run and the terms whose λ still
+    moved in the last one (none when the search converged); `gam` is left fitted at them."""
+    gam.fit(X, y)  # at pygam's default λ: the start, and a candidate of every search below
+    dims = [np.size(lam) for lam in gam.lam]  # λ values per term: one per marginal
+    lams = [GAM_START] * len(dims)
+    grids = [np.asarray(GAM_SPLINE_LAMBDAS if is_spline else GAM_FACTOR_LAMBDAS) for is_spline in spline]
+
+    def row(values):
+        return [v for v, d in zip(values, dims) for _ in range(d)]
+
+    sweep = 0
+    while sweep < GAM_SWEEPS:
+        sweep += 1
+        before = list(lams)
+        for i, grid in enumerate(grids):
+            if sweep > 1:
+                at = int(np.argmin(np.abs(np.log(grid) - np.log(lams[i]))))
+                grid = grid[max(at - 1, 0) : at + 2]
+            candidates = np.array([row([*lams[:i], lam, *lams[i + 1 :]]) for lam in grid])
+            gam.gridsearch(X, y, lam=candidates, objective=GAM_CRITERION, progress=False)
+            lams[i] = float(np.ravel(gam.lam[i])[0])
+        moved = [i for i, (a, b) in enumerate(zip(before, lams)) if a != b]
+        if not moved:
+            break
+    return lams, sweep, moved
+
+
+def term_table(fit: GamFit) -> pd.DataFrame:
+    """One row per GAM term: `term`, `kind` (spline on log(Dataset), factor, factor
+    interaction), `coefficients`, `edf` (its effective degrees of freedom), `lam` (its λ) and
+    the selection `criterion` with the fit's score under it, then the intercept's row."""
+    cols = ["term", "kind", "coefficients", "edf", "lam", "criterion", "score"]
+    if fit.gam is None:
+        return pd.DataFrame(columns=cols)
+    gam = fit.gam
+    per_coef = np.asarray(gam.statistics_["edof_per_coef"], dtype=float)
+    score = float(gam.statistics_[GAM_CRITERION])
+    rows = []
+    for i, term in enumerate(fit.terms):
+        index = gam.terms.get_coef_indices(i)
+        kind = (
+            "spline on log(Dataset)"
+            if term == ("log(Dataset)",)
+            else "factor"
+            if len(term) == 1
+            else "factor interaction"
+        )
+        rows.append(
+            [gam_label(term), kind, len(index), float(per_coef[index].sum()), fit.lams[i], GAM_CRITERION, score]
+        )
+    index = gam.terms.get_coef_indices(len(fit.terms))  # pygam's intercept, last and unpenalised
+    rows.append(["intercept", "constant", len(index), float(per_coef[index].sum()), np.nan, GAM_CRITERION, score])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def format_terms(table: pd.DataFrame, fit: GamFit) -> Formatted:
+    """The term table as the report prints it, with the caption on smoothing and scales."""
+    rows = [
+        [r.term, r.kind, str(r.coefficients), f"{r.edf:.2f}", "" if not np.isfinite(r.lam) else f"{r.lam:.3g}"]
+        for r in table.itertuples()
+    ]
+    notes = [GAM_CAPTION]
+    if fit.gam is not None:
+        stats = fit.gam.statistics_
+        notes.insert(
+            0,
+            f"Total edf {stats['edof']:.2f}; {GAM_CRITERION} {stats[GAM_CRITERION]:.6g}; pseudo R² "
+            f"{stats['pseudo_r2']['explained_deviance']:.4f}; λ search: {fit.sweeps} sweep(s) of "
+            f"{len(GAM_SPLINE_LAMBDAS)} values for the spline, {len(GAM_FACTOR_LAMBDAS)} per factor term.",
+        )
+    if fit.moving:
+        notes.append(
+            f"The λ search stopped after {GAM_SWEEPS} sweeps with the λ of {and_join(fit.moving)} still "
+            "moving: GCV is flat along it (f(ls), f(Family) and te(ls, Family) describe the same six "
+            "model means, f(lr) and te(lr, ls, Family) the same model x lr means), so the fit barely changes."
+        )
+    notes += [f"Note: {n}" for n in fit.notes]
+    return Formatted(
+        f"GAM of DICE (pygam LinearGAM), smoothing per term by {GAM_CRITERION}",
+        ["Term", "Kind", "Coefficients", "edf", "λ"],
+        rows,
+        notes,
+        "llrrr",
+    )
+
+
+def gam_label(term: tuple[str, ...]) -> str:
+    if term == ("log(Dataset)",):
+        return "s(log(Dataset))"
+    return f"f({term[0]})" if len(term) == 1 else f"te({', '.join(term)})"
+
+
+def gam_summary(fit: GamFit) -> str:
+    """The term table (edf, λ and criterion per term) and pygam's summary, with a legend of
+    its feature numbers and the term notes, as plain text."""
+    buffer = io.StringIO()
+    if fit.gam is not None:
+        with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit.gam.summary()
+    terms = format_terms(term_table(fit), fit)
+    width = [max(len(c) for c in col) for col in zip(terms.header, *terms.rows)]
+    legend = [
+        terms.title + ".",
+        "",
+        *(
+            "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, width, terms.align)).rstrip()
+            for row in [terms.header, *terms.rows]
+        ),
+        "",
+        *(n for n in terms.notes if not n.startswith("Note: ")),
+        "",
+        "Terms: " + (" + ".join(gam_label(t) for t in fit.terms) or "none"),
+        "Features in pygam's names:",
+    ]
+    for i, name in enumerate(GAM_FEATURES):
+        if name in fit.levels:
+            codes = ", ".join(f"{j}={fmt_level(v)}" for j, v in enumerate(fit.levels[name]))
+            legend.append(f"  {i}: {name} (factor: {codes})")
+        else:
+            legend.append(f"  {i}: {name} (spline)")
+    legend += [
+        "",
+        (
+            "pygam warns that its p-values are too small when the smoothing is estimated "
+            "(pyGAM issue 163): read them as descriptive only."
+        ),
+        "",
+    ]
+    legend += [f"Note: {n}" for n in fit.notes]
+    return "\n".join(legend).rstrip() + "\n\n" + buffer.getvalue().rstrip() + "\n"
+
+
+def gam_partial(fit: GamFit, data: pd.DataFrame, width: float = 0.95) -> pd.DataFrame:
+    """Each GAM term's partial dependence with its `width` interval: a 100-point grid over
+    the trained sizes for the spline, one row per level (combination) for factor terms."""
+    gam = fit.gam
+    rows = []
+    for i, term in enumerate(fit.terms):
+        label = gam_label(term)
+        if term == ("log(Dataset)",):
+            grid = np.linspace(np.log(data["Dataset"].min()), np.log(data["Dataset"].max()), 100)
+            X = np.zeros((len(grid), len(GAM_FEATURES)))
+            X[:, 0] = grid
+            combos = [{"Dataset": float(np.exp(g))} for g in grid]
+        else:
+            combos, codes = [], []
+            for combo in _level_product([fit.levels[v] for v in term]):
+                combos.append(dict(zip(term, combo)))
+                codes.append([fit.levels[v].index(c) for v, c in zip(term, combo)])
+            X = np.zeros((len(combos), len(GAM_FEATURES)))
+            for j, v in enumerate(term):
+                X[:, GAM_FEATURES.index(v)] = [c[j] for c in codes]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            effect, ci = gam.partial_dependence(term=i, X=X, width=width)
+        for combo, e, (lo, hi) in zip(combos, effect, ci):
+            row = {
+                "term": label,
+                "Dataset": np.nan,
+                "ls": None,
+                "Family": None,
+                "lr": np.nan,
+                "reg": np.nan,
+                "effect": float(e),
+                "low": float(lo),
+                "high": float(hi),
+            }
+            row.update(combo)
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=["term", "Dataset", "ls", "Family", "lr", "reg", "effect", "low", "high"])
+    model = {(b.depth, b.family): b.short for b in BACKBONES.values()}
+    table.insert(
+        6,
+        "model",
+        [
+            model.get((ls, fam), "") if isinstance(ls, str) and isinstance(fam, str) else ""
+            for ls, fam in zip(table["ls"], table["Family"])
+        ],
+    )
+    return table
+
+
+def _level_product(levels):
+    if not levels:
+        yield ()
+        return
+    for first in levels[0]:
+        for rest in _level_product(levels[1:]):
+            yield (first, *rest)

@@ -1,0 +1,196 @@
+"""The whole analysis (docs/design.md §11): every statistic of the merged metrics table
+(`analyse`), rendered as the text of each output (`render_results`) and written to the paths
+the `stats` rule names (`write_analysis`, `write_results`).
+
+An output is addressed by the rule's name for it (`table1_csv`, `gam_md`, ...): the rule
+decides where each file goes, the library writes exactly the outputs it is given and refuses
+a name it does not know or one it is not given, so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from unetcap import UnetcapError
+from unetcap.analysis.anova import ANOVA_CAPTION, anova_table, format_anova
+from unetcap.analysis.formula import PAPER_GLM, PAPER_OLS
+from unetcap.analysis.gam import fit_gam, format_terms, gam_partial, gam_summary, term_table
+from unetcap.analysis.hsd import format_hsd, tukey_hsd
+from unetcap.analysis.linear import (
+    AIC_CONVENTION,
+    aic_table,
+    coefficient_table,
+    fit_glm,
+    fit_ols,
+    format_aic,
+    format_glm,
+    format_table1,
+)
+from unetcap.analysis.paper import format_paper, paper_comparison
+from unetcap.analysis.predict import depth_contrasts, format_depth, ols_predictions, ranking_constant
+from unetcap.analysis.recommend import format_which_model, which_model
+from unetcap.analysis.render import csv_text, pre_html, to_html, to_latex, to_markdown, write_outputs
+from unetcap.analysis.table import model_frame, read_metrics
+
+log = logging.getLogger(__name__)
+
+
+def analyse(
+    metrics: pd.DataFrame,
+    metric: str = "test_dice",
+    ols_formula: str = PAPER_OLS,
+    glm_formula: str = PAPER_GLM,
+    predict_sizes=(3000,),
+    alpha: float = 0.05,
+) -> dict:
+    """Every statistic of the study, as data frames and text (no file is written)."""
+    if not 0 < alpha < 1:
+        raise UnetcapError(f"analysis.alpha: {alpha} is not between 0 and 1")
+    frame = model_frame(metrics, metric)
+    data = frame.data
+    ols = fit_ols(data, ols_formula)
+    glm = fit_glm(data, glm_formula)
+    aic = aic_table(ols, glm)
+    coef = coefficient_table(ols, alpha)
+    glm_coef = coefficient_table(glm, alpha)
+    anova = anova_table(ols)
+    paper = paper_comparison(coef, anova)
+    depth = depth_contrasts(ols, data, alpha)
+    pairs, groups = tukey_hsd(data, alpha)
+    predictions, design = ols_predictions(ols, data, predict_sizes, alpha)
+    which = which_model(groups, pairs, predictions, design, ols, alpha)
+    gam = fit_gam(data)
+    log.info(
+        "OLS AIC %.2f, GLM AIC %.2f, %d HSD groups, %d pairs",
+        aic["aic"].iloc[0],
+        aic["aic"].iloc[1],
+        len(groups),
+        len(pairs),
+    )
+    notes = frame.notes + ols.notes + [f"GLM: {n}" for n in glm.notes] + gam.notes
+    return {
+        "frame": frame,
+        "ols": ols,
+        "glm": glm,
+        "aic": aic,
+        "coef": coef,
+        "depth": depth,
+        "paper": paper,
+        "glm_coef": glm_coef,
+        "anova": anova,
+        "pairs": pairs,
+        "groups": groups,
+        "predictions": predictions,
+        "which": which,
+        "gam": gam,
+        "gam_terms": term_table(gam),
+        "gam_partial": gam_partial(gam, data, 1 - alpha),
+        "notes": notes,
+        "alpha": alpha,
+        "constant_ranking": ranking_constant(predictions),
+    }
+
+
+def write_analysis(
+    metrics_path,
+    outputs: Mapping[str, object],
+    metric: str = "test_dice",
+    ols_formula: str = PAPER_OLS,
+    glm_formula: str = PAPER_GLM,
+    predict_sizes=(3000,),
+    alpha: float = 0.05,
+    sample_size_path=None,
+) -> list[Path]:
+    """Read the merged metrics table and write every output of the analysis to the path
+    `outputs` gives it (the `stats` rule's named outputs); with `sample_size_path`
+    (sample_size.csv), which_model leads with the images needed."""
+    result = analyse(read_metrics(metrics_path), metric, ols_formula, glm_formula, predict_sizes, alpha)
+    if sample_size_path is not None:
+        path = Path(sample_size_path)
+        if not path.is_file():
+            raise UnetcapError(f"{path}: missing; the sample_size rule writes it")
+        result["sample_size"] = pd.read_csv(path)
+    return write_results(result, outputs)
+
+
+def write_results(result: dict, outputs: Mapping[str, object]) -> list[Path]:
+    """Write the results of `analyse` to the paths of `outputs` (output name -> path, the
+    names of `render_results`), each atomically (a temporary name, then renamed). Raises
+    UnetcapError naming every output that is missing from `outputs` or unknown."""
+    return write_outputs(render_results(result), outputs, "stats")
+
+
+def render_results(result: dict) -> dict[str, str]:
+    """The text of every output of the analysis, by the `stats` rule's name for it."""
+    ols, glm, notes, alpha = result["ols"], result["glm"], result["notes"], result["alpha"]
+    model_notes = ols.notes
+    t1 = format_table1(result["coef"], result["aic"], ols, glm, model_notes)
+    t2 = format_anova(result["anova"], ols, model_notes)
+    ta = format_aic(result["aic"])
+    tg = format_glm(result["glm_coef"], glm, glm.notes)
+    td = format_depth(result["depth"], alpha)
+    tables, general = format_which_model(result["which"], alpha, result["constant_ranking"])
+    hsd_tables = format_hsd(result["groups"], result["pairs"], alpha)
+    runs = result["frame"].runs
+    for table in (t1, td, t2, ta, tg, *hsd_tables, *tables):  # each table says which runs it rests on
+        table.notes.insert(0, runs)
+    table1 = [t1, td] if len(result["depth"]) else [t1]
+    plan = []
+    if result.get("sample_size") is not None:
+        from unetcap.sample_size import plan_lines  # the learning curves' answer (sample_size.csv)
+
+        plan = [
+            "How many images do I need? (learning curves a - b N^(-c), sample_size.md)",
+            *plan_lines(result["sample_size"]),
+        ]
+    summary = runs + "\n" + gam_summary(result["gam"])
+    gam_terms = format_terms(result["gam_terms"], result["gam"])
+    gam_terms.notes.insert(0, runs)
+    return {
+        "which_model_html": to_html(tables, plan, [*general, *(f"Note: {n}" for n in notes)]),
+        "which_model_csv": csv_text(result["which"]),
+        "which_model_md": "# Which model for my data size?\n\n"
+        + "".join(f"{p}  \n" for p in plan)
+        + ("\n" if plan else "")
+        + "\n".join(to_markdown(t) for t in tables)
+        + "".join(f"\n{g}\n" for g in general),
+        "table1_html": to_html(table1),
+        "table1_csv": csv_text(result["coef"]),
+        "table1_tex": "\n".join(to_latex(t) for t in table1),
+        "table1_md": "\n".join(to_markdown(t) for t in table1),
+        "table1_depth": csv_text(result["depth"]),
+        "paper_csv": csv_text(result["paper"]),
+        "paper_md": to_markdown(format_paper(result["paper"])),
+        "table2_html": to_html([t2]),
+        "table2_csv": csv_text(result["anova"]),
+        "table2_tex": to_latex(t2),
+        "table2_md": to_markdown(t2),
+        "aic_html": to_html([ta, tg]),
+        "aic_csv": csv_text(result["aic"]),
+        "aic_md": to_markdown(ta),
+        "glm_csv": csv_text(result["glm_coef"]),
+        "glm_md": to_markdown(tg),
+        "hsd_html": to_html(hsd_tables),
+        "hsd_csv": csv_text(result["pairs"]),
+        "hsd_groups": csv_text(result["groups"]),
+        "predictions": csv_text(result["predictions"]),
+        "gam_html": pre_html("GAM summary", summary),
+        "gam_txt": summary,
+        "gam_md": to_markdown(gam_terms),
+        "gam_csv": csv_text(result["gam_terms"]),
+        "gam_partial": csv_text(result["gam_partial"]),
+        "notes": "# Notes on the analysis\n\n"
+        + "".join(
+            f"- {n}\n"
+            for n in notes
+            + [
+                AIC_CONVENTION,
+                ANOVA_CAPTION,
+                f"OLS: `{ols.formula}`; GLM: `{glm.formula}` ({glm.link} link, response {glm.response}).",
+            ]
+        ),
+    }

@@ -224,13 +224,14 @@ def analysed(seed: int = 0, missing: float = 0.0, **grid):
 
 
 def rule_outputs(rule: str, folder) -> dict:
-    """The named outputs of a rule of workflow/rules/stats.smk (`stats`, `sample_size`), each
+    """The named outputs of a rule of workflow/rules/ (`stats`, `sample_size`, `figures`), each
     in `folder` under its file name: what `snakemake.output` hands the library, read from
     the rule itself."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "workflow/rules/stats.smk").read_text()
+    rules = sorted((Path(__file__).resolve().parents[1] / "workflow/rules").glob("*.smk"))
+    text = next(t for t in (p.read_text() for p in rules) if f"\nrule {rule}:\n" in t)
     block = text.split(f"\nrule {rule}:\n", 1)[1].split("\nrule ", 1)[0]
     section = block.split("\n    output:\n", 1)[1].split("\n    log:\n", 1)[0]
     named = re.findall(r'^ {8}(\w+)=(?:report\(\s*)?"<results>/[^"]*?([^/"]+)"', section, flags=re.M)

@@ -44,7 +44,7 @@ def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
         analysis / "predictions.csv",
         analysis / "gam_partial.csv",
         Path(metrics_csv).with_name("segmentations.npz"),
-        out,
+        synthetic.rule_outputs("figures", out),
         curves_path=curves / "sample_size_curves.csv",
         fits_path=curves / "sample_size_fits.csv",
     )
@@ -65,7 +65,7 @@ def test_every_figure_from_the_full_grid(tmp_path):
 
     _, histories_csv, _, analysis = synthetic.analysed(seed=0)
     written = draw(analysis.parent / "in" / "metrics.csv", histories_csv, analysis, tmp_path)
-    assert sorted(p.name for p in written) == sorted(figures.FIGURE_FILES)
+    assert written == list(synthetic.rule_outputs("figures", tmp_path).values())
     for name in figures.FIGURES:
         png, pdf = tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"
         with Image.open(png) as image:
@@ -84,10 +84,34 @@ def _small(tmp_path, seed=0, **grid):
 def test_the_test_config_grid_gives_every_figure_and_identical_redraws(tmp_path):
     metrics_csv, histories_csv, analysis = _small(tmp_path, seed=1, **TEST_GRID)
     written = draw(metrics_csv, histories_csv, analysis, tmp_path / "fig")
-    assert sorted(p.name for p in written) == sorted(figures.FIGURE_FILES)
+    assert written == list(synthetic.rule_outputs("figures", tmp_path / "fig").values())
     first = digests(tmp_path / "fig")
     draw(metrics_csv, histories_csv, analysis, tmp_path / "fig")
     assert digests(tmp_path / "fig") == first
+
+
+def test_the_figures_go_where_the_rule_says_and_a_name_it_does_not_give_stops_them(tmp_path):
+    from unetcap import UnetcapError
+
+    metrics_csv, histories_csv, analysis = _small(tmp_path, seed=1, **TEST_GRID)
+    inputs = (metrics_csv, histories_csv, analysis / "hsd_groups.csv", analysis / "predictions.csv")
+    inputs += (analysis / "gam_partial.csv", Path(metrics_csv).with_name("segmentations.npz"))
+    curves = tmp_path / "curves"
+    sample_size.write_sample_size(metrics_csv, synthetic.rule_outputs("sample_size", curves), resamples=20)
+    kw = {"curves_path": curves / "sample_size_curves.csv", "fits_path": curves / "sample_size_fits.csv"}
+    outputs = synthetic.rule_outputs("figures", tmp_path / "fig")
+    renamed = {**outputs, "figure3": tmp_path / "elsewhere" / "three.png"}
+    written = figures.write_figures(*inputs, renamed, **kw)
+    assert tmp_path / "elsewhere" / "three.png" in written and (tmp_path / "elsewhere" / "three.png").is_file()
+    assert not (tmp_path / "fig" / "figure3.png").exists()
+    fresh = synthetic.rule_outputs("figures", tmp_path / "bad")
+    for bad, message in (
+        ({k: v for k, v in fresh.items() if k != "figure3_pdf"}, "no path for figure3_pdf"),
+        ({**fresh, "figure4": tmp_path / "bad" / "figure4.png"}, "unknown output.s. figure4"),
+    ):
+        with pytest.raises(UnetcapError, match=message):
+            figures.write_figures(*inputs, bad, **kw)
+    assert not (tmp_path / "bad").exists()  # nothing drawn for a bad set of outputs
 
 
 def test_models_in_the_papers_order_and_family_colours():
@@ -201,7 +225,7 @@ def test_rebuild_from_the_merged_tables_alone(tmp_path):
         *synthetic.rule_outputs("stats", results / "analysis").values(),
         *synthetic.rule_outputs("sample_size", results / "analysis").values(),
     ]
-    outputs += [results / "figures" / n for n in figures.FIGURE_FILES]
+    outputs += synthetic.rule_outputs("figures", results / "figures").values()
     assert all(p.is_file() for p in outputs)
     assert (work / "logs/showcase/analysis/stats.log").is_file()
     first = digests(results / "analysis") | digests(results / "figures")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
 FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial", "segmentations", "sample_size")
-FIGURE_FILES = tuple(f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf"))
+# The figures rule's named outputs: each figure's PNG under its name, its PDF under name_pdf.
+FIGURE_OUTPUTS = tuple(key for name in FIGURES for key in (name, f"{name}_pdf"))
 HISTORY_COLUMNS = ("size", "backbone", "lr", "reg", "fold", "epoch", "loss", "val_loss", "val_dice")
 DPI = 150
 # No date, software version or host in the files: a rebuild is byte-identical.
@@ -81,17 +83,30 @@ def _figure(figsize, nrows=1, ncols=1, **kw):
     return fig, axes
 
 
-def save(fig, stem) -> list[Path]:
-    """Write `stem`.png and `stem`.pdf (each atomically)."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
+def save(fig, png, pdf) -> list[Path]:
+    """Write the figure to the paths `png` and `pdf` (each atomically)."""
     written = []
-    for ext, metadata in (("png", PNG_METADATA), ("pdf", PDF_METADATA)):
-        path = stem.with_name(f"{stem.name}.{ext}")
+    for path, ext, metadata in ((png, "png", PNG_METADATA), (pdf, "pdf", PDF_METADATA)):
+        path = Path(path)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, metadata=metadata, dpi=DPI)
         written.append(path)
     return written
+
+
+def figure_paths(outputs: Mapping[str, object]) -> dict[str, Path]:
+    """The figures rule's named outputs (FIGURE_OUTPUTS -> path) as paths; UnetcapError naming
+    every output missing and every name the library does not draw: nothing is drawn then."""
+    given = {str(name): Path(path) for name, path in dict(outputs).items()}
+    missing = [name for name in FIGURE_OUTPUTS if name not in given]
+    unknown = sorted(set(given) - set(FIGURE_OUTPUTS))
+    if missing or unknown:
+        problems = [f"no path for {', '.join(missing)}"] if missing else []
+        problems += [f"unknown output(s) {', '.join(unknown)}"] if unknown else []
+        raise UnetcapError(
+            "rule figures: " + "; ".join(problems) + f". Its outputs are named {', '.join(FIGURE_OUTPUTS)}."
+        )
+    return given
 
 
 def _size_labels(sizes) -> list[str]:
@@ -653,19 +668,21 @@ def write_figures(
     predictions_path,
     partial_path,
     segmentations_path,
-    outdir,
+    outputs: Mapping[str, object],
     metric: str = "test_dice",
     curves_path=None,
     fits_path=None,
     targets=TARGETS,
     runs: str = "all",
 ) -> list[Path]:
-    """Draw every figure of FIGURES into `outdir` from the merged tables (metrics.csv,
+    """Draw every figure of FIGURES to the paths `outputs` names (the figures rule's named
+    outputs: FIGURE_OUTPUTS -> path) from the merged tables (metrics.csv,
     histories.csv, segmentations.npz) and the statistics' files (hsd_groups.csv,
     predictions.csv, gam_partial.csv, and sample_size_curves.csv and sample_size_fits.csv,
     by default beside hsd_groups.csv). `runs` and `targets` are the sample-size analysis's."""
     from unetcap.segmentations import read_segmentations
 
+    paths = figure_paths(outputs)
     metrics = read_metrics(metrics_path)
     metrics = metrics.assign(model=metrics["backbone"].map(lambda b: BACKBONES[b].short))
     frame = model_frame(metrics, metric).data
@@ -675,7 +692,6 @@ def write_figures(
     curves = _read(curves_path or here / "sample_size_curves.csv")
     fits = _read(fits_path or here / "sample_size_fits.csv")
     fitted = select_runs(metrics, metric, runs)
-    out = Path(outdir)
     split = metric.split("_")[0]
     written = []
     for name, draw in (
@@ -688,7 +704,7 @@ def write_figures(
         ("sample_size", lambda: sample_size(fitted, curves, fits, targets, metric)),
     ):
         log.info("drawing %s", name)
-        written += save(draw(), out / name)
+        written += save(draw(), paths[name], paths[f"{name}_pdf"])
     return written
 
 

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from unetcap import log_to
 from unetcap.figures import write_figures
 
@@ -11,7 +9,7 @@ write_figures(
     snakemake.input.predictions,
     snakemake.input.partial,
     snakemake.input.segmentations,
-    Path(snakemake.output.figure2_left).parent,
+    dict(snakemake.output.items()),
     curves_path=snakemake.input.curves,
     fits_path=snakemake.input.fits,
     **snakemake.params,

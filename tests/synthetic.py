@@ -44,6 +44,15 @@ PARAMS = {
     "efficientnetb0": 10_114_925,
     "efficientnetb5": 37_004_157,
 }
+# The grid of config/test.yaml (the workflow tests' tiny study): one size, two short encoders
+# of different families, one lr, one L2.
+TEST_GRID = {
+    "sizes": (40,),
+    "backbones": ("resnet18", "efficientnetb0"),
+    "lrs": (0.001,),
+    "regs": (0.0001,),
+    "folds": 2,
+}
 CEILING = 0.92
 
 

@@ -23,13 +23,6 @@ SMALL_GRID = {
     "regs": (0.0001, 1e-06),
     "folds": 2,
 }
-TEST_GRID = {
-    "sizes": (40,),
-    "backbones": ("resnet18", "efficientnetb0"),
-    "lrs": (0.001,),
-    "regs": (0.0001,),
-    "folds": 2,
-}
 
 
 def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
@@ -82,7 +75,7 @@ def _small(tmp_path, seed=0, **grid):
 
 
 def test_the_test_config_grid_gives_every_figure_and_identical_redraws(tmp_path):
-    metrics_csv, histories_csv, analysis = _small(tmp_path, seed=1, **TEST_GRID)
+    metrics_csv, histories_csv, analysis = _small(tmp_path, seed=1, **synthetic.TEST_GRID)
     written = draw(metrics_csv, histories_csv, analysis, tmp_path / "fig")
     assert written == list(synthetic.rule_outputs("figures", tmp_path / "fig").values())
     first = digests(tmp_path / "fig")
@@ -93,7 +86,7 @@ def test_the_test_config_grid_gives_every_figure_and_identical_redraws(tmp_path)
 def test_the_figures_go_where_the_rule_says_and_a_name_it_does_not_give_stops_them(tmp_path):
     from unetcap import UnetcapError
 
-    metrics_csv, histories_csv, analysis = _small(tmp_path, seed=1, **TEST_GRID)
+    metrics_csv, histories_csv, analysis = _small(tmp_path, seed=1, **synthetic.TEST_GRID)
     inputs = (metrics_csv, histories_csv, analysis / "hsd_groups.csv", analysis / "predictions.csv")
     inputs += (analysis / "gam_partial.csv", Path(metrics_csv).with_name("segmentations.npz"))
     curves = tmp_path / "curves"

@@ -47,13 +47,6 @@ PAPER_TERMS = [
 ]
 ANOVA_TERMS = ["ls", "ls:Family", "log(Dataset)", "log(lr):ls:Family", "log(reg)", "Residuals"]
 DEMO_GRID = {"sizes": (200, 400), "lrs": (0.001,), "regs": (0.0001,), "folds": 2}
-TEST_GRID = {
-    "sizes": (40,),
-    "backbones": ("resnet18", "efficientnetb0"),
-    "lrs": (0.001,),
-    "regs": (0.0001,),
-    "folds": 2,
-}
 
 
 @pytest.fixture(scope="module")
@@ -424,7 +417,7 @@ def test_a_model_that_never_segments_leaves_the_glm_blank_not_a_crash(tmp_path):
 
 
 def test_test_config_grid_gives_every_file(tmp_path):
-    metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
+    metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **synthetic.TEST_GRID)
     outputs = synthetic.rule_outputs("stats", tmp_path / "out")
     written = write_analysis(metrics_csv, outputs)
     assert sorted(written) == sorted(outputs.values()) and all(p.is_file() for p in written)
@@ -531,7 +524,7 @@ def test_a_formula_from_the_config():
 
 
 def test_bad_tables_and_settings_are_refused(tmp_path):
-    metrics = synthetic.metrics_table(seed=7, **TEST_GRID)
+    metrics = synthetic.metrics_table(seed=7, **synthetic.TEST_GRID)
     path = tmp_path / "metrics.csv"
     metrics.drop(columns=["test_dice", "depth"]).to_csv(path, index=False)
     with pytest.raises(UnetcapError, match=r"metrics.csv: missing column\(s\) depth, test_dice"):
@@ -626,7 +619,7 @@ def test_the_paper_beside_the_study(full, tmp_path):
     assert "| Table 2 | log(Dataset) | η² | 0.7693 |" in md and "| Residuals | F |" not in md
     assert f"Same sign as the paper: {int(coef['same_sign'].sum())} of 14 coefficients." in md
     # another grid, other terms: nothing to compare, said so
-    metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **TEST_GRID)
+    metrics_csv, _ = synthetic.write_tables(tmp_path / "in", seed=4, **synthetic.TEST_GRID)
     write_analysis(metrics_csv, synthetic.rule_outputs("stats", tmp_path / "out"))
     assert pd.read_csv(tmp_path / "out" / "paper.csv").empty
     assert "Not comparable" in (tmp_path / "out" / "paper.md").read_text()

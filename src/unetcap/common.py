@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -88,6 +88,21 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
         return
     os.replace(tmp, out)
+
+
+def named_paths(outputs: Mapping[str, object], names, rule: str) -> dict[str, Path]:
+    """A rule's named outputs (name -> path) as paths, checked against the `names` the library
+    writes: UnetcapError naming every name `outputs` lacks and every name it has that the
+    library does not know (the rule and the library name the same outputs, or nothing is
+    written)."""
+    names = list(names)
+    given = {str(name): Path(path) for name, path in dict(outputs).items()}
+    missing, unknown = [n for n in names if n not in given], sorted(set(given) - set(names))
+    if missing or unknown:
+        problems = [f"no path for {', '.join(missing)}"] if missing else []
+        problems += [f"unknown output(s) {', '.join(unknown)}"] if unknown else []
+        raise UnetcapError(f"rule {rule}: " + "; ".join(problems) + f". Its outputs are named {', '.join(names)}.")
+    return given
 
 
 class Problems:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from unetcap import UnetcapError
 from unetcap.analysis.table import model_frame, read_metrics
-from unetcap.common import atomic_path
+from unetcap.common import atomic_path, named_paths
 from unetcap.sample_size import TARGETS, select_runs
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
@@ -92,21 +92,6 @@ def save(fig, png, pdf) -> list[Path]:
             fig.savefig(tmp, format=ext, metadata=metadata, dpi=DPI)
         written.append(path)
     return written
-
-
-def figure_paths(outputs: Mapping[str, object]) -> dict[str, Path]:
-    """The figures rule's named outputs (FIGURE_OUTPUTS -> path) as paths; UnetcapError naming
-    every output missing and every name the library does not draw: nothing is drawn then."""
-    given = {str(name): Path(path) for name, path in dict(outputs).items()}
-    missing = [name for name in FIGURE_OUTPUTS if name not in given]
-    unknown = sorted(set(given) - set(FIGURE_OUTPUTS))
-    if missing or unknown:
-        problems = [f"no path for {', '.join(missing)}"] if missing else []
-        problems += [f"unknown output(s) {', '.join(unknown)}"] if unknown else []
-        raise UnetcapError(
-            "rule figures: " + "; ".join(problems) + f". Its outputs are named {', '.join(FIGURE_OUTPUTS)}."
-        )
-    return given
 
 
 def _size_labels(sizes) -> list[str]:
@@ -682,7 +667,7 @@ def write_figures(
     by default beside hsd_groups.csv). `runs` and `targets` are the sample-size analysis's."""
     from unetcap.segmentations import read_segmentations
 
-    paths = figure_paths(outputs)
+    paths = named_paths(outputs, FIGURE_OUTPUTS, "figures")
     metrics = read_metrics(metrics_path)
     metrics = metrics.assign(model=metrics["backbone"].map(lambda b: BACKBONES[b].short))
     frame = model_frame(metrics, metric).data

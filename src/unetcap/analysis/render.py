@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError
-from unetcap.common import write_text_atomic
+from unetcap.common import named_paths, write_text_atomic
 
 
 def write_outputs(texts: Mapping[str, str], outputs: Mapping[str, object], rule: str) -> list[Path]:
@@ -24,12 +23,7 @@ def write_outputs(texts: Mapping[str, str], outputs: Mapping[str, object], rule:
     (a rule's named outputs), atomically; returns the paths in the order of `texts`. Raises
     UnetcapError naming every output `outputs` lacks and every name it has that `texts` does
     not know: the rule and the library name the same outputs, or nothing is written."""
-    given = {str(name): Path(path) for name, path in dict(outputs).items()}
-    missing, unknown = [n for n in texts if n not in given], sorted(set(given) - set(texts))
-    if missing or unknown:
-        problems = [f"no path for {', '.join(missing)}"] if missing else []
-        problems += [f"unknown output(s) {', '.join(unknown)}"] if unknown else []
-        raise UnetcapError(f"rule {rule}: " + "; ".join(problems) + f". Its outputs are named {', '.join(texts)}.")
+    given = named_paths(outputs, texts, rule)
     for name, text in texts.items():
         write_text_atomic(given[name], text)
     return [given[name] for name in texts]

@@ -2,8 +2,10 @@
 
 import itertools
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from unetcap import UnetcapError
 from unetcap.splits import check_sizes, fold_indices, make_manifest, write_manifest
@@ -95,3 +97,77 @@ def test_sizes_the_cohort_cannot_give_are_refused_by_name():
         check_sizes([200, 20000], 100, 5, M, 0.2)
     with pytest.raises(UnetcapError, match=r"sizes: .*\b5 \(too small"):
         check_sizes([5], 100, 5, M, 0.2)
+
+
+# ---------------------------------------------------------------- the holdout pool and repeats
+def test_every_manifest_lists_the_whole_holdout_pool_and_no_development_patient(manifests, index):
+    pools = {tuple(e["patient"] for e in m["holdout"]) for m in manifests.values()}
+    assert len(pools) == 1 and len(next(iter(pools))) == 20  # the same 20 patients for every size
+    m = manifests[1000]
+    assert all(len(e["indices"]) == M for e in m["holdout"])  # every sampled image
+    assert set(patients(m, "test")) <= set(patients(m, "holdout"))
+    assert not set(patients(manifests[10000], "dev")) & set(patients(m, "holdout"))
+    rows = fold_indices(m, 0)["holdout"]
+    assert len(rows) == 20 * M and set(index.patient.iloc[rows]) == set(patients(m, "holdout"))
+
+
+def test_repeats_draw_other_patients_with_their_own_folds(index):
+    one = make_manifest(index, size=500, **PARAMS)
+    three = make_manifest(index, size=500, **PARAMS, repeats=3)
+    draw = lambda m, r: [e for e in m["dev"] if e["repeat"] == r]  # noqa: E731
+    assert draw(three, 0) == draw(one, 0) == [{**e, "repeat": 0} for e in one["dev"]]
+    for r in (1, 2):
+        assert [e["fold"] for e in draw(three, r)] == [r * 5 + f for f in range(5)]
+    patients_of = [set(e["patient"] for e in draw(three, r)) for r in range(3)]
+    assert all(len(p) == 5 for p in patients_of) and not set.intersection(*patients_of)
+    assert not set().union(*patients_of) & set(patients(three, "holdout"))
+    for fold in range(15):
+        f = fold_indices(three, fold)
+        assert len(f["train"]) == 400 - 80 and len(f["val"]) == 80
+        assert set(index.patient.iloc[f["train"] + f["val"]]) == patients_of[fold // 5]
+    with pytest.raises(UnetcapError, match="fold 15 out of range 0..14"):
+        fold_indices(three, 15)
+
+
+def test_repeats_wrap_round_a_short_pool():
+    """10 development patients, 4 per draw: the third draw wraps round to the pool's start."""
+    index = pd.DataFrame({"patient": [f"P{p:02d}" for p in range(13) for _ in range(10)]})
+    m = make_manifest(index, size=50, folds=2, seed=1, images_per_patient=10, holdout_fraction=0.2, repeats=3)
+    draws = [[e["patient"] for e in m["dev"] if e["repeat"] == r] for r in range(3)]
+    assert [len(d) for d in draws] == [4, 4, 4]
+    assert draws[2][2:] == draws[0][:2]
+
+
+def test_repeats_per_size_and_their_errors():
+    from unetcap.splits import repeats_per_size
+
+    assert repeats_per_size([100, 200], 2) == {100: 2, 200: 2}
+    assert repeats_per_size([100, 200], [3, 1]) == {100: 3, 200: 1}
+    with pytest.raises(UnetcapError, match="config key repeats: 1 values for 2 sizes"):
+        repeats_per_size([100, 200], [3])
+    with pytest.raises(UnetcapError, match="config key repeats"):
+        make_manifest(pd.DataFrame({"patient": ["a"] * 4}), size=4, **{**PARAMS, "images_per_patient": 4}, repeats=0)
+
+
+def test_design_spaces_sizes_geometrically_up_to_what_the_cohort_gives_with_more_repeats_when_small():
+    from unetcap.splits import design
+
+    plan = design(60, 20, folds=3, holdout_fraction=0.2, n_sizes=5)
+    sizes = plan["sizes"]
+    assert len(sizes) == 5 and sizes[-1] == 1200  # 48 development patients x 20 images / 0.8
+    ratios = np.diff(np.log(sizes))
+    assert np.ptp(ratios) < 0.05  # geometric
+    check_sizes(sizes, 60, 3, 20, 0.2)
+    with pytest.raises(UnetcapError):
+        check_sizes([sizes[-1] + 1], 60, 3, 20, 0.2)
+    assert plan["repeats"] == sorted(plan["repeats"], reverse=True) and plan["repeats"][0] > plan["repeats"][-1] == 1
+    with pytest.raises(UnetcapError, match="smallest size"):
+        design(60, 20, smallest=5000)
+
+
+def test_design_from_the_command_line(capsys):
+    from unetcap.splits import main
+
+    main(["--patients", "60", "--images-per-patient", "20"])
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["sizes"][-1] == 1200 and len(out["repeats"]) == 5 and out["folds"] == 3

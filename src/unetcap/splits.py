@@ -10,6 +10,15 @@ share of images, regularly spaced among its m (a remainder goes to the first pat
 Dev patients are dealt to the folds round-robin in pool order. So subsets are nested by
 patient, folds are patient-disjoint and equal, and no patient is in two sets.
 
+Repeats (config `repeats`, more at small sizes where the patients drawn decide the score):
+repeat r of a size takes its k development patients from the dev pool rotated by r * k
+(wrapping round when the pool is short), so repeats draw other patients; its folds are
+numbered r * folds .. r * folds + folds - 1. Repeat 0 is the rule above, byte for byte.
+
+The holdout pool, every sampled image of every holdout patient, is listed whole in each
+manifest (`holdout`): every run is also scored on it (low-noise scores for the
+learning curves), while the subset's own test set (`test`) stays the paper's protocol.
+
 A patient may have fewer than m images (config `cohort.few_images: all`). Then a pool's
 first patients are taken until their images cover the subset's share (still a multiple of
 the fold count for the dev pool), and the shares are dealt equally but never more than a
@@ -30,7 +39,7 @@ import numpy as np
 from unetcap import UnetcapError
 from unetcap.common import read_table, write_text_atomic
 
-SCHEMA = 1
+SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,25 @@ def check_sizes(sizes, n_patients: int, folds: int, images_per_patient: int, hol
         raise UnetcapError("config key sizes: the cohort cannot give dataset size " + "; ".join(bad))
 
 
+def repeats_per_size(sizes, repeats) -> dict[int, int]:
+    """Config `repeats` (one number for every size, or a list beside `sizes`) as size ->
+    repeats; UnetcapError naming the key when a list does not match the sizes."""
+    sizes = [int(s) for s in sizes]
+    if isinstance(repeats, int) and not isinstance(repeats, bool):
+        values = [repeats] * len(sizes)
+    else:
+        values = list(repeats)
+        if len(values) != len(sizes):
+            raise UnetcapError(
+                f"config key repeats: {len(values)} values for {len(sizes)} sizes {sizes}; give one per size "
+                "(in the order of sizes) or a single number"
+            )
+    bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        raise UnetcapError(f"config key repeats: {bad} - each must be a whole number >= 1")
+    return dict(zip(sizes, values))
+
+
 def spaced(share: int, m: int) -> list[int]:
     """`share` positions regularly spaced among m: floor(j * m / share)."""
     return [j * m // share for j in range(share)]
@@ -124,10 +152,12 @@ def deal(images: int, caps: list[int]) -> list[int]:
     return given
 
 
-def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: int, holdout_fraction: float) -> dict:
+def make_manifest(
+    sample, size: int, folds: int, seed: int, images_per_patient: int, holdout_fraction: float, repeats: int = 1
+) -> dict:
     """The split manifest of one dataset size (see docs/contracts.md) from the cohort sample
     (a data frame with a `patient` column, each patient's rows consecutive: at most
-    `images_per_patient` of them)."""
+    `images_per_patient` of them), with `repeats` draws of its development patients."""
     m = images_per_patient
     rows: dict[str, list[int]] = {}
     for row, patient in enumerate(sample["patient"]):
@@ -135,41 +165,54 @@ def make_manifest(sample, size: int, folds: int, seed: int, images_per_patient: 
     wrong = [p for p, r in rows.items() if len(r) > m]
     if wrong:
         raise UnetcapError(f"cohort sample: patients {wrong} have more than {m} images (images_per_patient)")
-    test_pool, dev_pool = pools(list(rows), seed, holdout_fraction)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise UnetcapError(f"config key repeats: {repeats!r} for size {size} is not a whole number >= 1")
+    holdout_pool, dev_pool = pools(list(rows), seed, holdout_fraction)
     check_sizes([size], len(rows), folds, m, holdout_fraction)
     plan = plan_subset(size, folds, m, holdout_fraction)
     counts = {p: len(r) for p, r in rows.items()}
-    dev_k = patients_needed([counts[p] for p in dev_pool], plan.dev_images, plan.dev_patients, folds)
-    test_k = patients_needed([counts[p] for p in test_pool], plan.test_images, plan.test_patients)
-    if dev_k is None or test_k is None:
+    test_k = patients_needed([counts[p] for p in holdout_pool], plan.test_images, plan.test_patients)
+    draws, start = [], 0
+    for _ in range(repeats):
+        pool = dev_pool[start:] + dev_pool[:start]
+        dev_k = patients_needed([counts[p] for p in pool], plan.dev_images, plan.dev_patients, folds)
+        if dev_k is None:
+            break
+        draws.append(pool[:dev_k])
+        start = (start + dev_k) % len(dev_pool)
+    if len(draws) < repeats or test_k is None:
         raise UnetcapError(
             f"config key sizes: the cohort cannot give dataset size {size}: it needs {plan.dev_images} development "
             f"and {plan.test_images} holdout images; its {len(dev_pool)} development patients have "
-            f"{sum(counts[p] for p in dev_pool)} and its {len(test_pool)} holdout patients "
-            f"{sum(counts[p] for p in test_pool)} (some patients have fewer than {m} images)"
+            f"{sum(counts[p] for p in dev_pool)} and its {len(holdout_pool)} holdout patients "
+            f"{sum(counts[p] for p in holdout_pool)} (some patients have fewer than {m} images)"
         )
-    dev_pool, test_pool = dev_pool[:dev_k], test_pool[:test_k]
 
     def take(patient: str, share: int) -> list[int]:
         return [rows[patient][k] for k in spaced(share, counts[patient])]
 
-    dev_shares = deal(plan.dev_images, [counts[p] for p in dev_pool])
+    dev = []
+    for repeat, chosen in enumerate(draws):
+        shares = deal(plan.dev_images, [counts[p] for p in chosen])
+        dev += [
+            {"patient": p, "repeat": repeat, "fold": repeat * folds + j % folds, "indices": take(p, share)}
+            for j, (p, share) in enumerate(zip(chosen, shares))
+        ]
+    test_pool = holdout_pool[:test_k]
     test_shares = deal(plan.test_images, [counts[p] for p in test_pool])
-    dev = [
-        {"patient": p, "fold": j % folds, "indices": take(p, share)}
-        for j, (p, share) in enumerate(zip(dev_pool, dev_shares))
-    ]
     test = [{"patient": p, "indices": take(p, share)} for p, share in zip(test_pool, test_shares)]
     return {
         "schema": SCHEMA,
         "size": size,
         "seed": seed,
         "folds": folds,
+        "repeats": repeats,
         "images_per_patient": m,
         "holdout_fraction": holdout_fraction,
         "n_images": {"dev": plan.dev_images, "test": plan.test_images},
         "dev": dev,
         "test": test,
+        "holdout": [{"patient": p, "indices": rows[p]} for p in holdout_pool],
     }
 
 
@@ -189,17 +232,119 @@ def read_manifest(path) -> dict:
     except (OSError, ValueError) as err:
         raise UnetcapError(f"{path}: cannot read the split manifest ({err})") from None
     if manifest.get("schema") != SCHEMA:
-        raise UnetcapError(f"{path}: split manifest schema {manifest.get('schema')!r}, expected {SCHEMA}")
+        raise UnetcapError(
+            f"{path}: split manifest schema {manifest.get('schema')!r}, this version reads schema {SCHEMA} "
+            "(written by an older version: rerun the splits, e.g. snakemake --forcerun splits)"
+        )
     return manifest
 
 
 def fold_indices(manifest: dict, fold: int) -> dict[str, list[int]]:
-    """Store rows of the train, val and test sets of one fold."""
-    if not 0 <= fold < manifest["folds"]:
-        raise UnetcapError(f"fold {fold} out of range 0..{manifest['folds'] - 1}")
+    """Store rows of the train, val and test sets of one fold (of its repeat: fold //
+    folds), and of the holdout pool."""
+    total = manifest["folds"] * manifest.get("repeats", 1)
+    if not 0 <= fold < total:
+        raise UnetcapError(f"fold {fold} out of range 0..{total - 1}")
+    repeat = fold // manifest["folds"]
+    draw = [e for e in manifest["dev"] if e["fold"] // manifest["folds"] == repeat]
     pick = lambda entries: [i for e in entries for i in e["indices"]]  # noqa: E731
     return {
-        "train": pick(e for e in manifest["dev"] if e["fold"] != fold),
-        "val": pick(e for e in manifest["dev"] if e["fold"] == fold),
+        "train": pick(e for e in draw if e["fold"] != fold),
+        "val": pick(e for e in draw if e["fold"] == fold),
         "test": pick(manifest["test"]),
+        "holdout": pick(manifest["holdout"]),
     }
+
+
+def holdout_patients(manifest: dict) -> list[tuple[str, list[int]]]:
+    """The holdout pool: (patient, store rows of all its sampled images), in pool order."""
+    return [(str(e["patient"]), list(e["indices"])) for e in manifest["holdout"]]
+
+
+# ---------------------------------------------------------------------------------------
+# Designing a sample-size study
+# ---------------------------------------------------------------------------------------
+
+
+def largest_size(n_patients: int, folds: int, images_per_patient: int, holdout_fraction: float) -> int:
+    """The largest dataset size a cohort of `n_patients` (each with `images_per_patient`
+    images) can give: all its development patients (a multiple of the fold count), and no
+    more test images than its holdout patients have."""
+    n_test = holdout_count(n_patients, holdout_fraction)
+    dev_images = (n_patients - n_test) // folds * folds * images_per_patient
+    size = math.floor(dev_images / (1 - holdout_fraction))
+    while size > 0:
+        try:
+            check_sizes([size], n_patients, folds, images_per_patient, holdout_fraction)
+            return size
+        except UnetcapError:
+            size -= 1
+    raise UnetcapError(f"a cohort of {n_patients} patients gives no dataset size with {folds} folds")
+
+
+def design(
+    n_patients: int,
+    images_per_patient: int,
+    folds: int = 3,
+    holdout_fraction: float = 0.2,
+    n_sizes: int = 5,
+    smallest: int | None = None,
+    max_repeats: int = 3,
+) -> dict:
+    """Sizes and repeats for a sample-size study (docs/learning.md §4): `n_sizes` dataset
+    sizes spaced geometrically from `smallest` (default: one patient's images per fold)
+    up to the largest the cohort gives, and per size the repeats (other draws of
+    development patients) min(max_repeats, development pool // patients per draw,
+    round(sqrt(patients of the largest size / patients of this one))): more where few
+    patients decide the score."""
+    if n_sizes < 2:
+        raise UnetcapError(f"design: {n_sizes} sizes; a learning curve needs at least 5 (3 to fit, 2 to check)")
+    top = largest_size(n_patients, folds, images_per_patient, holdout_fraction)
+    low = smallest or math.ceil(folds * images_per_patient / (1 - holdout_fraction))
+    if low >= top:
+        raise UnetcapError(f"design: the smallest size {low} is not below the largest the cohort gives ({top})")
+    # two significant figures (1,900 rather than 1,895), the largest exact
+    sizes = sorted({int(float(f"{s:.2g}")) for s in np.geomspace(low, top, n_sizes)[:-1]} | {top})
+    check_sizes(sizes, n_patients, folds, images_per_patient, holdout_fraction)
+    n_dev = n_patients - holdout_count(n_patients, holdout_fraction)
+    k = [plan_subset(s, folds, images_per_patient, holdout_fraction).dev_patients for s in sizes]
+    repeats = [max(1, min(max_repeats, n_dev // ki, round(math.sqrt(k[-1] / ki)))) for ki in k]
+    return {"sizes": sizes, "repeats": repeats, "folds": folds, "dev_patients": k}
+
+
+def main(argv=None) -> None:
+    """`python -m unetcap.splits --patients 60 --images-per-patient 20`: print the sizes and
+    repeats of a sample-size study for a cohort, as config lines."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m unetcap.splits", description=main.__doc__)
+    parser.add_argument("--patients", type=int, required=True, help="patients in the cohort")
+    parser.add_argument("--images-per-patient", type=int, required=True, help="config images_per_patient")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--holdout-fraction", type=float, default=0.2)
+    parser.add_argument("--sizes", type=int, default=5, help="how many dataset sizes (at least 5)")
+    parser.add_argument("--smallest", type=int, default=None, help="the smallest dataset size")
+    parser.add_argument("--max-repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    try:
+        plan = design(
+            args.patients,
+            args.images_per_patient,
+            args.folds,
+            args.holdout_fraction,
+            args.sizes,
+            args.smallest,
+            args.max_repeats,
+        )
+    except UnetcapError as err:
+        parser.exit(2, f"error: {err}\n")
+    runs = sum(r * args.folds for r in plan["repeats"])
+    print(f"# {args.patients} patients x {args.images_per_patient} images, {args.folds} folds: {runs} runs per model")
+    print(f"# development patients per draw: {plan['dev_patients']}")
+    print(f"sizes: {plan['sizes']}")
+    print(f"repeats: {plan['repeats']}")
+    print(f"folds: {args.folds}")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,7 @@ from unetcap import UnetcapError
 from unetcap.cohort import count_patients
 from unetcap.phantom_layouts import FOLDERS_OPTIONS, SERIES_MAP
 from unetcap.provenance import sha256_json
-from unetcap.splits import check_sizes
+from unetcap.splits import check_sizes, repeats_per_size
 from unetcap.study import format_number, study_name
 from unetcap.train.settings import Settings
 
@@ -74,8 +74,19 @@ try:
     check_sizes(
         config["sizes"], cohort_patients(), config["folds"], config["images_per_patient"], config["holdout_fraction"]
     )
+    REPEATS = repeats_per_size(config["sizes"], config["repeats"])
 except UnetcapError as err:
     raise WorkflowError(str(err))
+
+
+def size_folds(size):
+    """The folds of a size: `folds` per repeat (repeat r's are r * folds .. r * folds + folds - 1)."""
+    return range(config["folds"] * REPEATS[int(size)])
+
+
+def size_repeats(wildcards):
+    """The repeats of the splits job's size (config `repeats`)."""
+    return REPEATS[int(wildcards.size)]
 
 
 wildcard_constraints:
@@ -83,19 +94,24 @@ wildcard_constraints:
     backbone=one_of(config["backbones"]),
     lr=one_of(format_number(x) for x in config["lrs"]),
     reg=one_of(format_number(x) for x in config["regs"]),
-    fold=one_of(str(f) for f in range(config["folds"])),
+    fold=one_of(str(f) for f in range(config["folds"] * max(REPEATS.values()))),
 
 
 def run_dirs():
-    """Every training run of the grid: sizes x backbones x lrs x regs x folds."""
-    return expand(
-        RUN_DIR,
-        size=config["sizes"],
-        backbone=config["backbones"],
-        lr=[format_number(x) for x in config["lrs"]],
-        reg=[format_number(x) for x in config["regs"]],
-        fold=range(config["folds"]),
-    )
+    """Every training run of the grid: sizes x backbones x lrs x regs x folds (folds x
+    repeats of each size)."""
+    return [
+        run
+        for size in config["sizes"]
+        for run in expand(
+            RUN_DIR,
+            size=size,
+            backbone=config["backbones"],
+            lr=[format_number(x) for x in config["lrs"]],
+            reg=[format_number(x) for x in config["regs"]],
+            fold=size_folds(size),
+        )
+    ]
 
 
 # Keys of config `train` that the training library takes (the rest are job resources).

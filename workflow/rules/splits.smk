@@ -1,5 +1,5 @@
 # Stage 3: one split manifest per dataset size: holdout test patients, development
-# patients and their folds (patient-disjoint, nested across sizes).
+# patients and their folds (patient-disjoint, nested across sizes), per repeat.
 
 
 rule splits:
@@ -16,5 +16,6 @@ rule splits:
         seed=config["seed"],
         images_per_patient=config["images_per_patient"],
         holdout_fraction=config["holdout_fraction"],
+        repeats=size_repeats,
     script:
         "../scripts/splits.py"

@@ -25,7 +25,7 @@ from unetcap.segmentations import write_run_segmentations
 ROOT = Path(__file__).resolve().parents[1]
 
 EXAMPLE = {
-    "schema": 1,
+    "schema": 2,
     "run": {
         "size": 1000,
         "backbone": "efficientnetb0",
@@ -34,15 +34,24 @@ EXAMPLE = {
         "lr": 0.001,
         "reg": 1e-06,
         "fold": 2,
+        "repeat": 0,
         "seed": 123,
     },
     "status": "ok",
     "epochs": 23,
     "best_epoch": 18,
     "params": 10114925,
-    "n_images": {"train": 640, "val": 160, "test": 200},
+    "n_images": {"train": 640, "val": 160, "test": 200, "holdout": 300},
     "val": {"bce": 0.051, "dice": 0.812},
     "test": {"bce": 0.060, "dice": 0.797},
+    "holdout": {
+        "bce": 0.0575,
+        "dice": 0.8,
+        "patients": [
+            {"patient": "P1", "pixels": 200, "intersection": 30, "total": 80, "bce_sum": 11.0},
+            {"patient": "P2", "pixels": 200, "intersection": 50, "total": 120, "bce_sum": 12.0},
+        ],
+    },
     "seconds": {"train": 812.4, "eval": 3.1},
     "provenance": {
         "data_sha256": "ab",
@@ -176,17 +185,36 @@ def write_run(root, obj, epochs=2):
     return folder / "metrics.json", folder / "history.csv"
 
 
+def merged_paths(tmp_path) -> tuple:
+    return tmp_path / "metrics.csv", tmp_path / "histories.csv", tmp_path / "holdout.csv"
+
+
 def test_merge_one_row_per_run_and_histories_with_run_columns(tmp_path):
     paths = [write_run(tmp_path, example(fold=f, size=s), epochs=f + 1) for s in (500, 200) for f in (1, 0)]
-    merge([m for m, _ in paths], [h for _, h in paths], tmp_path / "metrics.csv", tmp_path / "histories.csv")
+    merge([m for m, _ in paths], [h for _, h in paths], *merged_paths(tmp_path))
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert list(table.columns[: len(METRICS_COLUMNS)]) == METRICS_COLUMNS
     assert list(zip(table["size"], table["fold"])) == [(200, 0), (200, 1), (500, 0), (500, 1)]
+    assert "holdout_patients" not in table.columns and table["holdout_dice"].tolist() == [0.8] * 4
     histories = pd.read_csv(tmp_path / "histories.csv")
     epoch_columns = [c if c != "lr" else "epoch_lr" for c in HISTORY_COLUMNS]
-    assert list(histories.columns) == ["size", "backbone", "family", "depth", "lr", "reg", "fold"] + epoch_columns
+    run_columns = ["size", "backbone", "family", "depth", "lr", "reg", "fold", "repeat"]
+    assert list(histories.columns) == run_columns + epoch_columns
     assert len(histories) == 2 * (1 + 2)
     assert histories.query("size == 200 and fold == 1")["epoch"].tolist() == [1, 2]
+
+
+def test_merge_writes_each_runs_holdout_counts_per_patient(tmp_path):
+    """holdout.csv: one row per run and holdout patient, the counts that give the run's
+    holdout DICE again when summed (what the sample-size analysis resamples)."""
+    paths = [write_run(tmp_path, example(fold=f, size=200)) for f in (1, 0)]
+    merge([m for m, _ in paths], [h for _, h in paths], *merged_paths(tmp_path))
+    holdout = pd.read_csv(tmp_path / "holdout.csv")
+    assert holdout.columns.tolist()[-6:] == ["repeat", "patient", "pixels", "intersection", "total", "bce_sum"]
+    assert list(zip(holdout["fold"], holdout["patient"])) == [(0, "P1"), (0, "P2"), (1, "P1"), (1, "P2")]
+    one = holdout[holdout["fold"] == 0]
+    assert 2 * one["intersection"].sum() / one["total"].sum() == pytest.approx(EXAMPLE["holdout"]["dice"])
+    assert one["bce_sum"].sum() / one["pixels"].sum() == pytest.approx(EXAMPLE["holdout"]["bce"])
 
 
 def test_merge_refuses_a_missing_field_and_another_schema_naming_the_files(tmp_path):
@@ -196,23 +224,23 @@ def test_merge_refuses_a_missing_field_and_another_schema_naming_the_files(tmp_p
     obj["test"].pop("dice", None)
     bad_missing[0].write_text(json.dumps(obj))
     obj = json.loads(bad_schema[0].read_text())
-    obj["schema"] = 2
+    obj["schema"] = 1
     bad_schema[0].write_text(json.dumps(obj))
     runs = [good, bad_missing, bad_schema]
     with pytest.raises(UnetcapError) as err:
-        merge([m for m, _ in runs], [h for _, h in runs], tmp_path / "metrics.csv", tmp_path / "histories.csv")
+        merge([m for m, _ in runs], [h for _, h in runs], *merged_paths(tmp_path))
     message = str(err.value)
     assert f"{bad_missing[0]}: missing field test.dice" in message
-    assert f"{bad_schema[0]}: schema 2" in message
+    assert f"{bad_schema[0]}: schema 1" in message
     assert str(good[0]) not in message
-    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "histories.csv").exists()
+    assert not any(path.exists() for path in merged_paths(tmp_path))
 
 
 def test_merge_refuses_a_history_without_its_columns(tmp_path):
     m, h = write_run(tmp_path, example())
     h.write_text("epoch,loss\n1,0.5\n")
     with pytest.raises(UnetcapError, match=f"{h}: history.csv lacks the columns"):
-        merge([m], [h], tmp_path / "metrics.csv", tmp_path / "histories.csv")
+        merge([m], [h], *merged_paths(tmp_path))
 
 
 # ---------------------------------------------------------------- the merge without TensorFlow
@@ -282,7 +310,7 @@ def test_the_merge_rule_runs_without_tensorflow_or_the_cohort_readers(tmp_path):
         },
         "output": {
             name: str(out / f"{name}.{ext}")
-            for name, ext in (("metrics", "csv"), ("histories", "csv"), ("segmentations", "npz"))
+            for name, ext in (("metrics", "csv"), ("histories", "csv"), ("holdout", "csv"), ("segmentations", "npz"))
         },
         "log": str(tmp_path / "merge.log"),
     }

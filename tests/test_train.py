@@ -129,7 +129,14 @@ def test_run_writes_valid_metrics_and_history_and_no_checkpoint(reference):
     assert read_metrics(run_dir / "metrics.json") == json.loads(json.dumps(metrics))
     assert metrics["status"] == "ok" and metrics["epochs"] == 4
     assert metrics["run"]["family"] == "EfficientNet" and metrics["run"]["depth"] == "short"
-    assert metrics["n_images"] == {"train": 8, "val": 8, "test": 8}
+    assert metrics["n_images"] == {"train": 8, "val": 8, "test": 8, "holdout": 8}
+    # the test set is the whole holdout pool here: the pooled holdout scores are the test set's,
+    # and its patients' counts add up to them
+    assert metrics["holdout"]["dice"] == metrics["test"]["dice"]
+    assert metrics["holdout"]["bce"] == pytest.approx(metrics["test"]["bce"], rel=1e-12)
+    patients = metrics["holdout"]["patients"]
+    assert [p["patient"] for p in patients] == ["P04", "P05"] and all(p["pixels"] == 4 * 32 * 32 for p in patients)
+    assert 2 * sum(p["intersection"] for p in patients) / sum(p["total"] for p in patients) == metrics["test"]["dice"]
     assert metrics["params"] == 10114925
     history = pd.read_csv(run_dir / "history.csv")
     assert list(history.columns) == HISTORY_COLUMNS
@@ -374,3 +381,40 @@ def test_runs_keep_segmentations_of_the_same_test_images(store, reference, tmp_p
         assert k["predicted"].shape == (3, 32, 32) and k["predicted"].dtype == bool
         for row, predicted, value in zip(k["rows"], k["predicted"], k["dice"]):
             assert value == dice(masks[row], predicted.astype(np.float32))
+
+
+@pytest.mark.parametrize("min_epochs, epochs", [(0, 2), (4, 4)])
+def test_min_epochs_keeps_early_stopping_from_stopping_a_run_before_it(tmp_path, min_epochs, epochs):
+    """The epoch loop with a network whose validation loss never improves after epoch 1:
+    patience 1 stops it after epoch 2, unless min_epochs holds it longer; either way it says
+    it stopped early, and keeps epoch 1's weights."""
+    import tensorflow as tf
+
+    from unetcap.train.data import RunData
+    from unetcap.train.loop import Loop, fit, new_state
+
+    class Frozen:  # no layers, no weights: only the loop's bookkeeping runs
+        layers = []
+
+        def get_weights(self):
+            return []
+
+    x = np.zeros((4, 32, 32, 1), np.float32)
+    y = np.zeros((4, 32, 32, 1), np.uint8)
+    data = RunData(x, y, x, y, x, y, np.arange(4), 32, "sha", {})
+    settings = train.Settings.from_config(max_epochs=6, patience=1, min_epochs=min_epochs, batch_size=4)
+    optimizer = type("Optimizer", (), {"learning_rate": tf.Variable(1e-3)})()
+    loop = Loop(
+        Frozen(),
+        optimizer,
+        lambda xb, yb: 0.5,
+        lambda xb: tf.constant(np.full(xb.shape, 0.2, np.float32)),
+        lambda: 0.0,
+        data,
+        settings,
+        seed=1,
+        checkpoint=tmp_path / "checkpoint",
+    )
+    state = new_state("key", 1e-3)
+    status, detail, _, _ = fit(loop, state, None, 0.0)
+    assert (status, detail, state["epoch"], state["best_epoch"]) == ("ok", "early stopping", epochs, 1)

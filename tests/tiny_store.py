@@ -2,7 +2,8 @@
 
 Images are small squares with a bright ring (the "myocardium", the mask) on a dim disc,
 plus noise; a few images have an empty mask, as apical slices do. Patients P00..: the
-first `dev_patients` are dealt to the folds round-robin, the rest form the test set.
+first `dev_patients` are dealt to the folds round-robin, the rest form the test set, which
+is also the whole holdout pool.
 """
 
 from __future__ import annotations
@@ -106,19 +107,21 @@ def write_tiny_store(
         + "\n"
     )
     rows = lambda p: list(range(p * per_patient, (p + 1) * per_patient))  # noqa: E731
-    dev = [{"patient": f"P{p:02d}", "fold": p % folds, "indices": rows(p)} for p in range(dev_patients)]
+    dev = [{"patient": f"P{p:02d}", "repeat": 0, "fold": p % folds, "indices": rows(p)} for p in range(dev_patients)]
     test = [{"patient": f"P{p:02d}", "indices": rows(p)} for p in range(dev_patients, n_patients)]
     size = n
     manifest = {
-        "schema": 1,
+        "schema": 2,
         "size": size,
         "seed": seed,
         "folds": folds,
+        "repeats": 1,
         "images_per_patient": per_patient,
         "holdout_fraction": test_patients / n_patients,
         "n_images": {"dev": dev_patients * per_patient, "test": test_patients * per_patient},
         "dev": dev,
         "test": test,
+        "holdout": test,  # the test patients are the whole holdout pool
     }
     (splits / f"size{size}.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return {

@@ -1,5 +1,6 @@
 """The merge (stage 5, docs/design.md §10): every run's metrics.json and history.csv in one
-table each, results/<study>/metrics.csv and results/<study>/histories.csv.
+table each, results/<study>/metrics.csv and results/<study>/histories.csv, and every run's
+scores per holdout patient in results/<study>/holdout.csv.
 
 Reads the run files through `unetcap.metrics`, which checks each one; never imports the
 training stage or TensorFlow, so the `merge` rule runs in the analysis environment.
@@ -14,7 +15,9 @@ from unetcap import UnetcapError
 from unetcap.common import write_text_atomic
 from unetcap.metrics import HISTORY_COLUMNS, load_metrics, read_history, read_metrics
 
-RUN_COLUMNS = ["size", "backbone", "family", "depth", "lr", "reg", "fold"]
+RUN_COLUMNS = ["size", "backbone", "family", "depth", "lr", "reg", "fold", "repeat"]
+# holdout.csv: one row per run and holdout patient (metrics.json's holdout.patients)
+HOLDOUT_COLUMNS = [*RUN_COLUMNS, "patient", "pixels", "intersection", "total", "bce_sum"]
 
 # Columns of the merged table, in this order; further (extra) fields follow.
 METRICS_COLUMNS = [
@@ -25,6 +28,7 @@ METRICS_COLUMNS = [
     "lr",
     "reg",
     "fold",
+    "repeat",
     "seed",
     "status",
     "epochs",
@@ -37,6 +41,9 @@ METRICS_COLUMNS = [
     "val_dice",
     "test_bce",
     "test_dice",
+    "n_images_holdout",
+    "holdout_bce",
+    "holdout_dice",
     "seconds_train",
     "seconds_eval",
     "provenance_data_sha256",
@@ -46,8 +53,10 @@ METRICS_COLUMNS = [
 
 def flatten(obj: dict) -> dict:
     """One row of the merged table: `run` fields unprefixed, nested fields joined with "_"
-    (val.dice -> val_dice, provenance.versions.tensorflow -> provenance_versions_tensorflow)."""
+    (val.dice -> val_dice, provenance.versions.tensorflow -> provenance_versions_tensorflow).
+    The holdout's per-patient counts go to holdout.csv (`holdout_rows`), not here."""
     row: dict = {}
+    obj = {**obj, "holdout": {k: v for k, v in obj.get("holdout", {}).items() if k != "patients"}}
 
     def walk(prefix: str, value) -> None:
         if isinstance(value, dict):
@@ -121,10 +130,44 @@ def merge_histories(metrics_paths, history_paths):
     return pd.concat([f for _, f in frames], ignore_index=True)
 
 
-def merge(metrics_paths, history_paths, metrics_csv, histories_csv) -> None:
-    """results/<study>/metrics.csv and results/<study>/histories.csv from every run's files, written
-    atomically; nothing is written when any file is refused."""
+def holdout_rows(obj: dict) -> list[dict]:
+    """holdout.csv's rows of one run: its run columns and each holdout patient's counts."""
+    run = {c: obj["run"].get(c, 0) for c in RUN_COLUMNS}
+    return [{**run, **{c: p[c] for c in HOLDOUT_COLUMNS[len(RUN_COLUMNS) :]}} for p in obj["holdout"]["patients"]]
+
+
+def merge_holdout(paths):
+    """Every run's holdout scores per patient in one data frame (HOLDOUT_COLUMNS), sorted
+    like the merged table: what the sample-size analysis resamples patients from."""
+    import pandas as pd
+
+    objs, bad = [], []
+    for path in paths:
+        obj, problems = load_metrics(path)
+        if problems:
+            bad.append(f"{path}: " + "; ".join(problems))
+            continue
+        missing = [
+            f"holdout.patients[{i}].{c}"
+            for i, p in enumerate(obj["holdout"]["patients"])
+            for c in HOLDOUT_COLUMNS[len(RUN_COLUMNS) :]
+            if not isinstance(p, dict) or c not in p
+        ]
+        if missing:
+            bad.append(f"{path}: missing field(s) {', '.join(missing[:5])}")
+        objs.append(obj)
+    if bad:
+        raise UnetcapError(f"{len(bad)} metrics file(s) cannot be merged:\n  " + "\n  ".join(bad))
+    objs.sort(key=lambda o: _sort_key(o["run"]))
+    return pd.DataFrame([row for obj in objs for row in holdout_rows(obj)], columns=HOLDOUT_COLUMNS)
+
+
+def merge(metrics_paths, history_paths, metrics_csv, histories_csv, holdout_csv) -> None:
+    """results/<study>/metrics.csv, histories.csv and holdout.csv from every run's files,
+    written atomically; nothing is written when any file is refused."""
     table = merge_metrics(metrics_paths)
     histories = merge_histories(metrics_paths, history_paths)
+    holdout = merge_holdout(metrics_paths)
     write_text_atomic(metrics_csv, table.to_csv(index=False))
     write_text_atomic(histories_csv, histories.to_csv(index=False))
+    write_text_atomic(holdout_csv, holdout.to_csv(index=False))

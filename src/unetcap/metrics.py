@@ -15,7 +15,7 @@ from pathlib import Path
 from unetcap import UnetcapError
 from unetcap.common import write_text_atomic
 
-SCHEMA = 1
+SCHEMA = 2
 STATUSES = ("ok", "diverged")
 
 # history.csv: one row per epoch (epoch counts from 1). val_bce and steps (optimizer steps of
@@ -42,9 +42,10 @@ SPEC = {
     "epochs": _INT,
     "best_epoch": _INT,
     "params": _INT,
-    "n_images": {"train": _INT, "val": _INT, "test": _INT},
+    "n_images": {"train": _INT, "val": _INT, "test": _INT, "holdout": _INT},
     "val": {"bce": _METRIC, "dice": _METRIC},
     "test": {"bce": _METRIC, "dice": _METRIC},
+    "holdout": {"bce": _METRIC, "dice": _METRIC, "patients": list},
     "seconds": {"train": _NUMBER, "eval": _NUMBER},
     "provenance": {"data_sha256": _STR, "config_sha256": _STR, "versions": dict, "device": _STR, "host": _STR},
 }
@@ -68,6 +69,7 @@ def _check(value, spec, where: str, problems: list[str]) -> None:
         _METRIC: lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
         _STR: lambda v: isinstance(v, str),
         dict: lambda v: isinstance(v, dict),
+        list: lambda v: isinstance(v, list),
     }[spec](value)
     if not ok:
         kind = {
@@ -76,6 +78,7 @@ def _check(value, spec, where: str, problems: list[str]) -> None:
             _METRIC: "a number or null",
             _STR: "a string",
             dict: "an object",
+            list: "a list",
         }[spec]
         problems.append(f"field {where} is {value!r}, expected {kind}")
 

@@ -1,5 +1,5 @@
 # Stage 5: every run's metrics.json, history.csv and kept segmentations merged into one
-# file each.
+# file each, and every run's scores per holdout patient (holdout.csv).
 
 
 rule merge:
@@ -13,6 +13,7 @@ rule merge:
     output:
         metrics="<results>/metrics.csv",
         histories="<results>/histories.csv",
+        holdout="<results>/holdout.csv",
         segmentations="<results>/segmentations.npz",
     log:
         "<logs>/merge.log",

@@ -7,7 +7,7 @@ one would have drawn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,7 +18,9 @@ from unetcap.train.settings import Augment
 @dataclass
 class RunData:
     """The arrays of one run: images (n, S, S, 1) float32 and masks (n, S, S, 1) uint8, with
-    the store rows of the test images."""
+    the store rows of the test images; and the holdout pool, (patient, store rows) read
+    from the memory-mapped store (`store_images`, `store_masks`) patient by patient when
+    it is scored."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -30,9 +32,24 @@ class RunData:
     image_size: int
     data_sha256: str
     preparation: dict
+    holdout: list = field(default_factory=list)  # [(patient, store rows)]
+    repeat: int = 0  # the draw of development patients the fold belongs to
+    store_images: np.ndarray | None = None
+    store_masks: np.ndarray | None = None
 
     def counts(self) -> dict[str, int]:
-        return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
+        return {
+            "train": len(self.x_train),
+            "val": len(self.x_val),
+            "test": len(self.x_test),
+            "holdout": sum(len(rows) for _, rows in self.holdout),
+        }
+
+    def holdout_arrays(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """Images (n, S, S, 1) float32 and masks (n, S, S, 1) uint8 of store rows."""
+        idx = np.asarray(rows, dtype=np.int64)
+        x = np.ascontiguousarray(self.store_images[idx], dtype=np.float32)[..., None]
+        return x, np.ascontiguousarray(self.store_masks[idx], dtype=np.uint8)[..., None]
 
 
 def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunData:
@@ -41,7 +58,7 @@ def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunDa
     shapes against store.json, the manifest's size and rows, images finite in [0, 1],
     masks 0/1. Raises one UnetcapError naming the file and what is wrong."""
     from unetcap.prepare import load_store, preparation
-    from unetcap.splits import fold_indices, read_manifest
+    from unetcap.splits import fold_indices, holdout_patients, read_manifest
 
     image_array, mask_array, meta = load_store(store, images, masks)
     n, s = int(meta["n_images"]), int(meta["image_size"])
@@ -58,6 +75,7 @@ def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunDa
         raise UnetcapError("; ".join(problems))
     try:
         rows = fold_indices(plan, fold)
+        holdout = holdout_patients(plan)
     except (KeyError, TypeError) as err:
         raise UnetcapError(f"{manifest}: malformed split manifest ({err!r})") from None
     except UnetcapError as err:
@@ -73,14 +91,11 @@ def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunDa
     arrays = {}
     for part, idx in rows.items():
         idx = np.asarray(idx, dtype=np.int64)
-        x = np.ascontiguousarray(image_array[idx], dtype=np.float32)
-        y = np.ascontiguousarray(mask_array[idx], dtype=np.uint8)
-        bad_x = ~np.isfinite(x).all(axis=(1, 2)) | (x.min(axis=(1, 2)) < 0) | (x.max(axis=(1, 2)) > 1)
-        if bad_x.any():
-            problems.append(f"{images}: rows {idx[bad_x][:5].tolist()} are not finite values in [0, 1]")
-        bad_y = y.max(axis=(1, 2)) > 1
-        if bad_y.any():
-            problems.append(f"{masks}: rows {idx[bad_y][:5].tolist()} are not 0/1 masks")
+        if part == "holdout":  # checked here, read again patient by patient when scored
+            for start in range(0, len(idx), 256):
+                _check_arrays(image_array, mask_array, idx[start : start + 256], images, masks, problems)
+            continue
+        x, y = _check_arrays(image_array, mask_array, idx, images, masks, problems)
         arrays[part] = (x[..., None], y[..., None])
     if problems:
         raise UnetcapError("; ".join(problems))
@@ -92,7 +107,25 @@ def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunDa
         image_size=s,
         data_sha256=str(meta["data_sha256"]),
         preparation=preparation(meta),
+        holdout=holdout,
+        repeat=fold // int(plan["folds"]),
+        store_images=image_array,
+        store_masks=mask_array,
     )
+
+
+def _check_arrays(image_array, mask_array, idx, images, masks, problems: list) -> tuple[np.ndarray, np.ndarray]:
+    """The store's rows `idx` as float32 images and uint8 masks; rows whose images are not
+    finite values in [0, 1], or whose masks are not 0/1, added to `problems`."""
+    x = np.ascontiguousarray(image_array[idx], dtype=np.float32)
+    y = np.ascontiguousarray(mask_array[idx], dtype=np.uint8)
+    bad_x = ~np.isfinite(x).all(axis=(1, 2)) | (x.min(axis=(1, 2)) < 0) | (x.max(axis=(1, 2)) > 1)
+    if bad_x.any():
+        problems.append(f"{images}: rows {idx[bad_x][:5].tolist()} are not finite values in [0, 1]")
+    bad_y = y.max(axis=(1, 2)) > 1
+    if bad_y.any():
+        problems.append(f"{masks}: rows {idx[bad_y][:5].tolist()} are not 0/1 masks")
+    return x, y
 
 
 def epoch_batches(n: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -73,6 +73,23 @@ def score(predict, x: np.ndarray, y: np.ndarray, batch_size: int) -> Score:
     return result
 
 
+INFERENCE_PIXELS = 2**20  # pixels per prediction call when scoring the holdout pool
+
+
+def score_holdout(predict, data: RunData, batch_size: int) -> list[tuple[str, Score]]:
+    """Each holdout patient's Score under the current weights, all its sampled images read
+    from the store patient by patient (inference only: no array of the whole pool is held),
+    predicted in batches of max(batch_size, INFERENCE_PIXELS / S^2) images (1,024 at 32 px,
+    16 at 256 px): prediction is per image, so the batch changes the cost, and the scores only
+    by float rounding."""
+    batch = max(batch_size, INFERENCE_PIXELS // data.image_size**2)
+    scores = []
+    for patient, rows in data.holdout:
+        x, y = data.holdout_arrays(rows)
+        scores.append((patient, score(predict, x, y, batch)))
+    return scores
+
+
 def validation_loss(val: Score, loss: str, penalty: float) -> float:
     """What early stopping watches: the training loss on the validation fold (BCE, plus the
     soft Dice loss of the whole fold for "bce+dice"), plus the L2 penalty, as in Keras."""
@@ -110,7 +127,7 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
     status, detail, first_step = "ok", "", None
     attempt_start, last_checkpoint = started, time.perf_counter()
     loop.set_lr(state["lr"])
-    while state["epoch"] < s.max_epochs and state["wait"] < s.patience:
+    while state["epoch"] < s.max_epochs and (state["wait"] < s.patience or state["epoch"] < s.min_epochs):
         epoch = state["epoch"] + 1
         t_epoch = time.perf_counter()
         lr_now = state["lr"]
@@ -180,5 +197,6 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
             f"epoch {state['best_epoch']}" if state["best_epoch"] else "initialisation",
         )
     elif not detail:
-        detail = "early stopping" if state["wait"] >= s.patience else "max_epochs"
+        stopped = state["wait"] >= s.patience and state["epoch"] >= s.min_epochs
+        detail = "early stopping" if stopped else "max_epochs"
     return status, detail, best_weights, first_step

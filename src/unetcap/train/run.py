@@ -15,12 +15,13 @@ from unetcap import UnetcapError
 from unetcap.common import atomic_path
 from unetcap.metrics import SCHEMA, write_history, write_metrics
 from unetcap.provenance import device, host, versions
+from unetcap.scoring import Score
 from unetcap.segmentations import write_run_segmentations
 from unetcap.study import BACKBONES
 from unetcap.train.checkpoint import CHECKPOINT_DIR, read_checkpoint
 from unetcap.train.data import load_run_data, segmentation_rows
 from unetcap.train.faults import fault_epochs, faults, raise_injected_failure
-from unetcap.train.loop import Loop, fit, new_state, score
+from unetcap.train.loop import Loop, fit, new_state, score, score_holdout
 from unetcap.train.model import build_model, configure_tensorflow, import_sm, make_functions, make_optimizer, penalty
 from unetcap.train.settings import Settings, run_seed
 
@@ -75,7 +76,7 @@ def train_run(
     raise_injected_failure(injected, run_dir)
     data = load_run_data(images, masks, store, manifest, size, fold)
     rseed = run_seed(seed, size, backbone, lr, reg, fold)
-    run = _run_fields(size, backbone, lr, reg, fold, rseed, seed)
+    run = _run_fields(size, backbone, lr, reg, fold, rseed, seed, data.repeat)
     log.info("run %s: %s images, seed %d", run_dir, data.counts(), rseed)
 
     started = time.perf_counter()
@@ -122,6 +123,9 @@ def train_run(
     val = score(predict, data.x_val, data.y_val, s.batch_size)
     test = score(predict, data.x_test, data.y_test, s.batch_size)
     seconds_eval = time.perf_counter() - t
+    t = time.perf_counter()
+    holdout = score_holdout(predict, data, s.batch_size)
+    seconds_holdout = time.perf_counter() - t
 
     seconds = {
         "train": state["seconds_train"],
@@ -129,11 +133,14 @@ def train_run(
         "import": seconds["import"],
         "build": seconds["build"],
         "first_step": first_step if first_step is not None else math.nan,
+        "holdout": seconds_holdout,
     }
-    result = _record(run, status, detail, state, seconds, model, data, val, test, s, tf_setup, config_sha256)
+    scores = {"val": val, "test": test, "holdout": holdout}
+    result = _record(run, status, detail, state, seconds, model, data, scores, s, tf_setup, config_sha256)
     _save(result, state["rows"], model, predict, data, s, run_dir, metrics, history, segmentations, seed, size)
     log.info(
-        "done: %s after %d epochs (best %d): val dice %.4f bce %.4g, test dice %.4f bce %.4g",
+        "done: %s after %d epochs (best %d): val dice %.4f bce %.4g, test dice %.4f bce %.4g, "
+        "holdout dice %.4f (%d patients, %.1f s)",
         status,
         state["epoch"],
         state["best_epoch"],
@@ -141,12 +148,16 @@ def train_run(
         val.bce,
         test.dice,
         test.bce,
+        result["holdout"]["dice"],
+        len(holdout),
+        seconds_holdout,
     )
     return result
 
 
-def _run_fields(size, backbone, lr, reg, fold, rseed, seed) -> dict:
-    """metrics.json's `run`: the grid cell, the backbone's family and depth, the seeds."""
+def _run_fields(size, backbone, lr, reg, fold, rseed, seed, repeat) -> dict:
+    """metrics.json's `run`: the grid cell, the backbone's family and depth, the seeds, and
+    the draw of development patients (`repeat`) the fold belongs to."""
     return {
         "size": size,
         "backbone": backbone,
@@ -155,6 +166,7 @@ def _run_fields(size, backbone, lr, reg, fold, rseed, seed) -> dict:
         "lr": float(lr),
         "reg": float(reg),
         "fold": fold,
+        "repeat": repeat,
         "seed": rseed,
         "config_seed": seed,
     }
@@ -182,8 +194,35 @@ def _resume(model, optimizer, folder: Path, key: str, lr: float):
     return state, best if best is not None else weights
 
 
-def _record(run, status, detail, state, seconds, model, data, val, test, s: Settings, tf_setup, config_sha256) -> dict:
+def holdout_record(patients: list) -> dict:
+    """metrics.json's `holdout`: DICE and BCE of the whole holdout pool (every sampled image
+    of every holdout patient, pooled as one set) and each patient's counts, from which any
+    resample of the patients gives its DICE and BCE again."""
+    total = Score()
+    for _, one in patients:
+        total.intersection += one.intersection
+        total.total += one.total
+        total.pixels += one.pixels
+        total.bce_total += one.bce_total
+    return {
+        "bce": total.bce,
+        "dice": total.dice,
+        "patients": [
+            {
+                "patient": patient,
+                "pixels": one.pixels,
+                "intersection": one.intersection,
+                "total": one.total,
+                "bce_sum": one.bce_total,
+            }
+            for patient, one in patients
+        ],
+    }
+
+
+def _record(run, status, detail, state, seconds, model, data, scores, s: Settings, tf_setup, config_sha256) -> dict:
     """The run's metrics.json (docs/contracts.md)."""
+    val, test = scores["val"], scores["test"]
     return {
         "schema": SCHEMA,
         "run": run,
@@ -194,6 +233,7 @@ def _record(run, status, detail, state, seconds, model, data, val, test, s: Sett
         "n_images": data.counts(),
         "val": {"bce": val.bce, "dice": val.dice},
         "test": {"bce": test.bce, "dice": test.dice},
+        "holdout": holdout_record(scores["holdout"]),
         "seconds": seconds,
         "provenance": {
             "data_sha256": data.data_sha256,

@@ -48,6 +48,7 @@ class Settings:
 
     max_epochs: int = 50
     patience: int = 5
+    min_epochs: int = 0
     batch_size: int = 8
     optimizer: str = "adam"
     schedule: str = "constant"
@@ -92,7 +93,7 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 bad.append(f"train.{name} must be a positive integer, not {value!r}")
-        for name in ("steps_per_epoch", "keep_segmentations"):
+        for name in ("steps_per_epoch", "keep_segmentations", "min_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 bad.append(f"train.{name} must be a whole number >= 0, not {value!r}")
@@ -127,6 +128,7 @@ class Settings:
         kept = (
             "max_epochs",
             "patience",
+            "min_epochs",
             "batch_size",
             "optimizer",
             "schedule",

@@ -21,6 +21,10 @@ Sections:
   demo      wall time of the README's demo command from an empty results folder.
   memory    peak RSS of a training process per encoder at 256 px and the paper's batch size
             (model, optimizer, one batch: what config train.mem_mb covers).
+  holdout   what scoring every run on the whole holdout pool costs at the paper's scale (256 px,
+            20 holdout patients x 100 images): per encoder, the seconds per predicted image at
+            the pool's inference batch against a training step at the paper's batch, and the
+            pool's share of the smallest and the largest paper run (one probe process each).
   fit       the project's epoch loop (unetcap.train.loop.fit) against Keras' model.fit at the
             same settings (Adam, BCE + L2, batch 8, 400 images x 3 epochs, validation on 100
             after each epoch, early stopping with the best weights restored, no checkpoints),
@@ -455,6 +459,32 @@ def bench_memory() -> None:
     )
 
 
+def bench_holdout() -> None:
+    """Scoring the holdout pool at the paper's scale, from timed steps and predictions."""
+    from unetcap.splits import holdout_count, plan_subset
+    from unetcap.study import BACKBONES
+    from unetcap.train.loop import INFERENCE_PIXELS
+
+    paper = load_config("config.yaml")
+    size, batch = paper["image_size"], paper["train"]["batch_size"]
+    pool = holdout_count(paper["cohort"]["patients"], paper["holdout_fraction"]) * paper["images_per_patient"]
+    inference = max(batch, INFERENCE_PIXELS // size**2)
+    for backbone in BACKBONES:
+        step = paper_probe(backbone)["seconds"]["step"]
+        predict = run_probe(backbone, size, inference, paper["train"]["threads"])["seconds"]["predict"] / inference
+        shares = []
+        for n in (min(paper["sizes"]), max(paper["sizes"])):
+            plan = plan_subset(n, paper["folds"], paper["images_per_patient"], paper["holdout_fraction"])
+            train_images = plan.dev_images - plan.dev_images // paper["folds"]
+            steps = -(-train_images // batch) * paper["train"]["max_epochs"]  # the paper's cap
+            shares.append(f"{100 * pool * predict / (steps * step):.1f} % of a {n}-image run's {steps:,} steps")
+        row(
+            f"holdout pool {size} px ({pool:,} images): {backbone}",
+            f"{predict * 1000:.0f} ms/image at batch {inference} = {pool * predict:.0f} s; step {step:.2f} s; "
+            + ", ".join(shares),
+        )
+
+
 # The fit section's encoders: one of each kind of block that the loop could handle worse
 # than Keras (plain convolutions, depthwise + squeeze-excite); add others to measure them.
 FIT_ENCODERS = ("resnet18", "efficientnetb0")
@@ -582,6 +612,7 @@ SECTIONS = {
     "demo": bench_demo,
     "memory": bench_memory,
     "fit": bench_fit,
+    "holdout": bench_holdout,
 }
 
 

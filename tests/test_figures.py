@@ -13,8 +13,9 @@ import pytest
 import synthetic
 from snakemake_run import copy_workflow
 
-from unetcap import figures, sample_size
+from unetcap import figures
 from unetcap.analysis.run import write_analysis
+from unetcap.analysis.sample_size_text import write_sample_size
 
 SMALL_GRID = {
     "sizes": (200, 1000),
@@ -29,7 +30,7 @@ def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
     """Every figure into `out`; the sample-size curves are written beside the figures, not
     into `analysis` (which other tests share and list)."""
     curves = out / "sample_size"
-    sample_size.write_sample_size(metrics_csv, synthetic.rule_outputs("sample_size", curves), resamples=50)
+    write_sample_size(metrics_csv, synthetic.rule_outputs("sample_size", curves), resamples=50)
     written = figures.write_figures(
         metrics_csv,
         histories_csv,
@@ -39,7 +40,7 @@ def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
         Path(metrics_csv).with_name("segmentations.npz"),
         synthetic.rule_outputs("figures", out),
         curves_path=curves / "sample_size_curves.csv",
-        fits_path=curves / "sample_size_fits.csv",
+        answers_path=curves / "sample_size.csv",
     )
     shutil.rmtree(curves)
     return written
@@ -90,8 +91,8 @@ def test_the_figures_go_where_the_rule_says_and_a_name_it_does_not_give_stops_th
     inputs = (metrics_csv, histories_csv, analysis / "hsd_groups.csv", analysis / "predictions.csv")
     inputs += (analysis / "gam_partial.csv", Path(metrics_csv).with_name("segmentations.npz"))
     curves = tmp_path / "curves"
-    sample_size.write_sample_size(metrics_csv, synthetic.rule_outputs("sample_size", curves), resamples=20)
-    kw = {"curves_path": curves / "sample_size_curves.csv", "fits_path": curves / "sample_size_fits.csv"}
+    write_sample_size(metrics_csv, synthetic.rule_outputs("sample_size", curves), resamples=20)
+    kw = {"curves_path": curves / "sample_size_curves.csv", "answers_path": curves / "sample_size.csv"}
     outputs = synthetic.rule_outputs("figures", tmp_path / "fig")
     renamed = {**outputs, "figure3": tmp_path / "elsewhere" / "three.png"}
     written = figures.write_figures(*inputs, renamed, **kw)
@@ -105,6 +106,25 @@ def test_the_figures_go_where_the_rule_says_and_a_name_it_does_not_give_stops_th
         with pytest.raises(UnetcapError, match=message):
             figures.write_figures(*inputs, bad, **kw)
     assert not (tmp_path / "bad").exists()  # nothing drawn for a bad set of outputs
+
+
+def test_runs_that_did_not_learn_are_crosses_and_counted_under_every_pooled_figure():
+    from unetcap.analysis.table import model_frame
+
+    metrics, *_ = synthetic.analysed(seed=0)
+    metrics = metrics.assign(model=metrics["backbone"].map(lambda b: figures.BACKBONES[b].short))
+    metrics = metrics[metrics["status"] == "ok"].reset_index(drop=True)  # the diverged ones end at 0
+    metrics.loc[metrics.index[:3], "val_dice"] = 0.01
+    frame = model_frame(metrics, "test_dice")
+    assert int((~frame.data["learned"]).sum()) == 3
+    assert "3 run(s) did not learn (validation DICE below 0.05), kept" in frame.runs
+    fig = figures.figure2_left(metrics)
+    figures.flag_not_learned(fig, 3)
+    assert fig.get_supxlabel().startswith("3 run(s) did not learn (validation DICE below 0.05)")
+    empty = figures.figure2_left(metrics)
+    figures.flag_not_learned(empty, 0)
+    assert empty.get_supxlabel() == ""
+    assert set(figures.POOLED) <= set(figures.FIGURES)
 
 
 def test_models_in_the_papers_order_and_family_colours():

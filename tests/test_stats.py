@@ -649,7 +649,7 @@ def test_the_figures_and_the_sample_size_curves_read_the_table_without_statsmode
     import sys
 
     code = (
-        "import sys, unetcap.figures, unetcap.sample_size, unetcap.analysis.table; "
+        "import sys, unetcap.figures, unetcap.analysis.sample_size_text, unetcap.analysis.table; "
         "print(sorted(m for m in ('statsmodels', 'pygam', 'patsy') if m in sys.modules))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

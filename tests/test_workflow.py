@@ -32,6 +32,18 @@ def test_paper_config_builds_the_full_dag(lvsc_folders, workdir):
     assert not (workdir / "results").exists()
 
 
+def test_the_recommended_config_builds_the_papers_grid_with_repeats(lvsc_folders, workdir):
+    """config/paper_recommended.yaml: the paper's grid, 3, 3, 2, 1, 1, 1 draws of training
+    patients per size (each with 5 folds), one study folder of its own."""
+    cohort = f"cohort={{source: lvsc, path: {lvsc_folders}}}"
+    result = snakemake(workdir, "-n", "--configfile", "config/paper_recommended.yaml", "--config", cohort)
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout)
+    assert counts["splits"] == 6 and counts["train"] == 6 * 3 * 3 * 5 * (3 + 3 + 2 + 1 + 1 + 1)
+    assert "results/paper_recommended/runs/size200/vgg16/lr0.01_reg0.01/fold14/metrics.json" in result.stdout
+    assert "size10000/vgg16/lr0.01_reg0.01/fold5/" not in result.stdout
+
+
 BAD_CONFIGS = {
     "unknown key": ({"epochs": 3}, "'epochs' was unexpected"),
     "negative size": ({"sizes": [200, -5]}, "instance['sizes'][1]"),
@@ -40,6 +52,8 @@ BAD_CONFIGS = {
     "one fold": ({"folds": 1}, "instance['folds']"),
     "lr as YAML text": ({"lrs": ["1e-4"]}, "instance['lrs'][0]"),
     "size too large": ({"sizes": [200, 20000]}, "config key sizes: the cohort cannot give dataset size 20000"),
+    "repeats not one per size": ({"repeats": [2, 1]}, "config key repeats: 2 values for 6 sizes"),
+    "min_epochs negative": ({"train": {"min_epochs": -1}}, "instance['train']['min_epochs']"),
 }
 
 

@@ -4,7 +4,8 @@ Stages, in the order the data flows (docs/design.md): cohort (read a cohort, wha
 format, into the sample table), phantom and phantom_layouts (a synthetic cohort in each
 format), prepare (the prepared image store), splits (holdout, subsets, folds), train (one
 training run) with scoring (DICE, BCE), metrics (metrics.json and history.csv), merge
-and segmentations (the merged tables), stats, sample_size and figures (the analysis).
+and segmentations (the merged tables), analysis (the statistics and the sample-size curves)
+and figures.
 What every stage shares (atomic writing, collected problems, worker processes, the sample
 and index tables) is in `unetcap.common`.
 """

@@ -6,8 +6,10 @@
 - learning curves from the per-epoch histories;
 - the GAM's partial dependence per term;
 - segmentations: kept test images with true and predicted myocardium contours;
-- sample size: each model's learning curve DICE(N) = a - b N^(-c) with its 95 % band over the
-  runs it was fitted on, and the target DICE values.
+- sample size: each model's learning curve (the family chosen by backtest) with its widened
+  95 % band over the runs it was fitted on, the other families, and the target DICE values.
+
+Every figure that pools runs says how many did not learn (`flag_not_learned`).
 
 Models appear in the paper's order (B0, B5, R18, R50, V16, V19) with one colour pair per
 family (light: short, dark: long). Every figure is written as PNG and PDF with fixed
@@ -26,15 +28,18 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
-from unetcap.analysis.table import model_frame, read_metrics
+from unetcap.analysis.curves import FAMILIES
+from unetcap.analysis.sample_size import TARGETS, select_runs
+from unetcap.analysis.table import model_frame, not_learned_text, read_metrics
 from unetcap.common import atomic_path, named_paths
-from unetcap.sample_size import TARGETS, select_runs
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
 log = logging.getLogger(__name__)
 # seaborn's categorical sizes make matplotlib log one INFO line per box plot: not news.
 logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
+# the figures that pool runs, and so say how many of them did not learn
+POOLED = ("figure2_left", "figure2_right", "figure3", "gam_partial", "sample_size")
 FIGURES = ("figure2_left", "figure2_right", "figure3", "learning_curves", "gam_partial", "segmentations", "sample_size")
 # The figures rule's named outputs: each figure's PNG under its name, its PDF under name_pdf.
 FIGURE_OUTPUTS = tuple(key for name in FIGURES for key in (name, f"{name}_pdf"))
@@ -92,6 +97,24 @@ def save(fig, png, pdf) -> list[Path]:
             fig.savefig(tmp, format=ext, metadata=metadata, dpi=DPI)
         written.append(path)
     return written
+
+
+def flag_not_learned(fig, count: int) -> None:
+    """A figure that pools runs says how many of them did not learn (crosses where it draws
+    runs one by one)."""
+    if count:
+        fig.supxlabel(
+            f"{not_learned_text(count)}: drawn as red crosses where runs are drawn", fontsize="small", color="firebrick"
+        )
+
+
+def _runs_scatter(ax, runs: pd.DataFrame, jitter, **style) -> None:
+    """Runs as dots, those that did not learn as red crosses."""
+    learned = runs["learned"].to_numpy(dtype=bool)
+    x, y = runs["size"].to_numpy() * jitter, runs["DICE"].to_numpy()
+    ax.scatter(x[learned], y[learned], linewidths=0, rasterized=True, **style)
+    if (~learned).any():
+        ax.scatter(x[~learned], y[~learned], marker="x", s=14, color="firebrick", linewidths=0.8, zorder=3)
 
 
 def _size_labels(sizes) -> list[str]:
@@ -181,7 +204,7 @@ def figure2_right(groups: pd.DataFrame, metric: str = "test_dice"):
 
 
 def _metric_label(metric: str) -> str:
-    return {"test_dice": "test DICE", "val_dice": "validation DICE"}.get(metric, metric)
+    return {"test_dice": "test DICE", "val_dice": "validation DICE", "holdout_dice": "holdout DICE"}.get(metric, metric)
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,16 +227,7 @@ def figure3(data: pd.DataFrame, predictions: pd.DataFrame, metric: str = "test_d
         for ax, model in zip(axes.flat, models):
             runs = data[data["model"] == model]
             jitter = np.exp(rng.uniform(-0.07, 0.07, len(runs)))
-            ax.scatter(
-                runs["size"] * jitter,
-                runs["DICE"],
-                s=5,
-                color="0.6",
-                alpha=0.5,
-                linewidths=0,
-                label="runs",
-                rasterized=True,
-            )
+            _runs_scatter(ax, runs, jitter, s=5, color="0.6", alpha=0.5, label="runs")
             means = runs.groupby("size")["DICE"].mean()
             ax.scatter(
                 means.index,
@@ -553,29 +567,34 @@ def segmentations(kept: dict, metrics: pd.DataFrame, metric: str = "test_dice", 
 # ---------------------------------------------------------------------------------------
 
 
-def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, targets=(), metric: str = "test_dice"):
-    """Per model (one panel each, the paper's order): the DICE of the runs the curve was
-    fitted on (grey dots, log size), the fitted learning curve with its 95 % bootstrap band
-    (sample_size_curves.csv), solid over the trained sizes and dashed beyond the largest, and
-    the target DICE values as dotted lines. A model without a curve says why
-    (sample_size_fits.csv)."""
+def sample_size(
+    data: pd.DataFrame, curves: pd.DataFrame, answers: pd.DataFrame, targets=(), metric: str = "holdout_dice"
+):
+    """Per model (one panel each, the paper's order): the DICE of the runs the curves were
+    fitted on (grey dots, log size), the chosen learning curve with its widened 95 % band
+    (sample_size_curves.csv), solid over the trained sizes and dashed beyond the largest,
+    the other families' curves as thin grey lines, and the target DICE values as dotted
+    lines. A model without an answer says why (sample_size.csv)."""
     models = model_names(data["backbone"].unique())
     colours = palette()
     ncols = min(3, max(len(models), 1))
     nrows = max(1, math.ceil(len(models) / ncols))
-    reasons = {r.model: f"{r.status}: {r.reason}" for r in fits.itertuples() if r.status != "fitted"}
+    reasons = {r.model: r.reason for r in answers.itertuples() if r.status == "not answered"}
     rng = np.random.default_rng(0)  # jitter only: fixed, so the figure is reproducible
     sizes = sorted(set(data["size"]))
     top = max([*sizes, *curves["size"]]) if len(curves) else max(sizes)
+    chosen = curves[curves["chosen"].astype(bool)] if len(curves) else curves
     with _theme():
         fig, axes = _figure((4.2 * ncols, 3.6 * nrows), nrows, ncols, sharex=True, sharey=True)
         for ax, model in zip(axes.flat, models):
             runs = data[data["model"] == model]
             jitter = np.exp(rng.uniform(-0.06, 0.06, len(runs)))
-            ax.scatter(runs["size"] * jitter, runs["DICE"], s=8, color="0.5", alpha=0.6, linewidths=0, rasterized=True)
+            _runs_scatter(ax, runs, jitter, s=8, color="0.5", alpha=0.6)
             colour = colours[model]
-            block = curves[curves["model"] == model].sort_values("size")
+            block = chosen[chosen["model"] == model].sort_values("size") if len(chosen) else chosen
             if len(block):
+                for _, other in curves[(curves["model"] == model) & ~curves["chosen"].astype(bool)].groupby("family"):
+                    ax.plot(other["size"], other["dice"], "-", color="0.55", linewidth=0.7, zorder=3)
                 inside = block[~block["extrapolated"].astype(bool)]
                 beyond = block[block["size"] >= inside["size"].max()]
                 ax.fill_between(block["size"], block["low"], block["high"], color=colour, alpha=0.25, linewidth=0)
@@ -617,7 +636,8 @@ def sample_size(data: pd.DataFrame, curves: pd.DataFrame, fits: pd.DataFrame, ta
                     color="0.35",
                     annotation_clip=False,
                 )
-        fig.legend(handles=_sample_size_legend(), loc="outside upper center", ncol=5, frameon=False)
+        family = chosen["family"].iloc[0] if len(chosen) else ""
+        fig.legend(handles=_sample_size_legend(family), loc="outside upper center", ncol=3, frameon=False)
     return fig
 
 
@@ -627,16 +647,18 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def _sample_size_legend() -> list:
+def _sample_size_legend(family: str) -> list:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     grey = "0.3"
+    form = FAMILIES[family].formula if family in FAMILIES else "no curve"
     return [
         Line2D([], [], marker="o", linestyle="", color="0.55", markersize=4, label="runs"),
-        Line2D([], [], color=grey, linewidth=1.8, label="a - b N^(-c)"),
+        Line2D([], [], color=grey, linewidth=1.8, label=f"{form} (chosen by backtest)"),
         Line2D([], [], color=grey, linewidth=1.8, linestyle="--", label="beyond the largest size"),
-        Patch(color=grey, alpha=0.25, label="95 % bootstrap band"),
+        Patch(color=grey, alpha=0.25, label="95 % band, widened by the backtests"),
+        Line2D([], [], color="0.55", linewidth=0.7, label="the other curve families"),
         Line2D([], [], color="0.35", linestyle=":", label="target DICE"),
     ]
 
@@ -656,15 +678,17 @@ def write_figures(
     outputs: Mapping[str, object],
     metric: str = "test_dice",
     curves_path=None,
-    fits_path=None,
+    answers_path=None,
     targets=TARGETS,
     runs: str = "all",
+    sample_size_metric: str = "holdout_dice",
 ) -> list[Path]:
     """Draw every figure of FIGURES to the paths `outputs` names (the figures rule's named
     outputs: FIGURE_OUTPUTS -> path) from the merged tables (metrics.csv,
     histories.csv, segmentations.npz) and the statistics' files (hsd_groups.csv,
-    predictions.csv, gam_partial.csv, and sample_size_curves.csv and sample_size_fits.csv,
-    by default beside hsd_groups.csv). `runs` and `targets` are the sample-size analysis's."""
+    predictions.csv, gam_partial.csv, and sample_size_curves.csv and sample_size.csv,
+    by default beside hsd_groups.csv). `runs`, `targets` and `sample_size_metric` are the
+    sample-size analysis's."""
     from unetcap.segmentations import read_segmentations
 
     paths = named_paths(outputs, FIGURE_OUTPUTS, "figures")
@@ -675,8 +699,8 @@ def write_figures(
     histories = read_histories(histories_path)
     here = Path(groups_path).parent
     curves = _read(curves_path or here / "sample_size_curves.csv")
-    fits = _read(fits_path or here / "sample_size_fits.csv")
-    fitted = select_runs(metrics, metric, runs)
+    answers = _read(answers_path or here / "sample_size.csv")
+    fitted = select_runs(metrics, sample_size_metric, runs)
     split = metric.split("_")[0]
     written = []
     for name, draw in (
@@ -686,10 +710,13 @@ def write_figures(
         ("learning_curves", lambda: learning_curves(histories)),
         ("gam_partial", lambda: gam_partial(partial)),
         ("segmentations", lambda: segmentations(read_segmentations(segmentations_path), metrics, metric)),
-        ("sample_size", lambda: sample_size(fitted, curves, fits, targets, metric)),
+        ("sample_size", lambda: sample_size(fitted, curves, answers, targets, sample_size_metric)),
     ):
         log.info("drawing %s", name)
-        written += save(draw(), paths[name], paths[f"{name}_pdf"])
+        fig = draw()
+        if name in POOLED:
+            flag_not_learned(fig, int((~(fitted if name == "sample_size" else frame)["learned"]).sum()))
+        written += save(fig, paths[name], paths[f"{name}_pdf"])
     return written
 
 

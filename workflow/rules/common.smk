@@ -139,6 +139,15 @@ TRAIN_CONFIG_SHA256 = sha256_json(
 )
 
 
+def holdout_table():
+    """The per-patient holdout scores the sample-size curves resample (merge's holdout.csv):
+    only when they are fitted on the holdout pool, so that a study whose table predates it
+    (analysis.sample_size.metric: test_dice) rebuilds from metrics.csv alone."""
+    if config["analysis"]["sample_size"]["metric"] == "holdout_dice":
+        return "<results>/holdout.csv"
+    return []
+
+
 def train_mem_mb(wildcards, attempt):
     """config train.mem_mb plus the run's images and masks held in memory (with the room
     their checks take), times the attempt."""

@@ -13,7 +13,7 @@ rule figures:
         partial="<results>/analysis/gam_partial.csv",
         segmentations="<results>/segmentations.npz",
         curves=rules.sample_size.output.curves,
-        fits=rules.sample_size.output.fits,
+        answers=rules.sample_size.output.table_csv,
     output:
         figure2_left=report(
             "<results>/figures/figure2_left.png", caption="../report/figure2_left.rst", category="3 Figures"
@@ -49,6 +49,7 @@ rule figures:
         metric=config["analysis"]["metric"],
         targets=config["analysis"]["sample_size"]["targets"],
         runs=config["analysis"]["sample_size"]["runs"],
+        sample_size_metric=config["analysis"]["sample_size"]["metric"],
     script:
         "../scripts/figures.py"
 

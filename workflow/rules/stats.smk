@@ -10,6 +10,7 @@ STATISTICS = "2 Statistics"
 rule sample_size:
     input:
         metrics="<results>/metrics.csv",
+        holdout=holdout_table(),
     output:
         table_html=report(
             "<results>/analysis/sample_size.html",
@@ -24,6 +25,12 @@ rule sample_size:
             labels={"table": "images needed per target DICE (CSV)"},
         ),
         table_md="<results>/analysis/sample_size.md",
+        families=report(
+            "<results>/analysis/sample_size_families.csv",
+            caption="../report/sample_size.rst",
+            category=WHICH_MODEL,
+            labels={"table": "curve families against the baselines, by backtest (CSV)"},
+        ),
         fits=report(
             "<results>/analysis/sample_size_fits.csv",
             caption="../report/sample_size.rst",
@@ -40,7 +47,7 @@ rule sample_size:
             "<results>/analysis/sample_size_backtest.csv",
             caption="../report/sample_size.rst",
             category=WHICH_MODEL,
-            labels={"table": "backtest against the OLS (CSV)"},
+            labels={"table": "backtest of every family and baseline (CSV)"},
         ),
         curves="<results>/analysis/sample_size_curves.csv",
     log:
@@ -48,7 +55,7 @@ rule sample_size:
     conda:
         "../../envs/analysis.yaml"
     params:
-        metric=config["analysis"]["metric"],
+        metric=config["analysis"]["sample_size"]["metric"],
         targets=config["analysis"]["sample_size"]["targets"],
         resamples=config["analysis"]["sample_size"]["resamples"],
         runs=config["analysis"]["sample_size"]["runs"],

@@ -11,6 +11,6 @@ write_figures(
     snakemake.input.segmentations,
     dict(snakemake.output.items()),
     curves_path=snakemake.input.curves,
-    fits_path=snakemake.input.fits,
+    answers_path=snakemake.input.answers,
     **snakemake.params,
 )

@@ -1,5 +1,6 @@
 from unetcap import log_to
-from unetcap.sample_size import write_sample_size
+from unetcap.analysis.sample_size_text import write_sample_size
 
 log_to(snakemake.log[0])
-write_sample_size(snakemake.input.metrics, dict(snakemake.output.items()), **snakemake.params)
+holdout = snakemake.input.get("holdout") or None  # none when the curves are not fitted on the holdout pool
+write_sample_size(snakemake.input.metrics, dict(snakemake.output.items()), holdout, **snakemake.params)

@@ -4,8 +4,8 @@ One frame of the paper's variables (`table.model_frame`): `DICE` (the chosen met
 (the encoder's depth, long/short), `Family`, `Dataset` (the subset size), `lr`, `reg`. On it,
 one module per concern:
 
-- `table`: the merged metrics table read and checked, and the model frame (shared with
-  `unetcap.sample_size` and `unetcap.figures`; imports no model library);
+- `table`: the merged metrics table read and checked, and the model frame (shared with the
+  sample-size analysis and `unetcap.figures`; imports no model library);
 - `formula`: the paper's formulas, reduced to what a grid identifies (`usable_formula`: a
   factor with a single level leaves the interactions it is part of, a term with a numeric
   variable of a single value is dropped, each with a note);
@@ -22,6 +22,16 @@ one module per concern:
 - `render`: numbers and tables as Markdown, LaTeX, HTML and CSV;
 - `run`: all of it (`analyse`), written to the paths the `stats` rule names
   (`write_analysis`).
+
+How many images (docs/design.md §12, the `sample_size` rule), in the order the work flows:
+
+- `curves`: the learning-curve families, fitted exactly to many bootstrap replicates at once;
+- `resample`: the runs of the curves and replicates that resample training sets and holdout
+  patients;
+- `backtest`: every family and two baselines judged on sizes their fit did not see, the
+  family chosen and its band widened by them;
+- `sample_size`: the answer per model and target, the fits, the curves, the crossings;
+- `sample_size_text`: the answer in words and tables, written to the paths the rule names.
 
 This file imports nothing: `unetcap.analysis.table` stays free of statsmodels and pygam.
 """

@@ -34,6 +34,7 @@ from unetcap.analysis.paper import format_paper, paper_comparison
 from unetcap.analysis.predict import depth_contrasts, format_depth, ols_predictions, ranking_constant
 from unetcap.analysis.recommend import format_which_model, which_model
 from unetcap.analysis.render import csv_text, pre_html, to_html, to_latex, to_markdown, write_outputs
+from unetcap.analysis.sample_size_text import plan_lines
 from unetcap.analysis.table import model_frame, read_metrics
 
 log = logging.getLogger(__name__)
@@ -141,12 +142,8 @@ def render_results(result: dict) -> dict[str, str]:
     table1 = [t1, td] if len(result["depth"]) else [t1]
     plan = []
     if result.get("sample_size") is not None:
-        from unetcap.sample_size import plan_lines  # the learning curves' answer (sample_size.csv)
-
-        plan = [
-            "How many images do I need? (learning curves a - b N^(-c), sample_size.md)",
-            *plan_lines(result["sample_size"]),
-        ]
+        plan = ["How many images do I need? (learning curves chosen by backtest, sample_size.md)"]
+        plan += plan_lines(result["sample_size"])
     summary = runs + "\n" + gam_summary(result["gam"])
     gam_terms = format_terms(result["gam_terms"], result["gam"])
     gam_terms.notes.insert(0, runs)

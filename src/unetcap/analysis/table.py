@@ -14,10 +14,31 @@ import pandas as pd
 from unetcap import UnetcapError
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
-METRICS = ("test_dice", "val_dice")
+METRICS = ("test_dice", "val_dice")  # every merged table has these
+# what each metric a model may explain is scored on
+SCORED_ON = {
+    "test_dice": "test set",
+    "val_dice": "validation fold",
+    "holdout_dice": "holdout pool: every sampled image of every holdout patient",
+}
 # The formula's variables, and the merged table's column each comes from.
 VARIABLES = {"ls": "depth", "Family": "family", "Dataset": "size", "lr": "lr", "reg": "reg"}
 REQUIRED = ("size", "backbone", "family", "depth", "lr", "reg", "fold", "status")
+# A run whose validation DICE ends below this learned nothing worth the name (docs/learning.md
+# §1: "all background" ends at 0): it stays in every model, as the paper's 1620 did, and every
+# table and figure that pools it says how many there are.
+LEARNED_FLOOR = 0.05
+
+
+def not_learned(metrics: pd.DataFrame) -> np.ndarray:
+    """Runs whose validation DICE is below LEARNED_FLOOR (a missing one is not counted)."""
+    val = pd.to_numeric(metrics["val_dice"], errors="coerce").to_numpy(dtype=float)
+    return np.isfinite(val) & (val < LEARNED_FLOOR)
+
+
+def not_learned_text(count: int) -> str:
+    """The phrase every table and figure uses for them."""
+    return f"{count} run(s) did not learn (validation DICE below {LEARNED_FLOOR:g}), kept"
 
 
 def read_metrics(path) -> pd.DataFrame:
@@ -68,9 +89,11 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
     `Family`, `Dataset` (size), `lr`, `reg`, plus `backbone`, `model` (the figures' short
     name), `size`, `fold`, `status`. Runs whose metric is not a finite number are left out
     (with a note); diverged runs with a finite DICE stay in, as in the paper's 1620."""
-    if metric not in METRICS:
-        raise UnetcapError(f"analysis.metric: {metric!r} is not one of {', '.join(METRICS)}")
+    if metric not in SCORED_ON:
+        raise UnetcapError(f"analysis.metric: {metric!r} is not one of {', '.join(SCORED_ON)}")
     check_metrics(metrics)
+    if metric not in metrics.columns:
+        raise UnetcapError(f"metrics table: no column {metric} (made before the runs were scored on it)")
     dice = pd.to_numeric(metrics[metric], errors="coerce").astype(float)
     frame = pd.DataFrame(
         {
@@ -84,10 +107,11 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
             "size": metrics["size"].astype(int).to_numpy(),
             "fold": metrics["fold"].to_numpy(),
             "status": metrics["status"].astype(str).to_numpy(dtype=object),
+            "learned": ~not_learned(metrics),
         }
     )
     frame["model"] = frame["backbone"].map(lambda b: BACKBONES[b].short)
-    notes = [f"Response: {metric} ({'test set' if metric == 'test_dice' else 'validation fold'} DICE)."]
+    notes = [f"Response: {metric} ({SCORED_ON[metric]} DICE)."]
     bad = ~np.isfinite(frame["DICE"].to_numpy())
     if bad.any():
         notes.append(f"{int(bad.sum())} run(s) without a finite {metric} left out.")
@@ -108,5 +132,9 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
     notes.insert(1, f"{len(frame)} run(s) analysed.")
     left_out = f"{int(bad.sum())} left out (no finite {metric})" if bad.any() else "none left out"
     kept = f"; {diverged} diverged run(s) kept with their {metric}" if diverged else ""
+    idle = int((~frame["learned"]).sum())
+    kept += f"; {not_learned_text(idle)}" if idle else ""
+    if idle:
+        notes.append(f"{not_learned_text(idle)}: in every model, flagged in the figures.")
     runs = f"Runs: {len(frame)} of the {len(bad)} in the metrics table used, {left_out}{kept}."
     return Frame(frame, metric, notes, runs)

@@ -1,6 +1,6 @@
 """Why the U-Nets stayed at DICE 0, measured: the experiments behind docs/learning.md.
 
-    .venv/bin/python benchmarks/learning.py [pixels] [curves] [--steps N] [--out DIR]
+    .venv/bin/python benchmarks/learning.py [pixels] [curves] [schedule] [--steps N] [--out DIR]
 
 `pixels`: the myocardium's share of the pixels at 32, 64 and 128 px, whole image against
 the heart-centred crop, on the demo's phantom cohort; the patients a subset trains on.
@@ -13,6 +13,11 @@ threshold would give. Once with the paper's protocol, then with each remedy alon
 with all of them. Writes CSV tables and figures to docs/learning/ (or --out) and prints
 the tables. Uses the library's own pieces (phantom, cohort, prepare, splits, train), not
 Snakemake; the data goes to benchmarks/out/learning/ (generated, not in git).
+`schedule`: one encoder's holdout DICE against dataset size under a fixed number of optimizer
+steps (the demo's 100) and under early stopping with a floor and a cap (config/learning_curve.yaml),
+with the steps and seconds each took, from two studies' merged tables: results/learning_curve/
+and results/learning_curve_fixed/, the same study with SCHEDULE_FIXED's overrides (the command
+is printed when it is missing). Writes schedule.csv.
 """
 
 from __future__ import annotations
@@ -286,6 +291,43 @@ def dice_at_steps(curves: pd.DataFrame, steps=(50, 100, 200, 400)) -> pd.DataFra
     return table.reindex([v for v in VARIANTS if v in set(curves["variant"])])
 
 
+# config/learning_curve.yaml, trained for the demo's fixed 100 steps (5 epochs x 20 batches)
+SCHEDULE_FIXED = (
+    "study=learning_curve_fixed",
+    "backbones=[resnet18]",
+    "train={max_epochs: 5, min_epochs: 0, patience: 5}",
+)
+
+
+def schedule_table(backbone: str = BACKBONE) -> pd.DataFrame:
+    """Per dataset size and schedule: the runs, their mean and spread of holdout DICE, the
+    optimizer steps and the seconds of training (plus import and build) a run took."""
+    frames = []
+    for study, name in (("learning_curve_fixed", "fixed 100 steps"), ("learning_curve", "early stopping")):
+        path = ROOT / "results" / study / "metrics.csv"
+        if not path.is_file():
+            command = " ".join(f"'{c}'" for c in SCHEDULE_FIXED)
+            raise SystemExit(
+                f"{path} is missing: run .venv/bin/snakemake --configfile config/learning_curve.yaml --cores 2"
+                + (f" --config {command}" if "fixed" in study else "")
+            )
+        m = pd.read_csv(path)
+        m = m[m["backbone"] == backbone].assign(
+            schedule=name, seconds=lambda t: t["seconds_train"] + t["seconds_import"] + t["seconds_build"]
+        )
+        frames.append(m)
+    runs = pd.concat(frames, ignore_index=True)
+    table = runs.groupby(["size", "schedule"], sort=False).agg(
+        runs=("holdout_dice", "size"),
+        holdout_dice=("holdout_dice", "mean"),
+        holdout_dice_sd=("holdout_dice", "std"),
+        steps=("train_steps", "mean"),
+        seconds=("seconds", "mean"),
+        seconds_total=("seconds", "sum"),
+    )
+    return table.reset_index().sort_values(["schedule", "size"], kind="stable")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", default=["pixels", "curves"])
@@ -317,6 +359,10 @@ def main(argv=None) -> None:
             )
         curves = pd.concat(frames, ignore_index=True)
         curves.to_csv(args.out / "curves.csv", index=False, float_format="%.4g")
+    if "schedule" in args.sections:
+        table = schedule_table()
+        table.to_csv(args.out / "schedule.csv", index=False, float_format="%.4g")
+        print(table.round(3).to_string(index=False))
     if "figures" in args.sections or "curves" in args.sections:
         curves = pd.read_csv(args.out / "curves.csv")
         plot_curves(curves, args.out / "curves.png")

@@ -201,7 +201,7 @@ def test_coverage_on_simulated_studies_with_fold_and_patient_effects():
         loo += [z[i] <= bt.widening(np.delete(z, i)) for i in range(len(z))]
         _, low, high = ss.answer_band(result)
         at = np.argmin(np.abs(result["grid"] - 2400))
-        inside += [low[i, at] <= truth[b] <= high[i, at] for i, b in enumerate(result["units"].backbones)]
+        inside += [low[i, at] <= truth[b] <= high[i, at] for i, b in enumerate(result["fitted"].backbones)]
     mae = pd.concat(errors, axis=1).mean(axis=1)
     print(
         f"16 simulated studies: backtest cases inside the widened band (each left out of its k) "
@@ -254,8 +254,9 @@ def test_degenerate_studies_give_a_reason_never_a_number(kind, reason, tmp_path)
     line = next(line for line in plan_lines(images) if reason in line)
     assert not any(ch.isdigit() for ch in line.split(reason)[0].replace("R18", ""))
     assert reason in text["table_md"] and "inf" not in text["table_csv"] and "∞" not in text["table_md"]
-    if kind == "flat":  # the other model still gets its answer
+    if kind == "flat":  # the other model still gets its answer, from curves fitted without the flat one
         assert (images[images["backbone"] == "vgg16"]["status"] != "not answered").all()
+        assert set(ss.fits_table(result)["model"]) == {"V16"} and set(result["backtest"]["model"]) == {"V16"}
 
 
 def test_a_real_slow_rising_curve_is_answered_in_words_with_no_bound_printed_as_a_number():

@@ -54,14 +54,15 @@ class Units:
 
     def subset(self, keep_sizes) -> Units:
         """The units of the sizes in `keep_sizes` only (a backtest's reduced study)."""
-        keep = np.isin(self.sizes, keep_sizes)
-        rows = keep[self.size]
-        return make_units(self.runs.loc[rows], self._counts_frame(rows))
+        return self._rows(np.isin(self.sizes, keep_sizes)[self.size])
 
-    def _counts_frame(self, rows):
-        if self.counts is None:
-            return None
-        return self.counts[rows], self.patients
+    def only(self, backbones) -> Units:
+        """The units of these models only."""
+        return self._rows(self.runs["backbone"].isin(list(backbones)).to_numpy())
+
+    def _rows(self, rows: np.ndarray) -> Units:
+        counts = None if self.counts is None else (self.counts[rows], self.patients)
+        return make_units(self.runs.loc[rows], counts)
 
 
 def make_units(runs: pd.DataFrame, counts=None) -> Units:

@@ -158,15 +158,21 @@ def analyse_sample_size(
     result = {"units": units, "metric": metric, "runs": runs, "targets": targets, "notes": notes}
     result["reason"] = study_reason
     result["model_reasons"] = model_reasons
-    if study_reason:
+    # the models with an answer: the curves, the backtest and the choice rest on them alone
+    fitted = units.only([b for b in units.backbones if b not in model_reasons])
+    result["fitted"] = fitted
+    if study_reason or not fitted.backbones:
         result.update(backtest=pd.DataFrame(), families=summary(pd.DataFrame()), chosen="", widening=np.nan, fits={})
     else:
-        table = backtest(units, frame, int(resamples), seed, ols_formula)
+        table = backtest(fitted, frame[frame["backbone"].isin(fitted.backbones)], int(resamples), seed, ols_formula)
         families = summary(table)
         chosen = families.loc[families["chosen"], "method"]
         result.update(backtest=table, families=families, chosen=chosen.iloc[0] if len(chosen) else "")
         result["widening"] = widening(z_scores(table, result["chosen"])) if result["chosen"] else np.nan
-        result["fits"] = {name: fit_family(f, units.sizes, means, units.weights) for name, f in FAMILIES.items()}
+        means = replicate_means(fitted, int(resamples), seed)
+        result["fits"] = {name: fit_family(f, fitted.sizes, means, fitted.weights) for name, f in FAMILIES.items()}
+        if not result["chosen"]:
+            result["reason"] = "no backtest case could be computed (no size above the smallest three has runs)"
     result["grid"] = curve_grid(units.sizes)
     result["seconds"] = time.perf_counter() - started
     log.info("sample size: %d models, %d resamples, %.1f s", len(units.backbones), resamples, result["seconds"])
@@ -205,8 +211,9 @@ def images_table(result: dict) -> pd.DataFrame:
         central, low, high = answer_band(result)
         fit = result["fits"][chosen]
         plateau = plateau_of(result)
-    for i, backbone in enumerate(units.backbones):
+    for backbone in units.backbones:
         reason = result["reason"] or result["model_reasons"].get(backbone, "")
+        i = result["fitted"].backbones.index(backbone) if not reason and chosen else -1
         for target in result["targets"]:
             row = {
                 "model": BACKBONES[backbone].short,
@@ -300,7 +307,7 @@ def fits_table(result: dict) -> pd.DataFrame:
     """One row per family and model: a, b and the grid parameter (c or d) with their
     bootstrap intervals, the bound a fit ends on (in words), the RMSE of the size means and
     the model's leave-largest-out mean |error|; `chosen` marks the family that answers."""
-    units, rows = result["units"], []
+    units, rows = result["fitted"], []
     table = result["backtest"]
     for name, fit in result["fits"].items():
         family = FAMILIES[name]
@@ -315,7 +322,6 @@ def fits_table(result: dict) -> pd.DataFrame:
             mine = table[(table["backbone"] == backbone) & table["leave_largest_out"]] if len(table) else table
             row["mae_largest"] = float(mine[f"{name}_error"].abs().mean()) if len(mine) else np.nan
             row["chosen"] = name == result["chosen"]
-            row["reason"] = result["model_reasons"].get(backbone, "")
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -323,15 +329,13 @@ def fits_table(result: dict) -> pd.DataFrame:
 def curves_table(result: dict) -> pd.DataFrame:
     """Each model's chosen curve on the grid with its widened band, and the other families'
     curves (no band); `extrapolated` beyond the largest trained size."""
-    units, grid, rows = result["units"], result["grid"], []
+    units, grid, rows = result["fitted"], result["grid"], []
     if not result["chosen"]:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     central, low, high = answer_band(result)
     for name, fit in result["fits"].items():
         predicted = fit.predict(grid)[0]
         for i, backbone in enumerate(units.backbones):
-            if backbone in result["model_reasons"]:
-                continue
             chosen = name == result["chosen"]
             rows.append(
                 pd.DataFrame(

@@ -198,9 +198,6 @@ def _share(x) -> str:
 def format_fits(result: dict, fits: pd.DataFrame) -> Formatted:
     rows = []
     for r in fits.itertuples():
-        if r.reason:
-            rows.append([r.family, r.model, "", "", "", "", "", f"not answered: {r.reason}"])
-            continue
         theta = f"{r.theta_name} = {_cell(r, 'theta')}" if r.theta_name else ""
         a = _cell(r, "a") if not r.on_bound.startswith("plateau at its bound") else f"bound ({r.on_bound})"
         rows.append(

@@ -27,7 +27,7 @@ from unetcap.analysis.linear import AIC_CONVENTION, DEPTH_NOTE, GLM_INFERENCE, c
 from unetcap.analysis.predict import grid_rows
 from unetcap.analysis.render import fmt_p
 from unetcap.analysis.run import analyse, write_analysis, write_results
-from unetcap.analysis.table import model_frame, read_metrics
+from unetcap.analysis.table import LEARNED_FLOOR, model_frame, read_metrics
 
 PAPER_TERMS = [
     "Intercept",
@@ -553,13 +553,16 @@ def test_bad_tables_and_settings_are_refused(tmp_path):
 def test_every_table_states_the_runs_it_used_and_left_out(tmp_path):
     metrics = synthetic.metrics_table(seed=9, sizes=(200, 1000), lrs=(0.01, 0.001), folds=2, diverge=0.3)
     metrics.loc[[0, 5, 7], "test_dice"] = np.nan
-    diverged = int((metrics["status"] != "ok").drop(index=[0, 5, 7]).sum())
-    assert diverged > 0
+    kept = metrics.drop(index=[0, 5, 7])
+    diverged = int((kept["status"] != "ok").sum())
+    idle = int((kept["val_dice"] < LEARNED_FLOOR).sum())
+    assert diverged > 0 and idle > 0
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
     write_analysis(tmp_path / "metrics.csv", synthetic.rule_outputs("stats", tmp_path / "out"))
     line = (
         f"Runs: {len(metrics) - 3} of the {len(metrics)} in the metrics table used, 3 left out "
-        f"(no finite test_dice); {diverged} diverged run(s) kept with their test_dice."
+        f"(no finite test_dice); {diverged} diverged run(s) kept with their test_dice; "
+        f"{idle} run(s) did not learn (validation DICE below {LEARNED_FLOOR:g}), kept."
     )
     for name in (
         "table1_ols.md",

@@ -616,6 +616,7 @@ def sample_size(
                 ax.axhline(target, color="0.35", linestyle=":", linewidth=0.9, zorder=1)
             ax.set_title(f"{model} ({_backbone_of(model)})")
             ax.set_xscale("log")
+            ax.set_ylim(top=1.02)  # DICE: a curve that never levels off leaves the panel at 1
             ax.set_xlim(min(sizes) / 1.3, top * 1.3)
             ax.set_xticks(sizes, _size_labels(sizes))
             ax.minorticks_off()

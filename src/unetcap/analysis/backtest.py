@@ -29,6 +29,11 @@ from unetcap.study import BACKBONES
 MIN_FIT = 3  # sizes a curve is fitted on in a backtest (three parameters)
 LEVEL = 0.95
 BASELINES = ("ols", "carry_forward")
+BACKTEST_COLUMNS = [
+    *("model", "backbone", "fitted_sizes", "largest_fitted", "size", "leave_largest_out", "observed"),
+    *(f"{name}_{part}" for name in FAMILIES for part in ("predicted", "low", "high")),
+    *(f"{name}_predicted" for name in BASELINES),
+]  # then each family's and baseline's error (predicted - observed)
 
 
 def band(predictions: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
@@ -75,9 +80,13 @@ def backtest(units: Units, frame: pd.DataFrame, resamples: int, seed: int, ols_f
                 row["ols_predicted"] = ols.get((backbone, float(size)), np.nan)
                 row["carry_forward_predicted"] = means[0][r, m - 1]
                 rows.append(row)
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
+    return backtest_table(rows)
+
+
+def backtest_table(rows=()) -> pd.DataFrame:
+    """The backtest's rows (none: the empty table, with its columns) with each family's and
+    baseline's error; cases whose size has no observed mean dropped."""
+    table = pd.DataFrame(list(rows), columns=BACKTEST_COLUMNS)
     for name in [*FAMILIES, *BASELINES]:
         table[f"{name}_error"] = table[f"{name}_predicted"] - table["observed"]
     return table.dropna(subset=["observed"]).reset_index(drop=True)

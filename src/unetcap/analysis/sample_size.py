@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
-from unetcap.analysis.backtest import LEVEL, MIN_FIT, backtest, band, summary, widening, z_scores
+from unetcap.analysis.backtest import LEVEL, MIN_FIT, backtest, backtest_table, band, summary, widening, z_scores
 from unetcap.analysis.curves import A_BOUNDS, FAMILIES, bound_text, fit_family, sizes_reaching
 from unetcap.analysis.formula import PAPER_OLS
 from unetcap.analysis.resample import holdout_counts, make_units, replicate_means
@@ -162,7 +162,9 @@ def analyse_sample_size(
     fitted = units.only([b for b in units.backbones if b not in model_reasons])
     result["fitted"] = fitted
     if study_reason or not fitted.backbones:
-        result.update(backtest=pd.DataFrame(), families=summary(pd.DataFrame()), chosen="", widening=np.nan, fits={})
+        result.update(
+            backtest=backtest_table(), families=summary(backtest_table()), chosen="", widening=np.nan, fits={}
+        )
     else:
         table = backtest(fitted, frame[frame["backbone"].isin(fitted.backbones)], int(resamples), seed, ols_formula)
         families = summary(table)
@@ -323,7 +325,14 @@ def fits_table(result: dict) -> pd.DataFrame:
             row["mae_largest"] = float(mine[f"{name}_error"].abs().mean()) if len(mine) else np.nan
             row["chosen"] = name == result["chosen"]
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=FITS_COLUMNS)
+
+
+FITS_COLUMNS = [
+    *("family", "model", "backbone"),
+    *(f"{key}{end}" for key in ("a", "b", "theta") for end in ("", "_low", "_high")),
+    *("theta_name", "on_bound", "rmse", "mae_largest", "chosen"),
+]
 
 
 def curves_table(result: dict) -> pd.DataFrame:

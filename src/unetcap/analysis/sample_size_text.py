@@ -109,12 +109,13 @@ def format_images(result: dict, table: pd.DataFrame) -> Formatted:
             rows.append([model, "all", "", "", "", "", f"not answered: {block['reason'].iloc[0]}"])
             continue
         for r in block.itertuples():
+            smallest = r.status == "reached at the smallest size"
             rows.append(
                 [
                     r.model,
                     f"{r.target:.2f}",
-                    fmt_images(r.images),
-                    _interval(r),
+                    f"{fmt_images(r.images)} or fewer" if smallest else fmt_images(r.images),
+                    "" if smallest else _interval(r),
                     _plateau_cell(r),
                     r.status,
                     r.reason,
@@ -313,7 +314,7 @@ def write_sample_size(
 def render_sample_size(result: dict) -> dict[str, str]:
     """The text of every output, by the rule's name for it."""
     images = images_table(result)
-    fits = fits_table(result) if result["fits"] else pd.DataFrame()
+    fits = fits_table(result)
     curves = curves_table(result)
     crossings = crossings_table(curves)
     plan = plan_lines(images)

@@ -16,8 +16,8 @@ Snakemake; the data goes to benchmarks/out/learning/ (generated, not in git).
 `schedule`: one encoder's holdout DICE against dataset size under a fixed number of optimizer
 steps (the demo's 100) and under early stopping with a floor and a cap (config/learning_curve.yaml),
 with the steps and seconds each took, from two studies' merged tables: results/learning_curve/
-and results/learning_curve_fixed/, the same study with SCHEDULE_FIXED's overrides (the command
-is printed when it is missing). Writes schedule.csv.
+and results/learning_curve_fixed/ (config/learning_curve_fixed.yaml laid over it; the command
+is printed when one is missing). Writes schedule.csv.
 """
 
 from __future__ import annotations
@@ -291,14 +291,6 @@ def dice_at_steps(curves: pd.DataFrame, steps=(50, 100, 200, 400)) -> pd.DataFra
     return table.reindex([v for v in VARIANTS if v in set(curves["variant"])])
 
 
-# config/learning_curve.yaml, trained for the demo's fixed 100 steps (5 epochs x 20 batches)
-SCHEDULE_FIXED = (
-    "study=learning_curve_fixed",
-    "backbones=[resnet18]",
-    "train={max_epochs: 5, min_epochs: 0, patience: 5}",
-)
-
-
 def schedule_table(backbone: str = BACKBONE) -> pd.DataFrame:
     """Per dataset size and schedule: the runs, their mean and spread of holdout DICE, the
     optimizer steps and the seconds of training (plus import and build) a run took."""
@@ -306,11 +298,8 @@ def schedule_table(backbone: str = BACKBONE) -> pd.DataFrame:
     for study, name in (("learning_curve_fixed", "fixed 100 steps"), ("learning_curve", "early stopping")):
         path = ROOT / "results" / study / "metrics.csv"
         if not path.is_file():
-            command = " ".join(f"'{c}'" for c in SCHEDULE_FIXED)
-            raise SystemExit(
-                f"{path} is missing: run .venv/bin/snakemake --configfile config/learning_curve.yaml --cores 2"
-                + (f" --config {command}" if "fixed" in study else "")
-            )
+            configs = "config/learning_curve.yaml" + (" config/learning_curve_fixed.yaml" if "fixed" in study else "")
+            raise SystemExit(f"{path} is missing: run .venv/bin/snakemake --configfile {configs} --cores 2")
         m = pd.read_csv(path)
         m = m[m["backbone"] == backbone].assign(
             schedule=name, seconds=lambda t: t["seconds_train"] + t["seconds_import"] + t["seconds_build"]

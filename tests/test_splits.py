@@ -163,6 +163,10 @@ def test_design_spaces_sizes_geometrically_up_to_what_the_cohort_gives_with_more
     assert plan["repeats"] == sorted(plan["repeats"], reverse=True) and plan["repeats"][0] > plan["repeats"][-1] == 1
     with pytest.raises(UnetcapError, match="smallest size"):
         design(60, 20, smallest=5000)
+    pilot = design(60, 20, smallest=30, largest=480)  # labels not all made yet: a pilot
+    assert pilot["sizes"] == [30, 60, 120, 240, 480] and pilot["repeats"] == [3, 3, 2, 1, 1]
+    with pytest.raises(UnetcapError, match="more than the cohort gives"):
+        design(60, 20, largest=5000)
 
 
 def test_design_from_the_command_line(capsys):

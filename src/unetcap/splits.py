@@ -290,16 +290,21 @@ def design(
     n_sizes: int = 5,
     smallest: int | None = None,
     max_repeats: int = 3,
+    largest: int | None = None,
 ) -> dict:
     """Sizes and repeats for a sample-size study (docs/learning.md §4): `n_sizes` dataset
     sizes spaced geometrically from `smallest` (default: one patient's images per fold)
-    up to the largest the cohort gives, and per size the repeats (other draws of
-    development patients) min(max_repeats, development pool // patients per draw,
-    round(sqrt(patients of the largest size / patients of this one))): more where few
-    patients decide the score."""
+    up to `largest` (default: the largest the cohort gives; less for a pilot whose labels
+    are not all made yet), and per size the repeats (other draws of development patients)
+    min(max_repeats, development pool // patients per draw, round(sqrt(patients of the
+    largest size / patients of this one))): more where few patients decide the score."""
     if n_sizes < 2:
         raise UnetcapError(f"design: {n_sizes} sizes; a learning curve needs at least 5 (3 to fit, 2 to check)")
     top = largest_size(n_patients, folds, images_per_patient, holdout_fraction)
+    if largest is not None:
+        if largest > top:
+            raise UnetcapError(f"design: the largest size {largest} is more than the cohort gives ({top})")
+        top = largest
     low = smallest or math.ceil(folds * images_per_patient / (1 - holdout_fraction))
     if low >= top:
         raise UnetcapError(f"design: the smallest size {low} is not below the largest the cohort gives ({top})")
@@ -324,6 +329,7 @@ def main(argv=None) -> None:
     parser.add_argument("--holdout-fraction", type=float, default=0.2)
     parser.add_argument("--sizes", type=int, default=5, help="how many dataset sizes (at least 5)")
     parser.add_argument("--smallest", type=int, default=None, help="the smallest dataset size")
+    parser.add_argument("--largest", type=int, default=None, help="the largest dataset size (default: all)")
     parser.add_argument("--max-repeats", type=int, default=3)
     args = parser.parse_args(argv)
     try:
@@ -335,6 +341,7 @@ def main(argv=None) -> None:
             args.sizes,
             args.smallest,
             args.max_repeats,
+            args.largest,
         )
     except UnetcapError as err:
         parser.exit(2, f"error: {err}\n")

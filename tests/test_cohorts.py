@@ -50,10 +50,11 @@ def test_acdc_bad_inputs_reported_together(tmp_path):
     with pytest.raises(UnetcapError) as err:
         scan_cohort(tmp_path / "acdc", 4, source="acdc")
     message = str(err.value)
-    assert "3 problem(s)" in message
+    assert "4 problem(s)" in message
+    assert "patient001/Info.cfg: key ES: frame 7 has no image volume" in message  # the frame Info.cfg names
     assert "patient001_frame07_gt.nii.gz: labels without their image" in message
     assert "patient002: no Info.cfg" in message
-    assert "not a readable NIfTI file" in message
+    assert "patient003_frame01_gt.nii.gz: not a readable NIfTI file" in message  # the label file, not the image
 
 
 def test_mnms_frames_from_labels_or_information_csv_and_mnms2(tmp_path):
@@ -329,9 +330,11 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     nib.save(nib.Nifti1Image(data, volume.affine), str(gt))
     write_sample(acdc, tmp_path / "sample.csv", 4, source="acdc", options={"few_images": "leave_out"})
     message = _error(lambda: prepare_store(tmp_path / "sample.csv", tmp_path / "store", 32, source="acdc"))
+    # named once, under the label file that holds it, not once per sampled slice under the image
+    assert "1 problem(s)" in message
     assert (
-        "patient001_frame01.nii.gz: labels patient001_frame01_gt.nii.gz hold value(s) [7] outside the "
-        "format's [0, 1, 2, 3]" in message
+        "patient001_frame01_gt.nii.gz: label value(s) [7] outside the format's [0, 1, 2, 3] in slice 0, frame 1; "
+        "slice 1, frame 1 (2 sampled images)" in message
     )
     assert not (tmp_path / "store/images.npy").exists()
 

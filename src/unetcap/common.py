@@ -106,19 +106,35 @@ def named_paths(outputs: Mapping[str, object], names, rule: str) -> dict[str, Pa
 
 
 class Problems:
-    """Collects every bad input of a pass, then raises them together."""
+    """Collects every bad input of a pass, then raises them together: each problem once,
+    under the file that holds it. A problem met in several sampled images of one file (the
+    slices of a volume) is one line: where in the file (`where`: "slice 2, frame 1"), the
+    bad pixels summed (`pixels`) and how many images it spoiled."""
 
     def __init__(self, what: str):
         self.what = what
-        self.items: list[str] = []
+        self.found: dict[str, list] = {}  # "path: message" -> [images, pixels, [where]]
 
-    def add(self, path, message: str) -> None:
-        self.items.append(f"{path}: {message}")
+    def add(self, path, message: str, where: str = "", pixels: int = 0) -> None:
+        entry = self.found.setdefault(f"{path}: {message}", [0, 0, []])
+        entry[0] += 1
+        entry[1] += pixels
+        if where and where not in entry[2]:
+            entry[2].append(where)
+
+    @property
+    def items(self) -> list[str]:
+        lines = []
+        for line, (images, pixels, where) in self.found.items():
+            line += f": {pixels} pixel(s)" if pixels else ""
+            line += f" in {'; '.join(where[:4])}{' ...' if len(where) > 4 else ''}" if where else ""
+            lines.append(line + (f" ({images} sampled images)" if images > 1 else ""))
+        return lines
 
     def raise_if_any(self) -> None:
-        if self.items:
+        if self.found:
             lines = "\n  ".join(self.items)
-            raise UnetcapError(f"{self.what}: {len(self.items)} problem(s)\n  {lines}")
+            raise UnetcapError(f"{self.what}: {len(self.found)} problem(s)\n  {lines}")
 
 
 def parallel_map(fn, items, workers: int, chunksize: int = 1):

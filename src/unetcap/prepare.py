@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
-from unetcap.cohort import HEADER_COLUMNS, read_labelled
+from unetcap.cohort import HEADER_COLUMNS, FileProblem, read_labelled
 from unetcap.common import Problems, atomic_path, parallel_map, read_table, write_table, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -219,20 +219,25 @@ ROI_COLUMNS = ["roi", "roi_top", "roi_left", "roi_side", "roi_kept"]
 def _prepare_block(job):
     """Read, check and prepare the sampled images of one block (consecutive rows; whole
     patients when the region of interest is found per patient) and write them into the
-    output files. Returns ([header fields + ROI columns, or None], [(path, what is wrong)])."""
+    output files; nothing is written when any of its images has a problem. Returns
+    ([header fields + ROI columns] or [None, ...], [(path, what is wrong)], [warning],
+    [whether each image's structure is non-empty, None where it could not be read])."""
     start, items, groups, size, roi, reading, images_file, masks_file = job
     (images_path, images_offset, image_bytes), (masks_path, masks_offset, mask_bytes) = images_file, masks_file
-    raw, problems = [], []
+    raw, problems, warnings = [], [], []
     for item in items:
         raw.append(None)
         try:
             header, pixels, mask = read_labelled(item, **reading)
         except ValueError as err:
-            problems.append((item["source"], str(err)))
+            problems.append(err.fields if isinstance(err, FileProblem) else (item["source"], str(err)))
             continue
         raw[-1] = (header, pixels, mask)
+        if pixels.size and pixels.min() == pixels.max():
+            warnings.append(f"{item['source']}: a constant image with empty labels (kept: it teaches 'no heart here')")
+    labelled = [None if r is None else bool(r[2].any()) for r in raw]
     if problems:
-        return [None] * len(items), problems
+        return [None] * len(items), problems, warnings, labelled
     boxes, found = [], []
     for patient in dict.fromkeys(p for p, _ in groups):  # the block's patients, in order
         rows = [k for k, (p, _) in enumerate(groups) if p == patient]
@@ -251,9 +256,14 @@ def _prepare_block(job):
         headers.append(
             {**header, "roi": found[k], "roi_top": top, "roi_left": left, "roi_side": side, "roi_kept": kept}
         )
+    outside = np.count_nonzero(~((images >= 0) & (images <= 1)), axis=(1, 2))  # NaN fails both
+    for k in np.flatnonzero(outside):
+        problems.append((items[k]["source"], "prepared image outside [0, 1] or not finite", "", int(outside[k])))
+    if problems:  # the store's contract: nothing outside [0, 1] is written, whatever the reader gave
+        return [None] * len(items), problems, warnings, labelled
     _write_rows(images_path, images_offset + start * image_bytes, images)
     _write_rows(masks_path, masks_offset + start * mask_bytes, masks)
-    return headers, problems
+    return headers, problems, warnings, labelled
 
 
 def _blocks(sample: pd.DataFrame, workers: int, whole_patients: bool) -> list[tuple[int, int]]:
@@ -332,7 +342,7 @@ def prepare_store(
             for start, end in _blocks(sample, workers, whole_patients=roi["method"] == "heart")
         ]
         problems = Problems(f"preparing {sample_csv}")
-        headers = []
+        headers, labelled = [], []
         # The arrays are hashed while the workers write them: block results come back in
         # order, and the rows before them are final.
         with (
@@ -341,27 +351,32 @@ def prepare_store(
             opencv_threads(1) if workers > 1 else nullcontext(),
         ):
             logged = 0
-            for block_headers, block_problems in parallel_map(_prepare_block, jobs, workers):
+            for block_headers, block_problems, warnings, block_labelled in parallel_map(_prepare_block, jobs, workers):
                 for problem in block_problems:
                     problems.add(*problem)
+                for warning in warnings:
+                    log.warning(warning)
                 headers.extend(block_headers)
+                labelled.extend(block_labelled)
                 if not problems.items:
                     for file_hash, (_, offset, row_bytes) in zip((image_hash, mask_hash), outputs):
                         file_hash.advance(offset + len(headers) * row_bytes)
                 if len(headers) - logged >= 10 * BLOCK or len(headers) == n:
                     logged = len(headers)
                     log.info("prepared %d / %d images", len(headers), n)
+            # a patient whose structure is empty in every image that could be read, in the same pass
+            flags = pd.Series(labelled, index=sample.patient.to_numpy(), dtype=object)
+            for patient, flag in flags.groupby(level=0, sort=False):
+                read = flag.dropna()
+                if len(read) and not read.astype(bool).any():
+                    rows = sample.index[sample.patient == patient]
+                    problems.add(
+                        Path(sample.source[rows[0]]).parent,
+                        f"patient {patient}: the structure (cohort.labels) is empty in every one of its "
+                        f"{len(read)} {'readable ' if len(read) < len(rows) else ''}sampled images",
+                    )
             problems.raise_if_any()
             found = pd.DataFrame(headers)[HEADER_COLUMNS + ROI_COLUMNS]
-            labelled = found["roi_kept"].notna().groupby(sample.patient.to_numpy(), sort=False).any()
-            for patient in labelled.index[~labelled.to_numpy()]:
-                rows = sample.index[sample.patient == patient]
-                problems.add(
-                    Path(sample.source[rows[0]]).parent,
-                    f"patient {patient}: the structure (cohort.labels) "
-                    f"is empty in every one of its {len(rows)} sampled images",
-                )
-            problems.raise_if_any()
             if "vendor" in sample:  # a table's vendor where the image header has none
                 found["vendor"] = found["vendor"].where(found["vendor"] != "", sample["vendor"].fillna(""))
             index = pd.concat([sample.drop(columns="vendor", errors="ignore"), found], axis=1)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -77,6 +78,33 @@ class Image:
     position: float
     source: str
     mask: str
+
+
+class FileProblem(ValueError):
+    """What a reader raises for a bad input file (a ValueError, as every reader's checks
+    are), with `path`: the file that holds the problem (the label file when it is the
+    label file's), which the error names; `where` in the file (a volume's slice and frame)
+    and the bad `pixels`, which `common.Problems` sums over a file's sampled images."""
+
+    def __init__(self, path, message: str, where: str = "", pixels: int = 0):
+        super().__init__(message)
+        self.path, self.where, self.pixels = Path(path), where, pixels
+
+    @property
+    def fields(self) -> tuple:
+        """The arguments of `common.Problems.add`."""
+        return self.path, str(self), self.where, self.pixels
+
+
+@contextmanager
+def blame(path):
+    """Inside the block, a ValueError or UnetcapError becomes a FileProblem naming `path`."""
+    try:
+        yield
+    except FileProblem:
+        raise
+    except (ValueError, UnetcapError) as err:
+        raise FileProblem(path, str(err).removeprefix(f"{path}: ")) from None
 
 
 @cache
@@ -231,24 +259,44 @@ def read_labelled(row: dict, source: str, options: dict | None = None) -> tuple[
     Raises ValueError with a readable reason when the image or its labels cannot be read
     or their shapes differ."""
     options = cohort_options(options)
-    header, pixels, labels = reader(source).load(row, options)
+    with blame(row["source"]):
+        header, pixels, labels = reader(source).load(row, options)
     if pixels.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
+        raise FileProblem(row["source"], f"expected a 2-D image, got shape {pixels.shape}")
+    if pixels.dtype.kind == "f":
+        bad = pixels.size - int(np.count_nonzero(np.isfinite(pixels)))
+        if bad:
+            raise FileProblem(row["source"], "pixels not finite (NaN or ±inf)", _where(row), bad)
     if labels.shape != pixels.shape:
-        raise ValueError(
-            f"mask {Path(row['mask']).name} is {labels.shape[0]}x{labels.shape[1]} but its image "
-            f"is {pixels.shape[0]}x{pixels.shape[1]}"
+        raise FileProblem(
+            row["mask"],
+            f"labels of {labels.shape[0]}x{labels.shape[1]} but the image {Path(row['source']).name} "
+            f"is {pixels.shape[0]}x{pixels.shape[1]}",
+            _where(row),
         )
     declared = reader(source).LABEL_VALUES
     if declared is not None:
         stray = values_outside(labels, declared)
         if stray:
-            raise ValueError(
-                f"labels {Path(row['mask']).name} hold value(s) {stray[:5]} outside the format's {list(declared)}"
+            raise FileProblem(
+                row["mask"], f"label value(s) {stray[:5]} outside the format's {list(declared)}", _where(row)
             )
     wanted = labels_of(source, options)
     mask = labels > 0 if wanted is None else equal_any(labels, wanted)
+    if mask.any() and pixels.size and pixels.min() == pixels.max():
+        raise FileProblem(
+            row["source"],
+            f"a constant image (every pixel {pixels.flat[0]:g}) whose labels mark the structure",
+            _where(row),
+        )
     return header, pixels, mask
+
+
+def _where(row: dict) -> str:
+    """'slice z, frame t' for an image that is one plane of a volume (NIfTI), else ''."""
+    if str(row["source"]).lower().endswith((".nii", ".nii.gz")):
+        return f"slice {int(row['slice_label'])}, frame {int(row['phase'])}"
+    return ""
 
 
 def values_outside(labels: np.ndarray, declared) -> list:

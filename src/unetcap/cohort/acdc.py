@@ -12,6 +12,7 @@ sample and the store's index.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -19,9 +20,12 @@ from unetcap.cohort import Patient, order_images
 from unetcap.cohort.lvsc import patient_folders
 from unetcap.cohort.nifti import load_slice, read_volume_header
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LABELS = [2]  # myocardium
 LABEL_VALUES = (0, 1, 2, 3)  # background, RV cavity, myocardium, LV cavity
 FRAME = re.compile(r"^(?P<patient>.+)_frame(?P<frame>\d+)_gt\.nii(\.gz)?$", re.IGNORECASE)
+IMAGE = re.compile(r"^(?P<patient>.+)_frame(?P<frame>\d+)\.nii(\.gz)?$", re.IGNORECASE)
 
 
 def read_info(path: Path) -> dict[str, str]:
@@ -35,33 +39,73 @@ def read_info(path: Path) -> dict[str, str]:
 
 
 def patients(root: Path, options: dict) -> list[Patient]:
-    """One patient per sub-folder of `root` (``patientNNN``), with its Info.cfg's Group."""
-    found = []
+    """One patient per sub-folder of `root` (``patientNNN``), with its Info.cfg's Group
+    (a missing Group is warned about, naming the patient)."""
+    found, ungrouped = [], []
     for folder in patient_folders(root, example="patient001/"):
         cfg = folder / "Info.cfg"
         group = read_info(cfg).get("Group", "") if cfg.is_file() else ""
+        if cfg.is_file() and not group:
+            ungrouped.append(folder.name)
         found.append(Patient(folder.name, folder, group=group))
+    if ungrouped:
+        log.warning(
+            "%d patient(s) without a Group in Info.cfg (their group is left empty): %s",
+            len(ungrouped),
+            ", ".join(ungrouped[:20]) + (" ..." if len(ungrouped) > 20 else ""),
+        )
     return found
 
 
+def info_problems(cfg: Path, images: dict[int, Path], labels: dict[int, Path]) -> list[tuple[Path, str]]:
+    """What is wrong with an Info.cfg, by key: ED and ES must be frame numbers whose volume
+    (`images`, by frame) and label volume (`labels`) exist."""
+    info, problems = read_info(cfg), []
+    for key in ("ED", "ES"):
+        value = info.get(key, "")
+        if not value.isdigit():
+            what = f"is {value!r}, not a frame number" if value else "is missing"
+            problems.append((cfg, f"key {key} {what} (ACDC's Info.cfg names the ED and ES frames, e.g. '{key}: 1')"))
+        elif int(value) not in images:
+            problems.append((cfg, f"key {key}: frame {int(value)} has no image volume (_frame{int(value):02d}.nii.gz)"))
+        elif int(value) not in labels:
+            problems.append(
+                (cfg, f"key {key}: frame {int(value)} has no labels ({images[int(value)].name} without its _gt)")
+            )
+    return problems
+
+
 def images(patient: Patient, options: dict):
-    """Every slice of every frame with a label volume, in study order."""
+    """Every slice of every frame with a label volume, in study order; Info.cfg's ED and ES
+    frames must have both volumes."""
     problems, found = [], []
-    if not (patient.folder / "Info.cfg").is_file():
+    volumes = {}
+    for path in patient.folder.iterdir():
+        match = IMAGE.match(path.name)
+        if match:
+            volumes[int(match["frame"])] = path
+    gts = {int(m["frame"]): p for p in patient.folder.iterdir() if (m := FRAME.match(p.name))}
+    cfg = patient.folder / "Info.cfg"
+    if not cfg.is_file():
         problems.append((patient.folder, "no Info.cfg (ACDC layout: patientNNN/Info.cfg)"))
-    for gt in sorted(patient.folder.iterdir()):
+    else:
+        problems.extend(info_problems(cfg, volumes, gts))
+    for gt in sorted(gts.values()):
         match = FRAME.match(gt.name)
-        if not match:
-            continue
         suffix = gt.name[match.end("frame") :].replace("_gt", "", 1)
         image = gt.with_name(gt.name[: match.end("frame")] + suffix)
         if not image.is_file():
             problems.append((gt, f"labels without their image (expected {image.name} beside them)"))
             continue
         try:
-            volume, labels = read_volume_header(image), read_volume_header(gt)
+            volume = read_volume_header(image)
         except ValueError as err:
             problems.append((image, str(err)))
+            continue
+        try:
+            labels = read_volume_header(gt)
+        except ValueError as err:
+            problems.append((gt, str(err)))
             continue
         extra = [v for v in (volume, labels) if len(v.shape) != 3 and v.shape[3:] != (1,)]
         if extra:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from unetcap import UnetcapError
-from unetcap.cohort import Patient, natural_key, order_images
+from unetcap.cohort import Patient, blame, natural_key, order_images
 
 DEFAULT_LABELS = None  # every non-zero mask value
 LABEL_VALUES = None  # any: the lab's own labels
@@ -165,11 +165,12 @@ def read_array(path) -> tuple[np.ndarray, tuple[float, float]]:
 def load(row, options: dict):
     """(header, pixels, labels) of one sampled image."""
     pixels, spacing = read_array(row["source"])
-    labels, _ = read_array(row["mask"])
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.isfinite(labels)):
-            raise ValueError(f"mask {Path(row['mask']).name} has values that are not finite")
-        labels = np.rint(labels)
+    with blame(row["mask"]):
+        labels, _ = read_array(row["mask"])
+        if not np.issubdtype(labels.dtype, np.integer):
+            if not np.all(np.isfinite(labels)):
+                raise ValueError("label values that are not finite")
+            labels = np.rint(labels)
     if np.issubdtype(pixels.dtype, np.bool_):
         pixels = pixels.astype(np.uint8)
     return (

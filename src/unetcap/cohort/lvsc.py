@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from unetcap import UnetcapError
-from unetcap.cohort import Image, Patient
+from unetcap.cohort import Image, Patient, blame
 
 DEFAULT_LABELS = [1]  # the mask PNG: any channel > 0 is myocardium
 LABEL_VALUES = (0, 1)  # the mask PNG: 0 or 1 once read
@@ -266,10 +266,8 @@ def images(patient: Patient, options: dict) -> tuple[list[Image], list[tuple[Pat
 def load(row, options: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     """(header, pixels, labels: 1 where the mask PNG is set) of one sampled image."""
     header, pixels = read_dicom(row["source"])
-    try:
+    with blame(row["mask"]):
         labels = read_mask(row["mask"]).astype(np.uint8)
-    except UnetcapError as err:
-        raise ValueError(str(err).removeprefix(f"{row['mask']}: ")) from None
     return header, pixels, labels
 
 

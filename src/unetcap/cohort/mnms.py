@@ -58,10 +58,20 @@ def patients(root: Path, options: dict) -> list[Patient]:
     """One patient per sub-folder of `root`, named by its code, with the information CSV's
     vendor, centre, diagnosis and labelled frames when config `cohort.info` names one."""
     info = read_information(options["info"]) if options.get("info") else {}
+    bad = []
+    for code, entry in info.items():
+        ed, es = entry.get("ED", ""), entry.get("ES", "")
+        if (ed == "") != (es == "") or not all(v.isdigit() for v in (ed, es) if v):
+            bad.append(f"row {code}: ED {ed!r}, ES {es!r}")
+    if bad:
+        raise UnetcapError(
+            f"{options['info']}: ED and ES must both be frame numbers (or both empty) in every row "
+            f"(config key cohort.info): {'; '.join(bad[:20])}"
+        )
     found = []
     for folder in patient_folders(root, example="A0S9V9/"):
         entry = info.get(folder.name, {})
-        frames = tuple(int(entry[k]) for k in ("ED", "ES") if entry.get(k, "").strip().isdigit())
+        frames = tuple(int(entry[k]) for k in ("ED", "ES") if entry.get(k, ""))
         found.append(
             Patient(
                 folder.name,
@@ -101,9 +111,14 @@ def images(patient: Patient, options: dict):
                 problems.append((image or gt, f"{name} volume without its {'labels' if image else 'image'}"))
     for image, gt, phase in pairs:
         try:
-            volume, labels = read_volume_header(image), read_volume_header(gt)
+            volume = read_volume_header(image)
         except ValueError as err:
             problems.append((image, str(err)))
+            continue
+        try:
+            labels = read_volume_header(gt)
+        except ValueError as err:
+            problems.append((gt, str(err)))
             continue
         if volume.shape[:4] != labels.shape[:4]:
             problems.append((gt, f"labels of shape {labels.shape} but the image is {volume.shape}"))
@@ -121,6 +136,22 @@ def images(patient: Patient, options: dict):
             if outside:
                 problems.append((gt, f"labelled frames {outside} (cohort.info) outside the cine's {depth} frames"))
                 continue
+            if patient.frames:  # the information CSV against the label volume
+                try:
+                    labelled = labelled_frames(gt)
+                except ValueError as err:
+                    problems.append((gt, str(err)))
+                    continue
+                contradicted = [f"{key} is frame {t}" for key, t in zip(("ED", "ES"), frames) if t not in labelled]
+                if contradicted:
+                    problems.append(
+                        (
+                            options["info"],
+                            f"row {code}: {' and '.join(contradicted)}, but {gt.name} labels only "
+                            f"frame(s) {labelled} (config key cohort.info)",
+                        )
+                    )
+                    continue
         found.extend(
             (position, z, t, str(image), str(gt)) for t in frames for z, position in enumerate(volume.positions)
         )

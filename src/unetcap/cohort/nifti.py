@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unetcap.cohort import blame
+
 NIFTI2_SIZES = (540, 0x1C020000)  # a NIfTI-2 header's first field (sizeof_hdr), in either byte order
 
 
@@ -127,11 +129,12 @@ def load_slice(row) -> tuple[dict, np.ndarray, np.ndarray]:
     volume, voxels = read_volume(str(row["source"]))
     z, t = int(row["slice_label"]), int(row["phase"])
     pixels = plane(voxels, z, t)
-    labels = plane(read_voxels(row["mask"]), z, t)
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.isfinite(labels)):
-            raise ValueError(f"labels of {row['mask']} are not all finite")
-        labels = np.rint(labels)
+    with blame(row["mask"]):
+        labels = plane(read_voxels(row["mask"]), z, t)
+        if not np.issubdtype(labels.dtype, np.integer):
+            if not np.all(np.isfinite(labels)):
+                raise ValueError(f"label values that are not finite in slice {z}, frame {t}")
+            labels = np.rint(labels)
     return (
         {
             "rows": pixels.shape[0],

@@ -172,15 +172,15 @@ def curve(
         folder / "images.npy", folder / "masks.npy", folder / "store.json", manifest(size, per_patient), size, fold
     )
     settings = train.Settings.from_config(
-        batch_size=batch_size, loss=variant["loss"], augment=AUGMENT if variant["augment"] else {}, threads=THREADS
+        batch_size=batch_size,
+        loss=variant["loss"],
+        augment=AUGMENT if variant["augment"] else {},
+        threads=THREADS,
+        batchnorm_momentum=variant["momentum"],
     )
-    setup = train.configure_tensorflow(settings.threads)
     seed = train.run_seed(SEED, size, backbone, lr, reg, fold)
-    model = train.build_model(backbone, image_size, reg, seed, variant["momentum"])
-    optimizer = train.make_optimizer("adam", lr, model)
-    step_fn, predict = train.make_functions(
-        model, optimizer, image_size, setup["grappler_predict"], loss=variant["loss"]
-    )
+    net = train.build_network(backbone, image_size, lr, reg, seed, settings)
+    model, step_fn, predict = net.model, net.train_step, net.predict
     import tensorflow as tf
 
     train_mode = tf.function(

@@ -308,14 +308,10 @@ def probe(backbone: str, image_size: int, batch: int, threads: int, steps: int =
 
     from unetcap import train
 
-    train.import_sm()
-    seconds = {"import": time.perf_counter() - t}
-    flags = train.configure_tensorflow(threads)
-    t = time.perf_counter()
-    model = train.build_model(backbone, image_size, 1e-4, seed=1)
-    optimizer = train.make_optimizer("adam", 1e-3, model)
-    train_step, predict = train.make_functions(model, optimizer, image_size, flags["grappler_predict"])
-    seconds["build"] = time.perf_counter() - t
+    imported = time.perf_counter() - t  # numpy and the library, before the build step's own imports
+    net = train.build_network(backbone, image_size, 1e-3, 1e-4, 1, train.Settings.from_config(threads=threads))
+    train_step, predict = net.train_step, net.predict
+    seconds = {"import": imported + net.seconds["import"], "build": net.seconds["build"]}
     rng = np.random.default_rng(0)
     x = rng.random((batch, image_size, image_size, 1), dtype=np.float32)
     y = (x > 0.5).astype(np.float32)
@@ -504,20 +500,17 @@ def fit_probe(contender: str, backbone: str, image_size: int, n_train: int, n_va
     from unetcap import train
     from unetcap.train.loop import Loop, fit, new_state
 
-    train.import_sm()
-    flags = train.configure_tensorflow(FIT["threads"])
+    settings = train.Settings.from_config(
+        max_epochs=epochs, patience=epochs, batch_size=FIT["batch"], threads=FIT["threads"], checkpoint_every=1e9
+    )
+    net = train.build_network(backbone, image_size, FIT["lr"], FIT["reg"], 1, settings)
+    model, optimizer = net.model, net.optimizer
     rng = np.random.default_rng(0)
     pairs = [ring_image(rng, image_size, empty=i % 10 == 9) for i in range(n_train + n_val)]
     x = np.stack([image for image, _ in pairs])[..., None]
     y = np.stack([mask for _, mask in pairs])[..., None]
-    model = train.build_model(backbone, image_size, FIT["reg"], seed=1)
-    optimizer = train.make_optimizer("adam", FIT["lr"], model)
     t = time.perf_counter()
     if contender == "loop":
-        settings = train.Settings.from_config(
-            max_epochs=epochs, patience=epochs, batch_size=FIT["batch"], threads=FIT["threads"], checkpoint_every=1e9
-        )
-        train_step, predict = train.make_functions(model, optimizer, image_size, flags["grappler_predict"])
         data = train.RunData(
             x[:n_train], y[:n_train], x[n_train:], y[n_train:], x[:0], y[:0], np.zeros(0, np.int64), image_size, "", {}
         )
@@ -525,9 +518,9 @@ def fit_probe(contender: str, backbone: str, image_size: int, n_train: int, n_va
             loop = Loop(
                 model,
                 optimizer,
-                train_step,
-                predict,
-                lambda: train.penalty(model),
+                net.train_step,
+                net.predict,
+                net.penalty,
                 data,
                 settings,
                 seed=1,

@@ -383,17 +383,15 @@ def test_runs_keep_segmentations_of_the_same_test_images(store, reference, tmp_p
             assert value == dice(masks[row], predicted.astype(np.float32))
 
 
-@pytest.mark.parametrize("min_epochs, epochs", [(0, 2), (4, 4)])
-def test_min_epochs_keeps_early_stopping_from_stopping_a_run_before_it(tmp_path, min_epochs, epochs):
-    """The epoch loop with a network whose validation loss never improves after epoch 1:
-    patience 1 stops it after epoch 2, unless min_epochs holds it longer; either way it says
-    it stopped early, and keeps epoch 1's weights."""
+def frozen_loop(tmp_path, settings, hooks=()):
+    """The epoch loop around a network with no weights whose validation loss never improves
+    after epoch 1: only the loop's bookkeeping (and its hooks) run."""
     import tensorflow as tf
 
     from unetcap.train.data import RunData
-    from unetcap.train.loop import Loop, fit, new_state
+    from unetcap.train.loop import Loop
 
-    class Frozen:  # no layers, no weights: only the loop's bookkeeping runs
+    class Frozen:
         layers = []
 
         def get_weights(self):
@@ -402,9 +400,8 @@ def test_min_epochs_keeps_early_stopping_from_stopping_a_run_before_it(tmp_path,
     x = np.zeros((4, 32, 32, 1), np.float32)
     y = np.zeros((4, 32, 32, 1), np.uint8)
     data = RunData(x, y, x, y, x, y, np.arange(4), 32, "sha", {})
-    settings = train.Settings.from_config(max_epochs=6, patience=1, min_epochs=min_epochs, batch_size=4)
-    optimizer = type("Optimizer", (), {"learning_rate": tf.Variable(1e-3)})()
-    loop = Loop(
+    optimizer = type("Optimizer", (), {"learning_rate": tf.Variable(1e-3), "get_weights": lambda self: []})()
+    return Loop(
         Frozen(),
         optimizer,
         lambda xb, yb: 0.5,
@@ -414,7 +411,53 @@ def test_min_epochs_keeps_early_stopping_from_stopping_a_run_before_it(tmp_path,
         settings,
         seed=1,
         checkpoint=tmp_path / "checkpoint",
+        hooks=hooks,
     )
+
+
+@pytest.mark.parametrize("min_epochs, epochs", [(0, 2), (4, 4)])
+def test_min_epochs_keeps_early_stopping_from_stopping_a_run_before_it(tmp_path, min_epochs, epochs):
+    """Patience 1 stops the frozen loop after epoch 2, unless min_epochs holds it longer;
+    either way it says it stopped early, and keeps epoch 1's weights."""
+    from unetcap.train.loop import fit, new_state
+
+    settings = train.Settings.from_config(max_epochs=6, patience=1, min_epochs=min_epochs, batch_size=4)
     state = new_state("key", 1e-3)
-    status, detail, _, _ = fit(loop, state, None, 0.0)
+    status, detail, _, _ = fit(frozen_loop(tmp_path, settings), state, None, 0.0)
     assert (status, detail, state["epoch"], state["best_epoch"]) == ("ok", "early stopping", epochs, 1)
+
+
+def test_hooks_run_at_each_epochs_start_and_end_and_may_ask_for_a_checkpoint(tmp_path):
+    """The trainer's hooks (fault injection is one): called in epoch order, start before the
+    epoch's batches and end after its row is recorded; a hook that wants a checkpoint after
+    epoch 2 gets it (checkpoint_every is far away), and that checkpoint resumes at epoch 2."""
+    from unetcap.train.checkpoint import read_checkpoint
+    from unetcap.train.loop import Hook, fit, new_state
+
+    class Recorder(Hook):
+        def __init__(self):
+            self.calls = []
+
+        def on_epoch_start(self, loop, epoch):
+            self.calls.append(("start", epoch, len(state["rows"])))
+
+        def wants_checkpoint(self, epoch):
+            return epoch == 2
+
+        def on_epoch_end(self, loop, epoch, row):
+            self.calls.append(("end", epoch, row["epoch"]))
+
+    settings = train.Settings.from_config(max_epochs=3, patience=5, batch_size=4, checkpoint_every=1e9)
+    recorder = Recorder()
+    state = new_state("key", 1e-3)
+    fit(frozen_loop(tmp_path, settings, hooks=(recorder,)), state, None, 0.0)
+    assert recorder.calls == [
+        ("start", 1, 0),
+        ("end", 1, 1),
+        ("start", 2, 1),
+        ("end", 2, 2),
+        ("start", 3, 2),
+        ("end", 3, 3),
+    ]
+    restored = read_checkpoint(tmp_path / "checkpoint", "key")
+    assert restored and restored[0]["epoch"] == 2

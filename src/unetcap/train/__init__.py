@@ -18,17 +18,21 @@ also when it was interrupted and resumed from its checkpoint.
 
 The parts, each a module: `settings` (what a run may be told, with defaults), `data` (the
 run's arrays, an epoch's batches, augmentation), `model` (TensorFlow, the U-Net, the loss
-and the compiled functions), `loop` (epochs, validation, early stopping), `checkpoint`,
-`faults` (injected for tests), `run` (one run, start to files).
+and the compiled functions: `build_network`, the build step the benchmarks share), `loop`
+(epochs, validation, early stopping, and the `Hook`s that act at each epoch's start and
+end), `checkpoint`, `faults` (injected for tests, as a hook), `run` (the `Trainer`: one
+run's steps in the order they happen, build, resume, fit, score, record, save).
 """
 
 from unetcap.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
 from unetcap.train.data import RunData, augment_batch, epoch_batches, load_run_data, segmentation_rows
-from unetcap.train.faults import FAULT_ENV, FAULT_EXIT_CODE, fault_epochs, faults
-from unetcap.train.loop import score, train_epoch
+from unetcap.train.faults import FAULT_ENV, FAULT_EXIT_CODE, FaultHook, fault_epochs, faults
+from unetcap.train.loop import Hook, score, train_epoch
 from unetcap.train.model import (
+    Network,
     add_l2,
     build_model,
+    build_network,
     configure_tensorflow,
     import_sm,
     kernel_variables,
@@ -38,7 +42,7 @@ from unetcap.train.model import (
     seed_dropout,
     soft_dice_loss,
 )
-from unetcap.train.run import train_run
+from unetcap.train.run import Trainer, train_run
 from unetcap.train.settings import Augment, Settings, run_seed
 
 __all__ = [
@@ -47,11 +51,16 @@ __all__ = [
     "FAULT_ENV",
     "FAULT_EXIT_CODE",
     "Augment",
+    "FaultHook",
+    "Hook",
+    "Network",
     "RunData",
     "Settings",
+    "Trainer",
     "add_l2",
     "augment_batch",
     "build_model",
+    "build_network",
     "configure_tensorflow",
     "epoch_batches",
     "fault_epochs",

@@ -3,10 +3,15 @@ recovery: `UNETCAP_FAULT` (see `faults`)."""
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from unetcap import UnetcapError
+from unetcap.train.loop import Hook
+
+log = logging.getLogger(__name__)
 
 FAULT_ENV = "UNETCAP_FAULT"
 FAULT_EXIT_CODE = 75
@@ -42,6 +47,33 @@ def fault_epochs(found: dict, kind: str, run_dir: Path) -> set[int]:
         if text in str(run_dir):
             epochs.add(int(epoch))
     return epochs
+
+
+@dataclass
+class FaultHook(Hook):
+    """The faults of `UNETCAP_FAULT` that hit a run's epochs, plugged into `fit` as a hook:
+    the learning rate jumps to 1e30 at the start of each epoch of `diverge_at`; the process
+    exits hard after each epoch of `exit_after`, once that epoch is checkpointed."""
+
+    diverge_at: set
+    exit_after: set
+
+    @classmethod
+    def for_run(cls, found: dict, run_dir: Path) -> FaultHook:
+        return cls(fault_epochs(found, "diverge_at_epoch", run_dir), fault_epochs(found, "exit_after_epoch", run_dir))
+
+    def on_epoch_start(self, loop, epoch: int) -> None:
+        if epoch in self.diverge_at:
+            loop.set_lr(1e30)
+
+    def wants_checkpoint(self, epoch: int) -> bool:
+        return epoch in self.exit_after
+
+    def on_epoch_end(self, loop, epoch: int, row: dict) -> None:
+        if epoch in self.exit_after:
+            log.warning("injected exit after epoch %d (%s)", epoch, FAULT_ENV)
+            logging.shutdown()
+            os._exit(FAULT_EXIT_CODE)
 
 
 def raise_injected_failure(found: dict, run_dir: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ import numpy as np
 from unetcap.scoring import Score
 from unetcap.train.checkpoint import write_checkpoint
 from unetcap.train.data import RunData, augment_batch, epoch_batches
-from unetcap.train.faults import FAULT_ENV, FAULT_EXIT_CODE
 from unetcap.train.model import seed_dropout
 from unetcap.train.settings import Settings
 
@@ -96,10 +94,25 @@ def validation_loss(val: Score, loss: str, penalty: float) -> float:
     return val.bce + (val.soft_dice_loss if loss == "bce+dice" else 0.0) + penalty
 
 
+class Hook:
+    """What a hook may do in `fit`, each a no-op here: act at the start of an epoch (before
+    its batches) and at its end (after its checkpoint), and ask for a checkpoint after an
+    epoch. The trainer's fault injection (`faults.FaultHook`) is one."""
+
+    def on_epoch_start(self, loop: Loop, epoch: int) -> None:
+        pass
+
+    def wants_checkpoint(self, epoch: int) -> bool:
+        return False
+
+    def on_epoch_end(self, loop: Loop, epoch: int, row: dict) -> None:
+        pass
+
+
 @dataclass
 class Loop:
     """What `fit` works with: the compiled functions, the model and its optimizer, the data,
-    and the run's folder and seed."""
+    the run's folder and seed, and its hooks."""
 
     model: object
     optimizer: object
@@ -110,8 +123,7 @@ class Loop:
     settings: Settings
     seed: int
     checkpoint: Path
-    diverge_at: set = field(default_factory=set)
-    exit_after: set = field(default_factory=set)
+    hooks: tuple = field(default_factory=tuple)
 
     def set_lr(self, value: float) -> None:
         import tensorflow as tf
@@ -131,8 +143,8 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
         epoch = state["epoch"] + 1
         t_epoch = time.perf_counter()
         lr_now = state["lr"]
-        if epoch in loop.diverge_at:
-            loop.set_lr(1e30)
+        for hook in loop.hooks:
+            hook.on_epoch_start(loop, epoch)
         seed_dropout(loop.model, loop.seed, epoch)
         loss, step_seconds, steps = train_epoch(loop.train_step, loop.data, s, loop.seed, epoch)
         first_step = first_step if first_step is not None else step_seconds
@@ -176,7 +188,7 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
         now = time.perf_counter()
         state["seconds_train"] += now - attempt_start
         attempt_start = now
-        if now - last_checkpoint >= s.checkpoint_every or epoch in loop.exit_after:
+        if now - last_checkpoint >= s.checkpoint_every or any(hook.wants_checkpoint(epoch) for hook in loop.hooks):
             write_checkpoint(
                 loop.checkpoint,
                 state,
@@ -185,10 +197,8 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
                 loop.optimizer.get_weights(),
             )
             last_checkpoint = time.perf_counter()
-        if epoch in loop.exit_after:
-            log.warning("injected exit after epoch %d (%s)", epoch, FAULT_ENV)
-            logging.shutdown()
-            os._exit(FAULT_EXIT_CODE)
+        for hook in loop.hooks:
+            hook.on_epoch_end(loop, epoch, row)
     state["seconds_train"] += time.perf_counter() - attempt_start
     if status == "diverged":
         log.warning(

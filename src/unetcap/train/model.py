@@ -12,9 +12,12 @@ This is the only module that imports TensorFlow, and only inside functions.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 from unetcap import UnetcapError
 from unetcap.study import BACKBONES
-from unetcap.train.settings import GRAPPLER, LOSSES, derived_seed
+from unetcap.train.settings import GRAPPLER, LOSSES, Settings, derived_seed
 
 SMOOTH = 1.0  # of the soft Dice loss: 1 - (2 sum(y p) + 1) / (sum(y) + sum(p) + 1)
 
@@ -235,3 +238,36 @@ def make_functions(model, optimizer, image_size: int, grappler_predict: bool | N
             options.set_experimental_options({"disable_meta_optimizer": not train_on})
 
     return train_step, predict_switched
+
+
+@dataclass
+class Network:
+    """A run's network, ready to train: the model, its optimizer, the two compiled functions,
+    how TensorFlow was set up (`configure_tensorflow`) and the seconds the set-up took
+    (`import`: TensorFlow and segmentation-models; `build`: model, optimizer, functions)."""
+
+    model: object
+    optimizer: object
+    train_step: object
+    predict: object
+    setup: dict
+    seconds: dict
+
+    def penalty(self) -> float:
+        return penalty(self.model)
+
+
+def build_network(backbone: str, image_size: int, lr: float, reg: float, seed: int, settings: Settings) -> Network:
+    """The build step of a run (the trainer's, and the benchmarks'): TensorFlow configured
+    for `settings` (threads, grappler), the U-Net of `build_model`, the optimizer and the
+    compiled functions for `settings.loss`."""
+    started = time.perf_counter()
+    import_sm()
+    setup = configure_tensorflow(settings.threads, settings.grappler)
+    seconds = {"import": time.perf_counter() - started}
+    started = time.perf_counter()
+    model = build_model(backbone, image_size, reg, seed, settings.batchnorm_momentum)
+    optimizer = make_optimizer(settings.optimizer, lr, model)
+    train_step, predict = make_functions(model, optimizer, image_size, setup["grappler_predict"], loss=settings.loss)
+    seconds["build"] = time.perf_counter() - started
+    return Network(model, optimizer, train_step, predict, setup, seconds)

@@ -20,9 +20,9 @@ from unetcap.segmentations import write_run_segmentations
 from unetcap.study import BACKBONES
 from unetcap.train.checkpoint import CHECKPOINT_DIR, read_checkpoint
 from unetcap.train.data import load_run_data, segmentation_rows
-from unetcap.train.faults import fault_epochs, faults, raise_injected_failure
+from unetcap.train.faults import FaultHook, faults, raise_injected_failure
 from unetcap.train.loop import Loop, fit, new_state, score, score_holdout
-from unetcap.train.model import build_model, configure_tensorflow, import_sm, make_functions, make_optimizer, penalty
+from unetcap.train.model import build_network
 from unetcap.train.settings import Settings, run_seed
 
 log = logging.getLogger(__name__)
@@ -78,81 +78,148 @@ def train_run(
     rseed = run_seed(seed, size, backbone, lr, reg, fold)
     run = _run_fields(size, backbone, lr, reg, fold, rseed, seed, data.repeat)
     log.info("run %s: %s images, seed %d", run_dir, data.counts(), rseed)
-
-    started = time.perf_counter()
-    import tensorflow as tf
-
-    import_sm()
-    tf_setup = configure_tensorflow(s.threads, s.grappler)
-    seconds = {"import": time.perf_counter() - started}
-    log.info(
-        "TensorFlow %s on %s, %d threads, op determinism %s, grappler %s (train) %s (predict)",
-        tf.__version__,
-        device(),
-        s.threads,
-        *("on" if tf_setup[k] else "off" for k in ("deterministic", "grappler_train", "grappler_predict")),
-    )
-    t = time.perf_counter()
-    model = build_model(backbone, data.image_size, reg, rseed, s.batchnorm_momentum)
-    optimizer = make_optimizer(s.optimizer, lr, model)
-    train_step, predict = make_functions(model, optimizer, data.image_size, tf_setup["grappler_predict"], loss=s.loss)
-    seconds["build"] = time.perf_counter() - t
-    initial = model.get_weights()
-
-    folder = run_dir / CHECKPOINT_DIR
-    state, best_weights = _resume(model, optimizer, folder, _resume_key(run, s, data), lr)
-
-    loop = Loop(
-        model,
-        optimizer,
-        train_step,
-        predict,
-        lambda: penalty(model),
-        data,
-        s,
-        rseed,
-        folder,
-        diverge_at=fault_epochs(injected, "diverge_at_epoch", run_dir),
-        exit_after=fault_epochs(injected, "exit_after_epoch", run_dir),
-    )
-    status, detail, best_weights, first_step = fit(loop, state, best_weights, started)
-
-    # restore the best weights (the initial ones if no epoch completed) and score them
-    model.set_weights(best_weights if state["best_epoch"] else initial)
-    t = time.perf_counter()
-    val = score(predict, data.x_val, data.y_val, s.batch_size)
-    test = score(predict, data.x_test, data.y_test, s.batch_size)
-    seconds_eval = time.perf_counter() - t
-    t = time.perf_counter()
-    holdout = score_holdout(predict, data, s.batch_size)
-    seconds_holdout = time.perf_counter() - t
-
-    seconds = {
-        "train": state["seconds_train"],
-        "eval": seconds_eval,
-        "import": seconds["import"],
-        "build": seconds["build"],
-        "first_step": first_step if first_step is not None else math.nan,
-        "holdout": seconds_holdout,
-    }
-    scores = {"val": val, "test": test, "holdout": holdout}
-    result = _record(run, status, detail, state, seconds, model, data, scores, s, tf_setup, config_sha256)
-    _save(result, state["rows"], model, predict, data, s, run_dir, metrics, history, segmentations, seed, size)
-    log.info(
-        "done: %s after %d epochs (best %d): val dice %.4f bce %.4g, test dice %.4f bce %.4g, "
-        "holdout dice %.4f (%d patients, %.1f s)",
-        status,
-        state["epoch"],
-        state["best_epoch"],
-        val.dice,
-        val.bce,
-        test.dice,
-        test.bce,
-        result["holdout"]["dice"],
-        len(holdout),
-        seconds_holdout,
-    )
+    trainer = Trainer(run, data, s, run_dir, hooks=(FaultHook.for_run(injected, run_dir),))
+    trainer.build()
+    trainer.resume()
+    trainer.fit()
+    trainer.score()
+    result = trainer.record(config_sha256)
+    trainer.save(metrics, history, segmentations)
     return result
+
+
+class Trainer:
+    """One training run, its steps named in the order they happen: `build` (TensorFlow,
+    the U-Net, its optimizer and functions), `resume` (from the run's checkpoint when it has
+    a matching one), `fit` (epochs, validation, early stopping; `hooks` act at each epoch's
+    start and end: `loop.Hook`), `score` (the best weights on the validation fold, the test
+    set and the holdout pool), `record` (metrics.json's content) and `save` (the files,
+    metrics.json last). Each step leaves what the next needs on the trainer."""
+
+    def __init__(self, run: dict, data, settings: Settings, run_dir: Path, hooks: tuple = ()):
+        self.run, self.data, self.settings, self.run_dir, self.hooks = run, data, settings, Path(run_dir), hooks
+        self.checkpoint = self.run_dir / CHECKPOINT_DIR
+        self.started = time.perf_counter()
+        self.seconds: dict = {}
+
+    def build(self) -> None:
+        run, s = self.run, self.settings
+        self.net = build_network(run["backbone"], self.data.image_size, run["lr"], run["reg"], run["seed"], s)
+        self.seconds.update(self.net.seconds)
+        self.initial = self.net.model.get_weights()
+        setup = self.net.setup
+        log.info(
+            "TensorFlow on %s, %d threads, op determinism %s, grappler %s (train) %s (predict)",
+            device(),
+            s.threads,
+            *("on" if setup[k] else "off" for k in ("deterministic", "grappler_train", "grappler_predict")),
+        )
+
+    def resume(self) -> None:
+        key = _resume_key(self.run, self.settings, self.data)
+        self.state, self.best_weights = _resume(
+            self.net.model, self.net.optimizer, self.checkpoint, key, self.run["lr"]
+        )
+
+    def fit(self) -> None:
+        net = self.net
+        loop = Loop(
+            net.model,
+            net.optimizer,
+            net.train_step,
+            net.predict,
+            net.penalty,
+            self.data,
+            self.settings,
+            self.run["seed"],
+            self.checkpoint,
+            hooks=self.hooks,
+        )
+        self.status, self.detail, self.best_weights, first_step = fit(loop, self.state, self.best_weights, self.started)
+        self.seconds["train"] = self.state["seconds_train"]
+        self.seconds["first_step"] = first_step if first_step is not None else math.nan
+
+    def score(self) -> None:
+        """Restore the best weights (the initial ones when no epoch completed) and score them."""
+        predict, data, batch = self.net.predict, self.data, self.settings.batch_size
+        self.net.model.set_weights(self.best_weights if self.state["best_epoch"] else self.initial)
+        t = time.perf_counter()
+        self.scores = {
+            "val": score(predict, data.x_val, data.y_val, batch),
+            "test": score(predict, data.x_test, data.y_test, batch),
+        }
+        self.seconds["eval"] = time.perf_counter() - t
+        t = time.perf_counter()
+        self.scores["holdout"] = score_holdout(predict, data, batch)
+        self.seconds["holdout"] = time.perf_counter() - t
+        val, test = self.scores["val"], self.scores["test"]
+        log.info(
+            "done: %s after %d epochs (best %d): val dice %.4f bce %.4g, test dice %.4f bce %.4g, "
+            "holdout dice %.4f (%d patients, %.1f s)",
+            self.status,
+            self.state["epoch"],
+            self.state["best_epoch"],
+            val.dice,
+            val.bce,
+            test.dice,
+            test.bce,
+            holdout_record(self.scores["holdout"])["dice"],
+            len(self.scores["holdout"]),
+            self.seconds["holdout"],
+        )
+
+    def record(self, config_sha256: str = "") -> dict:
+        """The run's metrics.json (docs/contracts.md)."""
+        state, s, scores, setup = self.state, self.settings, self.scores, self.net.setup
+        val, test = scores["val"], scores["test"]
+        order = ("train", "eval", "import", "build", "first_step", "holdout")
+        self.result = {
+            "schema": SCHEMA,
+            "run": self.run,
+            "status": self.status,
+            "epochs": state["epoch"],
+            "best_epoch": state["best_epoch"],
+            "params": int(self.net.model.count_params()),
+            "n_images": self.data.counts(),
+            "val": {"bce": val.bce, "dice": val.dice},
+            "test": {"bce": test.bce, "dice": test.dice},
+            "holdout": holdout_record(scores["holdout"]),
+            "seconds": {key: self.seconds[key] for key in order},
+            "provenance": {
+                "data_sha256": self.data.data_sha256,
+                "config_sha256": str(config_sha256),
+                "versions": versions(*VERSIONS),
+                "device": device(),
+                "host": host(),
+            },
+            "train": {
+                **s.resume_key(),
+                "threads": s.threads,
+                "deterministic": setup["deterministic"],
+                "grappler_train": setup["grappler_train"],
+                "grappler_predict": setup["grappler_predict"],
+                "steps": int(sum(row.get("steps", 0) for row in state["rows"])),
+                "resumed": state["resumed"],
+                "stopped": self.detail,
+            },
+            "data": {"image_size": self.data.image_size, **self.data.preparation},
+        }
+        return self.result
+
+    def save(self, metrics, history, segmentations=None) -> None:
+        """The run's files: model.keras (with `save_model`), segmentations.npz, history.csv,
+        then metrics.json last (its presence marks a finished run); the checkpoint is removed."""
+        s, run = self.settings, self.run
+        if s.save_model:
+            with atomic_path(self.run_dir / "model.keras") as tmp:
+                self.net.model.save(tmp)
+        if segmentations is not None:
+            _keep_segmentations(
+                segmentations, self.net.predict, self.data, s.keep_segmentations, run["config_seed"], run["size"]
+            )
+        write_history(self.state["rows"], history)
+        shutil.rmtree(self.checkpoint, ignore_errors=True)
+        write_metrics(self.result, metrics)
 
 
 def _run_fields(size, backbone, lr, reg, fold, rseed, seed, repeat) -> dict:
@@ -218,57 +285,6 @@ def holdout_record(patients: list) -> dict:
             for patient, one in patients
         ],
     }
-
-
-def _record(run, status, detail, state, seconds, model, data, scores, s: Settings, tf_setup, config_sha256) -> dict:
-    """The run's metrics.json (docs/contracts.md)."""
-    val, test = scores["val"], scores["test"]
-    return {
-        "schema": SCHEMA,
-        "run": run,
-        "status": status,
-        "epochs": state["epoch"],
-        "best_epoch": state["best_epoch"],
-        "params": int(model.count_params()),
-        "n_images": data.counts(),
-        "val": {"bce": val.bce, "dice": val.dice},
-        "test": {"bce": test.bce, "dice": test.dice},
-        "holdout": holdout_record(scores["holdout"]),
-        "seconds": seconds,
-        "provenance": {
-            "data_sha256": data.data_sha256,
-            "config_sha256": str(config_sha256),
-            "versions": versions(*VERSIONS),
-            "device": device(),
-            "host": host(),
-        },
-        "train": {
-            **s.resume_key(),
-            "threads": s.threads,
-            "deterministic": tf_setup["deterministic"],
-            "grappler_train": tf_setup["grappler_train"],
-            "grappler_predict": tf_setup["grappler_predict"],
-            "steps": int(sum(row.get("steps", 0) for row in state["rows"])),
-            "resumed": state["resumed"],
-            "stopped": detail,
-        },
-        "data": {"image_size": data.image_size, **data.preparation},
-    }
-
-
-def _save(
-    result, rows, model, predict, data, s: Settings, run_dir, metrics, history, segmentations, seed, size
-) -> None:
-    """The run's files: model.keras (with `save_model`), segmentations.npz, history.csv,
-    then metrics.json last (its presence marks a finished run); the checkpoint is removed."""
-    if s.save_model:
-        with atomic_path(run_dir / "model.keras") as tmp:
-            model.save(tmp)
-    if segmentations is not None:
-        _keep_segmentations(segmentations, predict, data, s.keep_segmentations, seed, size)
-    write_history(rows, history)
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    write_metrics(result, metrics)
 
 
 def _keep_segmentations(path, predict, data, count: int, seed: int, size: int) -> None:

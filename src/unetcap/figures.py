@@ -420,7 +420,7 @@ def gam_partial(partial: pd.DataFrame):
         fig, axes = _figure((4.0 * ncols, 3.4 * nrows), nrows, ncols)
         for ax, term in zip(axes.flat, terms):
             block = partial[partial["term"] == term]
-            if term.startswith("s("):
+            if term.startswith(("s(", "l(")):  # the spline, or the line with too few sizes for one
                 ax.fill_between(block["Dataset"], block["low"], block["high"], color="C0", alpha=0.25, linewidth=0)
                 ax.plot(block["Dataset"], block["effect"], color="C0")
                 _log_x(ax)

@@ -38,6 +38,9 @@ GAM_FACTOR_LAMBDAS = tuple(np.logspace(-3, 5, 5))
 GAM_CRITERION = "GCV"
 GAM_SWEEPS = 6
 GAM_START = 0.6  # pygam's default λ
+# A spline on log(Dataset) needs this many dataset sizes to bend; with fewer (two) the size
+# enters as a straight line in log(Dataset), pygam's linear term l().
+GAM_SPLINE_MIN_SIZES = 3
 GAM_CAPTION = (
     "Smoothing: one λ per term, each chosen by GCV (generalised cross-validation, pygam's "
     "criterion for a gaussian model with unknown scale) over λ = 10^-3 ... 10^5, one term at a "
@@ -62,6 +65,10 @@ class GamFit:
     lams: list[float] = field(default_factory=list)  # each term's λ
     sweeps: int = 0  # sweeps of the λ search
     moving: list[str] = field(default_factory=list)  # terms whose λ still moved when it stopped
+    linear: bool = False  # log(Dataset) enters as a straight line (too few sizes for a spline)
+
+    def label(self, term: tuple[str, ...]) -> str:
+        return "l(log(Dataset))" if self.linear and term == ("log(Dataset)",) else gam_label(term)
 
 
 def gam_design(data: pd.DataFrame) -> tuple[np.ndarray, dict[str, list]]:
@@ -78,9 +85,10 @@ def fit_gam(data: pd.DataFrame) -> GamFit:
     """pygam LinearGAM: s(log Dataset) + f(ls) + f(Family) + te(ls, Family) + f(lr) +
     te(lr, ls, Family) + f(reg), the OLS's variables and interactions with lr and reg as
     factors; each term's λ chosen by GCV on its own grid (`select_smoothing`). A single-level
-    variable is taken out of every term; a term left empty or repeating another is dropped
-    (with a note)."""
-    from pygam import LinearGAM, f, s, te
+    variable is taken out of every term; a term left empty or repeating another is dropped;
+    with fewer than GAM_SPLINE_MIN_SIZES sizes the spline is a linear term l(log(Dataset))
+    (each with a note)."""
+    from pygam import LinearGAM, f, l, s, te
     from pygam.terms import TermList
 
     X, levels = gam_design(data)
@@ -99,11 +107,19 @@ def fit_gam(data: pd.DataFrame) -> GamFit:
             if kept != term:
                 notes.append(f"GAM term {label} reduced to {gam_label(kept)} (single-level variable).")
             terms.append(kept)
+    k = n_unique["log(Dataset)"]
+    linear = ("log(Dataset)",) in terms and k < GAM_SPLINE_MIN_SIZES
+    if linear:
+        notes.append(
+            f"GAM term s(log(Dataset)) fitted as l(log(Dataset)), a straight line in log(Dataset): the grid "
+            f"has {k} dataset sizes and a spline needs at least {GAM_SPLINE_MIN_SIZES} to bend."
+        )
     idx = {v: i for i, v in enumerate(GAM_FEATURES)}
     pieces = []
     for term in terms:
-        if term == ("log(Dataset)",):
-            k = n_unique["log(Dataset)"]
+        if term == ("log(Dataset)",) and linear:
+            pieces.append(l(0))
+        elif term == ("log(Dataset)",):
             pieces.append(s(0, n_splines=max(4, min(10, k + 2)), spline_order=min(3, max(k - 1, 1))))
         elif len(term) == 1:
             pieces.append(f(idx[term[0]]))
@@ -123,8 +139,15 @@ def fit_gam(data: pd.DataFrame) -> GamFit:
     y = data["DICE"].to_numpy(dtype=float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lams, sweeps, moved = select_smoothing(gam, X, y, [t == ("log(Dataset)",) for t in terms])
-    return GamFit(gam, terms, levels, notes, lams, sweeps, [gam_label(terms[i]) for i in moved])
+        lams, sweeps, moved = select_smoothing(gam, X, y, [t == ("log(Dataset)",) and not linear for t in terms])
+    if len(gam.statistics_["edof_per_coef"]) != len(gam.coef_):
+        notes.append(
+            f"GAM edf per term not available: {len(y)} runs for {len(gam.coef_)} coefficients, so pygam "
+            f"gives only the total edf ({gam.statistics_['edof']:.2f}); the terms' edf are left blank."
+        )
+    fit = GamFit(gam, terms, levels, notes, lams, sweeps, linear=linear)
+    fit.moving = [fit.label(terms[i]) for i in moved]
+    return fit
 
 
 def select_smoothing(gam, X: np.ndarray, y: np.ndarray, spline: list[bool]) -> tuple[list[float], int, list[int]]:
@@ -170,28 +193,36 @@ def term_table(fit: GamFit) -> pd.DataFrame:
     gam = fit.gam
     per_coef = np.asarray(gam.statistics_["edof_per_coef"], dtype=float)
     score = float(gam.statistics_[GAM_CRITERION])
+
+    def edf(index):  # blank when pygam has fewer edf than coefficients (fewer runs: see fit_gam)
+        return float(per_coef[index].sum()) if len(per_coef) == len(gam.coef_) else np.nan
+
     rows = []
     for i, term in enumerate(fit.terms):
         index = gam.terms.get_coef_indices(i)
         kind = (
-            "spline on log(Dataset)"
+            ("linear in log(Dataset)" if fit.linear else "spline on log(Dataset)")
             if term == ("log(Dataset)",)
             else "factor"
             if len(term) == 1
             else "factor interaction"
         )
-        rows.append(
-            [gam_label(term), kind, len(index), float(per_coef[index].sum()), fit.lams[i], GAM_CRITERION, score]
-        )
+        rows.append([fit.label(term), kind, len(index), edf(index), fit.lams[i], GAM_CRITERION, score])
     index = gam.terms.get_coef_indices(len(fit.terms))  # pygam's intercept, last and unpenalised
-    rows.append(["intercept", "constant", len(index), float(per_coef[index].sum()), np.nan, GAM_CRITERION, score])
+    rows.append(["intercept", "constant", len(index), edf(index), np.nan, GAM_CRITERION, score])
     return pd.DataFrame(rows, columns=cols)
 
 
 def format_terms(table: pd.DataFrame, fit: GamFit) -> Formatted:
     """The term table as the report prints it, with the caption on smoothing and scales."""
     rows = [
-        [r.term, r.kind, str(r.coefficients), f"{r.edf:.2f}", "" if not np.isfinite(r.lam) else f"{r.lam:.3g}"]
+        [
+            r.term,
+            r.kind,
+            str(r.coefficients),
+            "" if not np.isfinite(r.edf) else f"{r.edf:.2f}",
+            "" if not np.isfinite(r.lam) else f"{r.lam:.3g}",
+        ]
         for r in table.itertuples()
     ]
     notes = [GAM_CAPTION]
@@ -245,7 +276,7 @@ def gam_summary(fit: GamFit) -> str:
         "",
         *(n for n in terms.notes if not n.startswith("Note: ")),
         "",
-        "Terms: " + (" + ".join(gam_label(t) for t in fit.terms) or "none"),
+        "Terms: " + (" + ".join(fit.label(t) for t in fit.terms) or "none"),
         "Features in pygam's names:",
     ]
     for i, name in enumerate(GAM_FEATURES):
@@ -253,7 +284,7 @@ def gam_summary(fit: GamFit) -> str:
             codes = ", ".join(f"{j}={fmt_level(v)}" for j, v in enumerate(fit.levels[name]))
             legend.append(f"  {i}: {name} (factor: {codes})")
         else:
-            legend.append(f"  {i}: {name} (spline)")
+            legend.append(f"  {i}: {name} ({'linear' if fit.linear else 'spline'})")
     legend += [
         "",
         (
@@ -272,7 +303,7 @@ def gam_partial(fit: GamFit, data: pd.DataFrame, width: float = 0.95) -> pd.Data
     gam = fit.gam
     rows = []
     for i, term in enumerate(fit.terms):
-        label = gam_label(term)
+        label = fit.label(term)
         if term == ("log(Dataset)",):
             grid = np.linspace(np.log(data["Dataset"].min()), np.log(data["Dataset"].max()), 100)
             X = np.zeros((len(grid), len(GAM_FEATURES)))

@@ -133,20 +133,30 @@ def not_estimable(fit: Fit) -> list[str]:
     return [name for name, col in zip(fit.results.model.exog_names, X.T) if not col.any()]
 
 
+def saturated(fit: Fit) -> bool:
+    """Whether the fit has no residual degrees of freedom (as many identified coefficients
+    as runs): it passes through every run, so no variance, standard error, test or AIC."""
+    return fit.results is not None and fit.results.df_resid <= 0
+
+
 def identification_notes(fit: Fit) -> list[str]:
     X = np.asarray(fit.results.model.exog)
     rank, k = int(np.linalg.matrix_rank(X)), X.shape[1]
-    if rank == k:
-        return []
-    notes = [
-        (
+    notes = []
+    if rank < k:
+        notes.append(
             f"The design of `{fit.formula}` has rank {rank} < {k} columns: not every coefficient "
             "is identified (some ls x Family combination has no run in the grid)."
         )
-    ]
-    empty = not_estimable(fit)
-    if empty:
-        notes.append(f"Not estimable (no run), left blank: {', '.join(f'`{n}`' for n in empty)}.")
+        empty = not_estimable(fit)
+        if empty:
+            notes.append(f"Not estimable (no run), left blank: {', '.join(f'`{n}`' for n in empty)}.")
+    if saturated(fit):
+        notes.append(
+            f"`{fit.formula}` has no residual degrees of freedom ({X.shape[0]} runs for {rank} identified "
+            "coefficients): it passes through every run, so its standard errors, tests, intervals and AIC "
+            "are not identified and are left blank."
+        )
     return notes
 
 
@@ -181,7 +191,7 @@ def aic_table(ols: Fit, glm: Fit) -> pd.DataFrame:
         y = np.asarray(res.model.endog, dtype=float)
         resid = y - np.asarray(res.fittedvalues, dtype=float)
         k = round(res.df_model) + int(res.k_constant)
-        loglik = gaussian_loglik(resid)
+        loglik = np.nan if saturated(fit) else gaussian_loglik(resid)  # RSS 0: no likelihood maximum
         aic = -2 * loglik + 2 * (k + 1)
         rows.append(
             {
@@ -193,7 +203,7 @@ def aic_table(ols: Fit, glm: Fit) -> pd.DataFrame:
                 "k": k,
                 "loglik": loglik,
                 "aic": aic,
-                "aic_statsmodels": float(res.aic),
+                "aic_statsmodels": np.nan if saturated(fit) else float(res.aic),
             }
         )
     table = pd.DataFrame(rows)
@@ -222,6 +232,8 @@ def coefficient_table(fit: Fit, alpha: float = 0.05) -> pd.DataFrame:
         }
     )
     table.loc[table["term"].isin(not_estimable(fit)), table.columns[1:]] = np.nan
+    if saturated(fit):
+        table.loc[:, table.columns[2:]] = np.nan
     return table
 
 
@@ -233,14 +245,21 @@ def format_table1(coef: pd.DataFrame, aic: pd.DataFrame, ols: Fit, glm: Fit, not
     ]
     ols_aic = aic.loc[aic["model"] == "OLS"].iloc[0]
     glm_aic = aic.loc[aic["model"] == "GLM"].iloc[0]
+
+    def aic_text(row, lead=""):  # blank AIC: a fit with no residual df (see identification_notes)
+        return f"{lead}{row['aic']:.2f}" if np.isfinite(row["aic"]) else "not identified, no residual df"
+
+    fit_line = (
+        f"n = {int(res.nobs)} runs; R² = {res.rsquared:.4f}, adjusted R² = {res.rsquared_adj:.4f}; "
+        f"residual standard error {math.sqrt(res.scale):.4f} on {int(res.df_resid)} df."
+        if not saturated(ols)
+        else f"n = {int(res.nobs)} runs; no residual df: the OLS passes through every run (R² = 1)."
+    )
     table_notes = (
         [
-            (
-                f"n = {int(res.nobs)} runs; R² = {res.rsquared:.4f}, adjusted R² = {res.rsquared_adj:.4f}; "
-                f"residual standard error {math.sqrt(res.scale):.4f} on {int(res.df_resid)} df."
-            ),
-            f"AIC = {ols_aic['aic']:.2f} (log-link gaussian GLM `{glm_aic['formula']}`: "
-            + (f"{glm_aic['aic']:.2f}). " if glm.results is not None else f"not fitted, {glm.failure}). ")
+            fit_line,
+            f"AIC {aic_text(ols_aic, '= ')} (log-link gaussian GLM `{glm_aic['formula']}`: "
+            + (f"{aic_text(glm_aic)}). " if glm.results is not None else f"not fitted, {glm.failure}). ")
             + AIC_CONVENTION,
             STARS_LEGEND,
         ]

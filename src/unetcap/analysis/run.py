@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
@@ -53,6 +54,14 @@ def analyse(
         raise UnetcapError(f"analysis.alpha: {alpha} is not between 0 and 1")
     frame = model_frame(metrics, metric)
     data = frame.data
+    if data["DICE"].nunique() == 1:
+        diverged = int((data["status"] != "ok").sum())
+        why = "" if not diverged else ", all diverged" if diverged == len(data) else f", {diverged} of them diverged"
+        raise UnetcapError(
+            f"metrics table: all {len(data)} analysed runs have {metric} = {data['DICE'].iloc[0]:g}{why}: "
+            "DICE does not vary, so no model (OLS, GLM, GAM) and no comparison (HSD, which model) is "
+            "identified. Nothing to analyse until some run learns (a smaller learning rate in the config's lrs?)."
+        )
     ols = fit_ols(data, ols_formula)
     glm = fit_glm(data, glm_formula)
     aic = aic_table(ols, glm)
@@ -63,7 +72,8 @@ def analyse(
     depth = depth_contrasts(ols, data, alpha)
     pairs, groups = tukey_hsd(data, alpha)
     predictions, design = ols_predictions(ols, data, predict_sizes, alpha)
-    which = which_model(groups, pairs, predictions, design, ols, alpha)
+    observed, absent = observed_cells(predictions, groups)
+    which = which_model(groups, pairs, observed, design, ols, alpha)
     gam = fit_gam(data)
     log.info(
         "OLS AIC %.2f, GLM AIC %.2f, %d HSD groups, %d pairs",
@@ -72,7 +82,7 @@ def analyse(
         len(groups),
         len(pairs),
     )
-    notes = frame.notes + ols.notes + [f"GLM: {n}" for n in glm.notes] + gam.notes
+    notes = frame.notes + ols.notes + [f"GLM: {n}" for n in glm.notes] + gam.notes + absent
     return {
         "frame": frame,
         "ols": ols,
@@ -94,6 +104,22 @@ def analyse(
         "alpha": alpha,
         "constant_ranking": ranking_constant(predictions),
     }
+
+
+def observed_cells(predictions: pd.DataFrame, groups: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The predictions which_model ranks: at a trained size only the models with a run there
+    (an HSD group), with a note naming each model left out of a trained size (its runs
+    missing); untrained sizes keep every model."""
+    cells = set(zip(groups["backbone"], groups["size"]))
+    keep = ~predictions["trained"] | np.array(
+        [(b, s) in cells for b, s in zip(predictions["backbone"], predictions["size"])], dtype=bool
+    )
+    notes = [
+        f"No run of {r.model} ({r.backbone}) at {r.size} images: which model ranks the models trained at that size "
+        "without it (its OLS prediction there is in predictions.csv)."
+        for r in predictions.loc[~keep].itertuples()
+    ]
+    return predictions.loc[keep].reset_index(drop=True), notes
 
 
 def write_analysis(

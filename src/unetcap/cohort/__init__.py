@@ -27,6 +27,7 @@ each sampled image through `read_labelled`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -236,7 +237,26 @@ def scan_cohort(
             )
     if not rows:
         raise UnetcapError(f"{root}: every patient was left out (fewer than {images_per_patient} images each)")
-    return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
+    sample = pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
+    unwritable = _not_utf8([*sample.source, *sample["mask"]])
+    if unwritable:
+        raise UnetcapError(
+            f"{root}: {len(unwritable)} file name(s) not in UTF-8, which the sample table is written in (rename "
+            f"them), e.g. {os.fsencode(unwritable[0])!r}"
+        )
+    return sample
+
+
+def _not_utf8(names) -> list[str]:
+    """The names that UTF-8 cannot encode: file names whose bytes on disk are not UTF-8
+    (Python gives them surrogate characters)."""
+    bad = []
+    for name in dict.fromkeys(map(str, names)):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(name)
+    return bad
 
 
 def count_patients(root, source: str, options: dict | None = None) -> int:
@@ -263,6 +283,8 @@ def read_labelled(row: dict, source: str, options: dict | None = None) -> tuple[
         header, pixels, labels = reader(source).load(row, options)
     if pixels.ndim != 2:
         raise FileProblem(row["source"], f"expected a 2-D image, got shape {pixels.shape}")
+    if pixels.size == 0:  # OpenCV's minMaxLoc and resize fail on it (minMaxLoc kills the process)
+        raise FileProblem(row["source"], f"an empty image ({pixels.shape[0]}x{pixels.shape[1]})", _where(row))
     if pixels.dtype.kind == "f":
         bad = pixels.size - int(np.count_nonzero(np.isfinite(pixels)))
         if bad:
@@ -312,6 +334,21 @@ def values_outside(labels: np.ndarray, declared) -> list:
     ):
         return []
     return np.setdiff1d(np.unique(labels), declared).tolist()
+
+
+def integer_labels(labels: np.ndarray, dtype, where: str = "") -> np.ndarray:
+    """A label image as integers of `dtype`, floats rounded to the nearest; ValueError when a
+    value is not finite or does not fit `dtype` (the cast would wrap it round, onto another
+    label: 65538 onto 2)."""
+    inside = f" in {where}" if where else ""
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.isfinite(labels)):
+            raise ValueError(f"label values that are not finite{inside}")
+        labels = np.rint(labels)
+    fits = np.iinfo(dtype)
+    if labels.size and not (fits.min <= labels.min() and labels.max() <= fits.max):
+        raise ValueError(f"label values from {labels.min():g} to {labels.max():g}, beyond any label{inside}")
+    return labels.astype(dtype)
 
 
 def equal_any(labels: np.ndarray, values) -> np.ndarray:

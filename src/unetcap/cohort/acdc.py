@@ -63,7 +63,7 @@ def info_problems(cfg: Path, images: dict[int, Path], labels: dict[int, Path]) -
     info, problems = read_info(cfg), []
     for key in ("ED", "ES"):
         value = info.get(key, "")
-        if not value.isdigit():
+        if not value.isdecimal():  # what int() reads ('²' is a digit, not a decimal)
             what = f"is {value!r}, not a frame number" if value else "is missing"
             problems.append((cfg, f"key {key} {what} (ACDC's Info.cfg names the ED and ES frames, e.g. '{key}: 1')"))
         elif int(value) not in images:

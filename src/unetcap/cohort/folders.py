@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from unetcap import UnetcapError
-from unetcap.cohort import Patient, blame, natural_key, order_images
+from unetcap.cohort import Patient, blame, integer_labels, natural_key, order_images
 
 DEFAULT_LABELS = None  # every non-zero mask value
 LABEL_VALUES = None  # any: the lab's own labels
@@ -142,7 +142,11 @@ def read_array(path) -> tuple[np.ndarray, tuple[float, float]]:
     low = str(path).lower()
     spacing = (float("nan"), float("nan"))
     if low.endswith(".npy"):
-        array = np.load(path, allow_pickle=False)
+        try:
+            array = np.load(path, allow_pickle=False)
+        except Exception as err:  # numpy raises several kinds on a corrupt or empty file, some on several lines
+            reason = " ".join(str(err).split())
+            raise ValueError(f"cannot read {Path(path).name} as NPY ({type(err).__name__}: {reason})") from None
     elif low.endswith((".nii", ".nii.gz")):
         from unetcap.cohort.nifti import read_volume
 
@@ -159,6 +163,8 @@ def read_array(path) -> tuple[np.ndarray, tuple[float, float]]:
     array = np.squeeze(np.asarray(array))
     if array.ndim != 2:
         raise ValueError(f"{Path(path).name}: expected a 2-D image, got shape {array.shape}")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{Path(path).name}: values of type {array.dtype}, not real numbers")
     return array, spacing
 
 
@@ -166,11 +172,7 @@ def load(row, options: dict):
     """(header, pixels, labels) of one sampled image."""
     pixels, spacing = read_array(row["source"])
     with blame(row["mask"]):
-        labels, _ = read_array(row["mask"])
-        if not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.isfinite(labels)):
-                raise ValueError("label values that are not finite")
-            labels = np.rint(labels)
+        labels = integer_labels(read_array(row["mask"])[0], np.int32)
     if np.issubdtype(pixels.dtype, np.bool_):
         pixels = pixels.astype(np.uint8)
     return (
@@ -183,5 +185,5 @@ def load(row, options: dict):
             "field_strength": float("nan"),
         },
         pixels,
-        labels.astype(np.int32),
+        labels,
     )

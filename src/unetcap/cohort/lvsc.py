@@ -91,36 +91,58 @@ def _dcmread(path, **kwargs):
         raise ValueError(f"unreadable DICOM ({type(err).__name__}: {err})") from None
 
 
+def _numbers(ds, keyword: str, count: int, default: list | None = None) -> list[float]:
+    """The `count` numbers of header element `keyword` (`default` when it is absent or
+    empty); ValueError naming the element when it holds anything else: another count of
+    values, text, NaN or infinity."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        if default is None:
+            raise ValueError(f"DICOM {keyword} is empty")
+        return default
+    values = [value] if isinstance(value, (str, bytes, int, float)) else list(value)
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != count or not all(map(math.isfinite, numbers)):
+        raise ValueError(f"DICOM {keyword} {[str(v) for v in values]}: expected {count} finite number(s)")
+    return numbers
+
+
 def check_header(ds, path) -> dict:
     """The header fields the study needs from a dataset read from `path`; raises ValueError
-    with a readable reason when pixel data is missing or truncated or geometry is absent."""
+    with a readable reason when pixel data is missing or truncated, or geometry or the
+    matrix is absent or not numbers."""
     if PIXEL_DATA not in ds:
         raise ValueError("DICOM without pixel data (no PixelData element)")
     missing = [k for k in HEADER_TAGS[:4] if k not in ds]
     if missing:
         raise ValueError(f"DICOM header lacks {', '.join(missing)}")
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    rows, columns = (int(_numbers(ds, key, 1)[0]) for key in ("Rows", "Columns"))
+    if rows < 1 or columns < 1:
+        raise ValueError(f"DICOM of {rows}x{columns} pixels")
     pixels = ds._dict[PIXEL_DATA]
     length = getattr(pixels, "length", None)
     if length is not None and length != UNDEFINED_LENGTH:
         size = os.path.getsize(path)
         end = getattr(pixels, "value_tell", 0) + length
-        needed = rows * columns * ds.get("SamplesPerPixel", 1) * ds.get("BitsAllocated", 16) // 8
+        samples, bits = (_numbers(ds, key, 1, [n])[0] for key, n in (("SamplesPerPixel", 1), ("BitsAllocated", 16)))
+        needed = int(rows * columns * samples * bits) // 8
         if end > size:
             raise ValueError(f"truncated: pixel data needs {end} bytes, file has {size}")
         if length < needed and not ds.file_meta.TransferSyntaxUID.is_compressed:
             raise ValueError(f"truncated: {length} bytes of pixel data, {rows}x{columns} needs {needed}")
-    normal = _slice_normal(ds.ImageOrientationPatient)
-    spacing = ds.get("PixelSpacing") or [1.0, 1.0]
-    field = ds.get("MagneticFieldStrength")
+    normal = _slice_normal(_numbers(ds, "ImageOrientationPatient", 6))
+    spacing = _numbers(ds, "PixelSpacing", 2, [1.0, 1.0])
     return {
         "rows": rows,
         "cols": columns,
-        "position": sum(float(p) * n for p, n in zip(ds.ImagePositionPatient, normal)),
-        "spacing_row": float(spacing[0]),
-        "spacing_col": float(spacing[1]),
+        "position": sum(p * n for p, n in zip(_numbers(ds, "ImagePositionPatient", 3), normal)),
+        "spacing_row": spacing[0],
+        "spacing_col": spacing[1],
         "vendor": str(ds.get("Manufacturer", "")),
-        "field_strength": float(field) if field not in (None, "") else math.nan,
+        "field_strength": _numbers(ds, "MagneticFieldStrength", 1, [math.nan])[0],
     }
 
 

@@ -40,7 +40,7 @@ def read_information(path) -> dict[str, dict]:
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+    except (OSError, ValueError) as err:  # pandas' ParserError, EmptyDataError; UnicodeDecodeError
         raise UnetcapError(f"{path}: cannot read the information CSV (config key cohort.info): {err}") from None
     table.columns = [c.strip() for c in table.columns]
     columns = {field: next((c for c in names if c in table.columns), None) for field, names in INFO_COLUMNS.items()}
@@ -61,7 +61,7 @@ def patients(root: Path, options: dict) -> list[Patient]:
     bad = []
     for code, entry in info.items():
         ed, es = entry.get("ED", ""), entry.get("ES", "")
-        if (ed == "") != (es == "") or not all(v.isdigit() for v in (ed, es) if v):
+        if (ed == "") != (es == "") or not all(v.isdecimal() for v in (ed, es) if v):
             bad.append(f"row {code}: ED {ed!r}, ES {es!r}")
     if bad:
         raise UnetcapError(

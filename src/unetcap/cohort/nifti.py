@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unetcap.cohort import blame
+from unetcap.cohort import blame, integer_labels
 
 NIFTI2_SIZES = (540, 0x1C020000)  # a NIfTI-2 header's first field (sizeof_hdr), in either byte order
 
@@ -58,8 +58,11 @@ def _compressed(path) -> bool:
 def _volume(path, header) -> Volume:
     """The Volume a NIfTI header describes; ValueError when it is not an image."""
     shape = tuple(int(n) for n in header.get_data_shape())
-    if len(shape) < 2:
+    if len(shape) < 2 or min(shape) < 1:
         raise ValueError(f"NIfTI of shape {shape}: not an image")
+    dtype = header.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise ValueError(f"NIfTI of data type {dtype}: voxels that are not real numbers")
     affine = np.asarray(header.get_best_affine(), dtype=float)
     normal = np.cross(affine[:3, 0], affine[:3, 1])
     norm = float(np.linalg.norm(normal))
@@ -67,6 +70,8 @@ def _volume(path, header) -> Volume:
     depth = shape[2] if len(shape) > 2 else 1
     origin, step = float(affine[:3, 3] @ normal), float(affine[:3, 2] @ normal)
     positions = tuple(origin + k * step for k in range(depth))
+    if not all(map(math.isfinite, positions)):
+        raise ValueError("slice positions that are not finite numbers (the header's pixdim, qform or sform)")
     zooms = header.get_zooms()
     return Volume(Path(path), shape, positions, (float(zooms[0]), float(zooms[1])))
 
@@ -130,11 +135,7 @@ def load_slice(row) -> tuple[dict, np.ndarray, np.ndarray]:
     z, t = int(row["slice_label"]), int(row["phase"])
     pixels = plane(voxels, z, t)
     with blame(row["mask"]):
-        labels = plane(read_voxels(row["mask"]), z, t)
-        if not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.isfinite(labels)):
-                raise ValueError(f"label values that are not finite in slice {z}, frame {t}")
-            labels = np.rint(labels)
+        labels = integer_labels(plane(read_voxels(row["mask"]), z, t), np.int16, f"slice {z}, frame {t}")
     return (
         {
             "rows": pixels.shape[0],
@@ -145,7 +146,7 @@ def load_slice(row) -> tuple[dict, np.ndarray, np.ndarray]:
             "field_strength": float("nan"),
         },
         pixels,
-        labels.astype(np.int16),
+        labels,
     )
 
 

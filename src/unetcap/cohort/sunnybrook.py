@@ -42,7 +42,7 @@ def read_series_map(path, root: Path) -> list[dict]:
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+    except (OSError, ValueError) as err:  # pandas' ParserError, EmptyDataError; UnicodeDecodeError
         raise UnetcapError(f"{path}: cannot read the series map (config key cohort.series_map): {err}") from None
     missing = [c for c in ("patient", "contours", "series") if c not in table.columns]
     if missing:
@@ -69,26 +69,35 @@ def needed(labels) -> set[str]:
     return ({"i", "o"} if 2 in labels else set()) | ({"i"} if 1 in labels else set())
 
 
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False too for a path the system cannot look up (a name too long)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def images(patient: Patient, options: dict):
     """The images with the contours the structure needs, in study order (positions from
     their DICOM headers). `mask` is the contour files' common prefix (``.../IM-0001-NNNN``)."""
     from unetcap.cohort import labels_of
 
     problems, found = [], []
-    if not patient.folder.is_dir():
+    if not _is_dir(patient.folder):
         return [], [(patient.folder, "contour folder does not exist (cohort.series_map)")]
-    if patient.series is None or not patient.series.is_dir():
+    if patient.series is None or not _is_dir(patient.series):
         return [], [(patient.series, "DICOM series folder does not exist (cohort.series_map)")]
-    contours: dict[tuple[str, int], set[str]] = {}
+    contours: dict[str, tuple[int, set[str]]] = {}  # by the files' own prefix (IM-0001-0048), not re-padded
     for path in sorted(patient.folder.iterdir()):
         match = CONTOUR.match(path.name)
         if match:
-            contours.setdefault((match["series"], int(match["number"])), set()).add(match["kind"].lower())
+            contours.setdefault(path.name[: match.end("number")], (int(match["number"]), set()))[1].add(
+                match["kind"].lower()
+            )
     want = needed(labels_of("sunnybrook", options))
-    for (series, number), kinds in sorted(contours.items()):
+    for stem, (number, kinds) in sorted(contours.items()):
         if not want <= kinds:
             continue
-        stem = f"IM-{series}-{number:04d}"
         source = patient.series / f"{stem}.dcm"
         if not source.is_file():
             problems.append(
@@ -125,6 +134,8 @@ def read_contour(path: Path) -> np.ndarray:
         raise ValueError(f"unreadable contour file {path.name} ({err})") from None
     if points.shape[1] != 2 or len(points) < 3:
         raise ValueError(f"contour file {path.name}: expected at least 3 lines of 'x y', got shape {points.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError(f"contour file {path.name}: points that are not finite numbers (nan, inf)")
     return points
 
 

@@ -158,3 +158,39 @@ def test_an_information_csv_that_contradicts_the_label_volume_is_an_error_naming
     info.write_text(info.read_text().replace("B1K2L3,Philips,B,2,0,4", "B1K2L3,Philips,B,2,0,"))
     message = _error(lambda: scan_cohort(tmp_path / "mnms", 6, source="mnms", options={"info": str(info)}))
     assert "ED and ES must both be frame numbers (or both empty)" in message and "row B1K2L3: ED '0', ES ''" in message
+
+
+def test_a_mask_without_its_image_is_an_error_in_every_format_that_pairs_files(tmp_path):
+    """LVSC and folders pair an image with its mask by name: a mask whose image is gone is
+    named, not skipped (ACDC's and M&Ms' labels without their image already were)."""
+    from cohort_fixtures import write_folders
+
+    from unetcap.phantom import write_cohort
+
+    lvsc = tmp_path / "lvsc"
+    write_cohort(lvsc, 2, 3, slices=(2, 2), phases=(2, 2), matrix=(40, 40))
+    dicom = sorted(lvsc.rglob("*_SA1_ph0.dcm"))[0]
+    dicom.unlink()
+    message = _error(lambda: scan_cohort(lvsc, 2, source="lvsc"))
+    assert f"{dicom.with_suffix('.png')}: mask without its image (expected {dicom.name} beside it)" in message
+
+    export = tmp_path / "export"
+    write_folders(export)
+    image = sorted((export / "images").rglob("*.*"))[0]
+    image.unlink()
+    message = _error(lambda: scan_cohort(export, 2, source="folders"))
+    assert "1 mask(s) without an image (expected images/<same name>.<ext>)" in message
+
+
+def test_negative_label_values_are_an_error_where_a_format_takes_any_labels(tmp_path):
+    from cohort_fixtures import write_folders
+
+    export = tmp_path / "export"
+    write_folders(export)
+    mask = sorted((export / "masks").rglob("*.npy"))[0]
+    labels = np.load(mask).astype(np.int16)
+    labels[0, 0] = -1
+    np.save(mask, labels)
+    write_sample(export, tmp_path / "sample.csv", 2, source="folders")
+    message = _error(lambda: prepare_store(tmp_path / "sample.csv", tmp_path / "store", 32, source="folders"))
+    assert f"{mask}: negative label value(s), e.g. -1" in message

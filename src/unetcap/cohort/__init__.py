@@ -303,6 +303,8 @@ def read_labelled(row: dict, source: str, options: dict | None = None) -> tuple[
             raise FileProblem(
                 row["mask"], f"label value(s) {stray[:5]} outside the format's {list(declared)}", _where(row)
             )
+    elif labels.size and labels.min() < 0:  # a format with any labels: 0 background, positive the structures
+        raise FileProblem(row["mask"], f"negative label value(s), e.g. {int(labels.min())}", _where(row))
     wanted = labels_of(source, options)
     mask = labels > 0 if wanted is None else equal_any(labels, wanted)
     if mask.any() and pixels.size and pixels.min() == pixels.max():

@@ -85,10 +85,10 @@ def patients(root: Path, options: dict) -> list[Patient]:
     with its images and their masks (images/ and masks/ are walked once for the cohort)."""
     images, masks = _layout(root)
     pattern = settings(options)["patient"]
-    mask_files = files(masks)
+    mask_files, image_files = files(masks), files(images)
     found: dict[str, list] = {}
     unmatched = []
-    for key, relative in files(images).items():
+    for key, relative in image_files.items():
         patient = _patient_of(pattern, relative)
         if patient is None:
             unmatched.append(relative)
@@ -98,6 +98,13 @@ def patients(root: Path, options: dict) -> list[Patient]:
         raise UnetcapError(
             f"{images}: {len(unmatched)} image(s) whose path the patient expression "
             f"{pattern.pattern!r} (cohort.folders.patient) does not match, e.g. {unmatched[0]}"
+        )
+    orphans = sorted(set(mask_files) - set(image_files), key=natural_key)
+    if orphans:
+        raise UnetcapError(
+            f"{masks}: {len(orphans)} mask(s) without an image (expected images/<same name>.<ext>): "
+            + ", ".join(mask_files[k] for k in orphans[:10])
+            + (" ..." if len(orphans) > 10 else "")
         )
     return [
         Patient(i, Path(root), files=tuple(sorted(found[i], key=lambda f: natural_key(f[0]))))

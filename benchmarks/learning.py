@@ -1,6 +1,6 @@
 """Why the U-Nets stayed at DICE 0, measured: the experiments behind docs/learning.md.
 
-    .venv/bin/python benchmarks/learning.py [pixels] [curves] [schedule] [--steps N] [--out DIR]
+    .venv/bin/python benchmarks/learning.py [pixels] [curves] [schedule] [pilot] [--steps N] [--out DIR]
 
 `pixels`: the myocardium's share of the pixels at 32, 64 and 128 px, whole image against
 the heart-centred crop, on the demo's phantom cohort; the patients a subset trains on.
@@ -18,6 +18,11 @@ steps (the demo's 100) and under early stopping with a floor and a cap (config/l
 with the steps and seconds each took, from two studies' merged tables: results/learning_curve/
 and results/learning_curve_fixed/ (config/learning_curve_fixed.yaml laid over it; the command
 is printed when one is missing). Writes schedule.csv.
+`pilot`: the sample-size analysis of a pilot whose labels stop at 480 images
+(config/learning_curve_pilot.yaml laid over config/learning_curve.yaml) forecasts the full
+study's 600 and 1,200 images: every curve family with its band, the paper's OLS and the
+last size carried forward, against the full study's observed means, which no fit sees.
+Writes pilot.csv.
 """
 
 from __future__ import annotations
@@ -317,6 +322,70 @@ def schedule_table(backbone: str = BACKBONE) -> pd.DataFrame:
     return table.reset_index().sort_values(["schedule", "size"], kind="stable")
 
 
+def study_tables(study: str, configs: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics.csv, holdout.csv) of a study, or the command that makes them."""
+    folder = ROOT / "results" / study
+    if not (folder / "holdout.csv").is_file():
+        raise SystemExit(f"{folder}/holdout.csv is missing: run .venv/bin/snakemake --configfile {configs} --cores 2")
+    return pd.read_csv(folder / "metrics.csv"), pd.read_csv(folder / "holdout.csv")
+
+
+def pilot_table(resamples: int = 400, seed: int = 0) -> pd.DataFrame:
+    """The pilot (config/learning_curve_pilot.yaml: sizes up to 480) forecasts the sizes only
+    the full study trained (600, 1,200): every family's curve, as the sample-size analysis
+    fits and widens it, the paper's OLS refitted on the pilot's runs and the pilot's largest
+    mean carried forward, each against the full study's observed mean holdout DICE (its own
+    runs, the same holdout pool). Nothing of the full study enters a fit."""
+    from unetcap.analysis.backtest import BASELINES, _ols_predictions, band
+    from unetcap.analysis.formula import PAPER_OLS
+    from unetcap.analysis.resample import replicate_means
+    from unetcap.analysis.sample_size import analyse_sample_size, curve_units
+
+    pilot, pilot_holdout = study_tables(
+        "learning_curve_pilot", "config/learning_curve.yaml config/learning_curve_pilot.yaml"
+    )
+    full, _ = study_tables("learning_curve", "config/learning_curve.yaml")
+    result = analyse_sample_size(pilot, pilot_holdout, "holdout_dice", resamples=resamples, seed=seed)
+    units = result["fitted"]
+    held = np.array([size for size in sorted(full["size"].unique()) if size > units.sizes.max()], float)
+    observed = full[full["size"].isin(held)].groupby(["backbone", "size"])["holdout_dice"].mean()
+    frame = curve_units(pilot, pilot_holdout, "holdout_dice", "all")[1].data
+    ols = _ols_predictions(frame[frame["backbone"].isin(units.backbones)], units.sizes, held, PAPER_OLS)
+    last = replicate_means(units, 0, seed)[0][:, -1]
+    rows = []
+    for name, fit in result["fits"].items():
+        predicted = fit.predict(held)
+        low, high = band(predicted[1:])
+        k = result["widening"] if name == result["chosen"] else 1.0
+        for i, backbone in enumerate(units.backbones):
+            for j, size in enumerate(held):
+                central = predicted[0][i, j]
+                rows.append(
+                    {
+                        "method": name + (" (chosen)" if name == result["chosen"] else ""),
+                        "backbone": backbone,
+                        "size": int(size),
+                        "observed": observed[(backbone, size)],
+                        "predicted": central,
+                        "low": central - k * (central - low[i, j]),
+                        "high": central + k * (high[i, j] - central),
+                    }
+                )
+    for name in BASELINES:
+        for i, backbone in enumerate(units.backbones):
+            for size in held:
+                value = ols.get((backbone, float(size)), np.nan) if name == "ols" else last[i]
+                rows.append(
+                    {"method": name, "backbone": backbone, "size": int(size), "observed": observed[(backbone, size)]}
+                    | {"predicted": value, "low": np.nan, "high": np.nan}
+                )
+    table = pd.DataFrame(rows)
+    table["error"] = table["predicted"] - table["observed"]
+    inside = (table["low"] <= table["observed"]) & (table["observed"] <= table["high"])
+    table["inside"] = np.where(table["low"].isna(), np.nan, inside.astype(float))
+    return table
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", default=["pixels", "curves"])
@@ -352,6 +421,14 @@ def main(argv=None) -> None:
         table = schedule_table()
         table.to_csv(args.out / "schedule.csv", index=False, float_format="%.4g")
         print(table.round(3).to_string(index=False))
+    if "pilot" in args.sections:
+        table = pilot_table()
+        table.to_csv(args.out / "pilot.csv", index=False, float_format="%.4g")
+        summary = table.groupby("method", sort=False).agg(
+            mae=("error", lambda e: e.abs().mean()), cases=("error", "count"), inside=("inside", "mean")
+        )
+        print(table.round(4).to_string(index=False))
+        print(summary.round(4).to_string())
     if "figures" in args.sections or "curves" in args.sections:
         curves = pd.read_csv(args.out / "curves.csv")
         plot_curves(curves, args.out / "curves.png")

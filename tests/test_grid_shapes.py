@@ -196,7 +196,7 @@ def test_every_grid_shape_writes_every_output_or_says_why(shape, tmp_path, recor
     print(f"shape {shape.seed + 1} of {SHAPES}: {shape}, {len(metrics)} runs kept")
     stats = analyse_shape(metrics, tmp_path, draw=shape.seed % FIGURES_EVERY == 0, seed=shape.seed)
     if refusal(metrics) is None:
-        for name in ("table1_md", "table2_md", "gam_md", "aic_md", "glm_md"):  # a number not identified is blank
+        for name in ("table1_md", "table2_md", "gam_md", "aic_md", "glm_md", "which_model_md"):  # not identified: blank
             assert not NOT_A_NUMBER.search(stats[name].read_text()), name
 
 
@@ -217,3 +217,7 @@ def test_the_reported_study_writes_tables_1_2_hsd_and_which_model(tmp_path):
     assert terms["term"].tolist() == ["l(log(Dataset))", "intercept"]
     assert np.isfinite(terms["edf"]).all()
     assert "fitted as l(log(Dataset)), a straight line" in stats["notes"].read_text()
+    saturated = metrics[metrics["fold"] == 0]  # one run per size: the OLS has no residual df
+    stats = analyse_shape(saturated, tmp_path / "saturated", draw=False)
+    for name in ("table1_md", "which_model_md"):
+        assert not NOT_A_NUMBER.search(stats[name].read_text()), name

@@ -125,7 +125,7 @@ def format_which_model(table: pd.DataFrame, alpha: float, constant: bool) -> tup
                     fmt_num(r.mean) if trained else "",
                     f"[{r.hsd_low:.4f}, {r.hsd_high:.4f}]" if trained and np.isfinite(r.hsd_low) else "",
                     fmt_num(r.predicted),
-                    f"[{r.predicted_low:.4f}, {r.predicted_high:.4f}]",
+                    f"[{r.predicted_low:.4f}, {r.predicted_high:.4f}]" if np.isfinite(r.predicted_low) else "",
                     fmt_p(r.p_vs_top),
                     "yes" if r.best else "",
                 ]

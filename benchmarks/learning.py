@@ -322,15 +322,16 @@ def schedule_table(backbone: str = BACKBONE) -> pd.DataFrame:
     return table.reset_index().sort_values(["schedule", "size"], kind="stable")
 
 
-def study_tables(study: str, configs: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(metrics.csv, holdout.csv) of a study, or the command that makes them."""
-    folder = ROOT / "results" / study
+def study_tables(study: str, configs: str, folder: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics.csv, holdout.csv) of a study (in `folder`, default its results folder), or
+    the command that makes them."""
+    folder = folder or ROOT / "results" / study
     if not (folder / "holdout.csv").is_file():
         raise SystemExit(f"{folder}/holdout.csv is missing: run .venv/bin/snakemake --configfile {configs} --cores 2")
     return pd.read_csv(folder / "metrics.csv"), pd.read_csv(folder / "holdout.csv")
 
 
-def pilot_table(resamples: int = 400, seed: int = 0) -> pd.DataFrame:
+def pilot_table(resamples: int = 400, seed: int = 0, folder: Path | None = None) -> pd.DataFrame:
     """The pilot (config/learning_curve_pilot.yaml: sizes up to 480) forecasts the sizes only
     the full study trained (600, 1,200): every family's curve, as the sample-size analysis
     fits and widens it, the paper's OLS refitted on the pilot's runs and the pilot's largest
@@ -342,7 +343,7 @@ def pilot_table(resamples: int = 400, seed: int = 0) -> pd.DataFrame:
     from unetcap.analysis.sample_size import analyse_sample_size, curve_units
 
     pilot, pilot_holdout = study_tables(
-        "learning_curve_pilot", "config/learning_curve.yaml config/learning_curve_pilot.yaml"
+        "learning_curve_pilot", "config/learning_curve.yaml config/learning_curve_pilot.yaml", folder
     )
     full, _ = study_tables("learning_curve", "config/learning_curve.yaml")
     result = analyse_sample_size(pilot, pilot_holdout, "holdout_dice", resamples=resamples, seed=seed)
@@ -393,6 +394,7 @@ def main(argv=None) -> None:
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "learning")
+    parser.add_argument("--pilot", type=Path, default=None, help="the pilot's merged tables (default its results)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
@@ -422,7 +424,7 @@ def main(argv=None) -> None:
         table.to_csv(args.out / "schedule.csv", index=False, float_format="%.4g")
         print(table.round(3).to_string(index=False))
     if "pilot" in args.sections:
-        table = pilot_table()
+        table = pilot_table(folder=args.pilot)
         table.to_csv(args.out / "pilot.csv", index=False, float_format="%.4g")
         summary = table.groupby("method", sort=False).agg(
             mae=("error", lambda e: e.abs().mean()), cases=("error", "count"), inside=("inside", "mean")

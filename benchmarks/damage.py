@@ -41,6 +41,7 @@ from cohort_fixtures import (  # noqa: E402
     _affine,
     _save_nifti,
     circle,
+    reader_options,
     volume,
     write_acdc,
     write_folders,
@@ -55,7 +56,6 @@ from unetcap.prepare import prepare_store  # noqa: E402
 OUT = REPO / "docs" / "bad_input"
 IMAGES_PER_PATIENT = 100  # above every patient's count: every labelled image is sampled
 IMAGE_SIZE = 32
-FOLDERS = {"folders": {"slice": r"/s(\d+)_", "phase": r"_p(\d+)\."}}
 FORMATS = {"lvsc": "LVSC", "acdc": "ACDC", "mnms": "M&Ms", "sunnybrook": "Sunnybrook", "folders": "folders"}
 SC_CONTOURS = "contours/SC-HF-I-01/contours-manual/IRCCI-expert"
 SC_SERIES = "images/SCD0000101/CINESAX_300"
@@ -87,13 +87,7 @@ def build(fmt: str, tree: Path) -> None:
 
 
 def options_of(fmt: str, tree: Path) -> dict:
-    if fmt == "mnms":
-        return {"info": str(tree / "mnms_info.csv")}
-    if fmt == "sunnybrook":
-        return {"series_map": str(tree / "cohort" / "series_map.csv")}
-    if fmt == "folders":
-        return dict(FOLDERS)
-    return {}
+    return reader_options(fmt, tree / "cohort")
 
 
 # --------------------------------------------------------------------------- damage helpers

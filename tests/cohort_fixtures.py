@@ -176,3 +176,20 @@ def write_folders(root: Path) -> dict:
                 )
             written[(patient, z, t)] = labels
     return written
+
+
+# The folders fixture's names: images/<patient>/s<slice>_p<phase>.<ext>
+FOLDERS_OPTIONS = {"folders": {"slice": r"/s(\d+)_", "phase": r"_p(\d+)\."}}
+
+
+def reader_options(fmt: str, cohort: Path) -> dict:
+    """Config `cohort`'s reader options for the fixture of format `fmt` written at `cohort`:
+    M&Ms' information CSV (beside the cohort), Sunnybrook's series map (in it), the folders
+    fixture's slice and phase expressions."""
+    if fmt == "mnms":
+        return {"info": str(cohort.parent / "mnms_info.csv")}
+    if fmt == "sunnybrook":
+        return {"series_map": str(cohort / "series_map.csv")}
+    if fmt == "folders":
+        return dict(FOLDERS_OPTIONS)
+    return {}

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cohort_fixtures import reader_options
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -44,7 +45,6 @@ from unetcap import UnetcapError
 
 EXAMPLES = 25  # per format
 SIZE_CHOICES = (7, 16)
-FOLDERS = {"folders": {"slice": r"/s(\d+)_", "phase": r"_p(\d+)\."}}
 FORMATS = ("lvsc", "acdc", "mnms", "sunnybrook", "folders")
 RAN: Counter = Counter()  # (format, outcome) -> cases
 SECONDS: Counter = Counter()  # "clean": writing the clean cohorts; "cases": copying, corrupting and running them
@@ -74,13 +74,7 @@ def build(fmt: str, tree: Path) -> None:
 
 
 def options_of(fmt: str, tree: Path) -> dict:
-    if fmt == "mnms":
-        return {"info": str(tree / "mnms_info.csv")}
-    if fmt == "sunnybrook":
-        return {"series_map": str(tree / "cohort" / "series_map.csv")}
-    if fmt == "folders":
-        return dict(FOLDERS)
-    return {}
+    return reader_options(fmt, tree / "cohort")
 
 
 @pytest.fixture(scope="module")

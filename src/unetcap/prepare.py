@@ -358,7 +358,7 @@ def prepare_store(
                     log.warning(warning)
                 headers.extend(block_headers)
                 labelled.extend(block_labelled)
-                if not problems.items:
+                if not problems.found:
                     for file_hash, (_, offset, row_bytes) in zip((image_hash, mask_hash), outputs):
                         file_hash.advance(offset + len(headers) * row_bytes)
                 if len(headers) - logged >= 10 * BLOCK or len(headers) == n:

@@ -221,7 +221,7 @@ def find_images(folder: Path) -> tuple[list[Candidate], list[tuple[Path, str]]]:
     candidates, problems = [], []
     files = {name.lower(): name for name in os.listdir(folder)}
     for name in sorted(files.values()):
-        stem, dot, extension = name.rpartition(".")
+        stem, _, extension = name.rpartition(".")
         if extension.lower() == "png" and SHORT_AXIS.match(f"{stem}.dcm") and f"{stem}.dcm".lower() not in files:
             problems.append((folder / name, f"mask without its image (expected {stem}.dcm beside it)"))
         match = SHORT_AXIS.match(name)

@@ -193,3 +193,12 @@ def reader_options(fmt: str, cohort: Path) -> dict:
     if fmt == "folders":
         return dict(FOLDERS_OPTIONS)
     return {}
+
+
+def copy_patients(root, last: int) -> None:
+    """Patients 4..last of an ACDC fixture: copies of the first three under new ids."""
+    for k in range(4, last + 1):
+        src, dst = root / f"patient00{1 + k % 3}", root / f"patient00{k}"
+        dst.mkdir()
+        for f in src.iterdir():
+            (dst / f.name.replace(src.name, dst.name)).write_bytes(f.read_bytes())

@@ -7,18 +7,11 @@ import logging
 import nibabel as nib
 import numpy as np
 import pytest
-from cohort_fixtures import write_acdc, write_mnms
-from test_cohorts import copy_patients
+from cohort_fixtures import copy_patients, write_acdc, write_mnms
+from helpers import raised_error
 
-from unetcap import UnetcapError
 from unetcap.cohort import scan_cohort, write_sample
-from unetcap.prepare import prepare_store
-
-
-def _error(call) -> str:
-    with pytest.raises(UnetcapError) as err:
-        call()
-    return str(err.value)
+from unetcap.prepare import prepare_store, store_paths
 
 
 def _edit_nifti(path, change) -> None:
@@ -39,7 +32,9 @@ def acdc(tmp_path):
 
 def _prepare(root, tmp_path, **options):
     write_sample(root, tmp_path / "sample.csv", 4, source="acdc", options={"few_images": "leave_out", **options})
-    return lambda: prepare_store(tmp_path / "sample.csv", tmp_path / "store", 32, source="acdc", options=options)
+    return lambda: prepare_store(
+        tmp_path / "sample.csv", *store_paths(tmp_path / "store"), 32, source="acdc", options=options
+    )
 
 
 def _nothing_written(tmp_path) -> bool:
@@ -57,7 +52,7 @@ def test_every_pixel_problem_of_a_cohort_in_one_pass_and_nothing_written(acdc, t
     _edit_nifti(acdc / "patient004/patient004_frame01_gt.nii.gz", lambda d: d.__setitem__((0, 0, slice(None)), 7))
     for frame in ("01", "07"):  # patient003: no myocardium (label 2) anywhere
         _edit_nifti(acdc / f"patient003/patient003_frame{frame}_gt.nii.gz", lambda d: d.__setitem__(d == 2, 0))
-    message = _error(_prepare(acdc, tmp_path))
+    message = raised_error(_prepare(acdc, tmp_path))
     lines = message.splitlines()
     assert lines[0].endswith("5 problem(s)"), message
     nan = "patient001_frame01.nii.gz: pixels not finite (NaN or ±inf): 2 pixel(s) in slice 0, frame 1; slice 1, frame 1"
@@ -101,7 +96,7 @@ def test_the_store_writer_refuses_values_outside_its_contract_whatever_the_reade
         return image
 
     monkeypatch.setattr(prepare, "prepare_image", overshoot)
-    message = _error(_prepare(acdc, tmp_path))
+    message = raised_error(_prepare(acdc, tmp_path))
     assert "6 problem(s)" in message  # one per image volume the sample reads
     assert (
         "patient002_frame01.nii.gz: prepared image outside [0, 1] or not finite: 8 pixel(s) (4 sampled images)"
@@ -120,7 +115,7 @@ def test_the_store_writer_refuses_values_outside_its_contract_whatever_the_reade
 )
 def test_a_malformed_info_cfg_is_an_error_naming_the_file_and_the_key(acdc, text, expected):
     (acdc / "patient002/Info.cfg").write_text(text)
-    message = _error(lambda: scan_cohort(acdc, 4, source="acdc"))
+    message = raised_error(lambda: scan_cohort(acdc, 4, source="acdc"))
     assert f"{len(expected)} problem(s)" in message
     for line in expected:
         assert f"patient002/Info.cfg: {line}" in message
@@ -128,7 +123,7 @@ def test_a_malformed_info_cfg_is_an_error_naming_the_file_and_the_key(acdc, text
 
 def test_a_frame_info_cfg_names_without_its_labels_is_an_error_not_a_dropped_frame(acdc):
     (acdc / "patient001/patient001_frame07_gt.nii.gz").unlink()
-    message = _error(lambda: scan_cohort(acdc, 4, source="acdc"))
+    message = raised_error(lambda: scan_cohort(acdc, 4, source="acdc"))
     assert "1 problem(s)" in message
     assert "patient001/Info.cfg: key ES: frame 7 has no labels (patient001_frame07.nii.gz without its _gt)" in message
 
@@ -145,7 +140,9 @@ def test_a_truncated_volume_is_one_problem_under_its_file(acdc, tmp_path):
     gt = acdc / "patient002/patient002_frame01_gt.nii.gz"  # the sample's images of patient002
     write_sample(acdc, tmp_path / "sample.csv", 4, source="acdc")
     gt.write_bytes(gt.read_bytes()[: len(gt.read_bytes()) // 2])
-    message = _error(lambda: prepare_store(tmp_path / "sample.csv", tmp_path / "store", 32, source="acdc"))
+    message = raised_error(
+        lambda: prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "store"), 32, source="acdc")
+    )
     assert "1 problem(s)" in message, message
     assert f"{gt}: cannot read the NIfTI voxels" in message and "(4 sampled images)" in message
 
@@ -153,10 +150,10 @@ def test_a_truncated_volume_is_one_problem_under_its_file(acdc, tmp_path):
 def test_an_information_csv_that_contradicts_the_label_volume_is_an_error_naming_the_row(tmp_path):
     info = write_mnms(tmp_path / "mnms", frames=(0, 3))
     info.write_text(info.read_text().replace("B1K2L3,Philips,B,2,0,3", "B1K2L3,Philips,B,2,0,4"))
-    message = _error(lambda: scan_cohort(tmp_path / "mnms", 6, source="mnms", options={"info": str(info)}))
+    message = raised_error(lambda: scan_cohort(tmp_path / "mnms", 6, source="mnms", options={"info": str(info)}))
     assert f"{info}: row B1K2L3: ES is frame 4, but B1K2L3_sa_gt.nii.gz labels only frame(s) [0, 3]" in message
     info.write_text(info.read_text().replace("B1K2L3,Philips,B,2,0,4", "B1K2L3,Philips,B,2,0,"))
-    message = _error(lambda: scan_cohort(tmp_path / "mnms", 6, source="mnms", options={"info": str(info)}))
+    message = raised_error(lambda: scan_cohort(tmp_path / "mnms", 6, source="mnms", options={"info": str(info)}))
     assert "ED and ES must both be frame numbers (or both empty)" in message and "row B1K2L3: ED '0', ES ''" in message
 
 
@@ -171,14 +168,14 @@ def test_a_mask_without_its_image_is_an_error_in_every_format_that_pairs_files(t
     write_cohort(lvsc, 2, 3, slices=(2, 2), phases=(2, 2), matrix=(40, 40))
     dicom = sorted(lvsc.rglob("*_SA1_ph0.dcm"))[0]
     dicom.unlink()
-    message = _error(lambda: scan_cohort(lvsc, 2, source="lvsc"))
+    message = raised_error(lambda: scan_cohort(lvsc, 2, source="lvsc"))
     assert f"{dicom.with_suffix('.png')}: mask without its image (expected {dicom.name} beside it)" in message
 
     export = tmp_path / "export"
     write_folders(export)
     image = sorted((export / "images").rglob("*.*"))[0]
     image.unlink()
-    message = _error(lambda: scan_cohort(export, 2, source="folders"))
+    message = raised_error(lambda: scan_cohort(export, 2, source="folders"))
     assert "1 mask(s) without an image (expected images/<same name>.<ext>)" in message
 
 
@@ -192,5 +189,7 @@ def test_negative_label_values_are_an_error_where_a_format_takes_any_labels(tmp_
     labels[0, 0] = -1
     np.save(mask, labels)
     write_sample(export, tmp_path / "sample.csv", 2, source="folders")
-    message = _error(lambda: prepare_store(tmp_path / "sample.csv", tmp_path / "store", 32, source="folders"))
+    message = raised_error(
+        lambda: prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "store"), 32, source="folders")
+    )
     assert f"{mask}: negative label value(s), e.g. -1" in message

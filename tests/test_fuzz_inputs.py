@@ -678,14 +678,15 @@ def run_case(fmt: str, tree: Path, draw) -> str:
     """Corrupt the cohort copied to `tree`, run the cohort and prepare stages; the outcome
     ("error in cohort", "error in prepare" or "store"), or an AssertionError / any other
     exception when the contract is broken."""
-    from unetcap.cohort import FEW_IMAGES, write_sample
+    from unetcap.cohort import write_sample
     from unetcap.cohort.nifti import read_volume
-    from unetcap.prepare import prepare_store
+    from unetcap.prepare import prepare_store, store_paths
+    from unetcap.schema import allowed
 
     read_volume.cache_clear()  # cached by path: a fresh copy must be read again
     for _ in range(draw(st.integers(1, 3))):
         note(corrupt_one(fmt, tree, draw))
-    options = {**options_of(fmt, tree), "few_images": draw(st.sampled_from(FEW_IMAGES))}
+    options = {**options_of(fmt, tree), "few_images": draw(st.sampled_from(allowed("cohort", "few_images")))}
     if fmt == "sunnybrook" and draw(st.booleans()):
         options["labels"] = [1]
     m, size = draw(st.sampled_from([2, 4, 100])), draw(st.sampled_from(SIZE_CHOICES))
@@ -696,7 +697,7 @@ def run_case(fmt: str, tree: Path, draw) -> str:
     try:
         sample = write_sample(tree / "cohort", tree / "sample.csv", m, source=fmt, options=options)
         stage = "prepare"
-        prepare_store(tree / "sample.csv", out, size, roi=roi, source=fmt, options=options)
+        prepare_store(tree / "sample.csv", *store_paths(out), size, roi=roi, source=fmt, options=options)
     except UnetcapError as err:
         note(str(err))
         check_error(str(err))
@@ -751,12 +752,12 @@ def _error(fmt: str, tree: Path, images_per_patient: int = 4, **options) -> str:
     """The UnetcapError of the cohort and prepare stages on the cohort at `tree` (checked:
     every problem names an existing file or a config key)."""
     from unetcap.cohort import write_sample
-    from unetcap.prepare import prepare_store
+    from unetcap.prepare import prepare_store, store_paths
 
     options = {**options_of(fmt, tree), **options}
     with pytest.raises(UnetcapError) as err:
         write_sample(tree / "cohort", tree / "sample.csv", images_per_patient, source=fmt, options=options)
-        prepare_store(tree / "sample.csv", tree / "store", 16, source=fmt, options=options)
+        prepare_store(tree / "sample.csv", *store_paths(tree / "store"), 16, source=fmt, options=options)
     check_error(str(err.value))
     return str(err.value)
 

@@ -12,7 +12,7 @@ from tiny_store import TF_THREADS
 from unetcap import train
 from unetcap.cohort import write_sample
 from unetcap.phantom import write_cohort
-from unetcap.prepare import prepare_store
+from unetcap.prepare import prepare_store, store_paths
 from unetcap.splits import write_manifest
 
 DEMO = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
@@ -26,7 +26,7 @@ def demo_like_study(tmp_path_factory):
     per_patient = DEMO["images_per_patient"]
     write_cohort(root / "phantom", 8, 5, slices=(4, 5), phases=(6, 8), matrix=(96, 128))
     write_sample(root / "phantom", root / "sample.csv", per_patient)
-    prepare_store(root / "sample.csv", root / "prepared", DEMO["image_size"], workers=2, roi=DEMO["roi"])
+    prepare_store(root / "sample.csv", *store_paths(root / "prepared"), DEMO["image_size"], workers=2, roi=DEMO["roi"])
     write_manifest(
         root / "sample.csv",
         root / f"size{SIZE}.json",
@@ -59,6 +59,8 @@ def test_an_encoder_at_the_demos_settings_learns_the_myocardium(demo_like_study)
         **settings,
     )
     assert metrics["status"] == "ok"
+    # the default precision, recorded (tests/test_precision.py: the others learn too)
+    assert (metrics["train"]["precision"], metrics["train"]["jit"]) == ("float32", False)
     assert metrics["train"]["steps"] == DEMO["train"]["steps_per_epoch"] * DEMO["train"]["max_epochs"]
     assert metrics["val"]["dice"] >= 0.5, metrics["val"]
     assert metrics["test"]["dice"] >= 0.5, metrics["test"]

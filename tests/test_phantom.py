@@ -1,7 +1,6 @@
 """The phantom cohort: LVSC layout, real DICOM headers, consistent geometry, plausible
 anatomy and motion, the reader's edge cases, determinism and atomic writing."""
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from helpers import digests
 
 from unetcap import UnetcapError, phantom
 from unetcap.phantom import edge_cases, write_cohort
@@ -60,14 +60,6 @@ def read_mask(path):
     return (mask.max(axis=2) if mask.ndim == 3 else mask) > 0
 
 
-def tree_digest(root: Path) -> dict:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def test_layout_follows_lvsc(cohort):
     root, ids = cohort
     assert ids == [phantom.patient_id(i) for i in range(6)] == sorted(p.name for p in root.iterdir())
@@ -93,7 +85,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     write_cohort(tmp_path / "a", 5, 11, **tiny)
     write_cohort(tmp_path / "b", 5, 11, **tiny)
     write_cohort(tmp_path / "c", 5, 12, **tiny)
-    a, b, c = (tree_digest(tmp_path / x) for x in "abc")
+    a, b, c = (digests(tmp_path / x) for x in "abc")
     assert a == b
     assert a != c
     shared = set(a) & set(c)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from lvsc_fixture import write_cohort
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, schema
 from unetcap.cohort import write_sample
 from unetcap.common import read_table
 from unetcap.prepare import (
@@ -24,6 +24,7 @@ from unetcap.prepare import (
     resize_pad,
     roi_box,
     roi_boxes,
+    store_paths,
 )
 
 
@@ -71,7 +72,7 @@ def test_masks_stay_binary():
 def test_store_holds_every_indexed_image(tmp_path):
     root = write_cohort(tmp_path / "lvsc")
     sample = write_sample(root, tmp_path / "sample.csv", 6)
-    store = prepare_store(tmp_path / "sample.csv", tmp_path / "prepared", image_size=32, workers=2)
+    store = prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "prepared"), image_size=32, workers=2)
     images, masks, meta = load_store(tmp_path / "prepared")
     assert meta == store == json.loads((tmp_path / "prepared/store.json").read_text())
     assert images.shape == masks.shape == (len(sample), 32, 32)
@@ -83,7 +84,7 @@ def test_store_holds_every_indexed_image(tmp_path):
         for name in ("images.npy", "masks.npy", "index.csv")
     }
     # same input, same bytes (one worker or two)
-    prepare_store(tmp_path / "sample.csv", tmp_path / "again", image_size=32, workers=1)
+    prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "again"), image_size=32, workers=1)
     assert json.loads((tmp_path / "again/store.json").read_text())["sha256"] == meta["sha256"]
     # the store's index: the sample plus what each image's own header says
     index = read_table(tmp_path / "prepared/index.csv")
@@ -99,7 +100,7 @@ def test_failed_preparation_leaves_nothing_half_written(tmp_path):
     for source in sample.source[1:3]:  # break two sampled images (not read by the scan)
         open(source, "r+b").truncate(900)
     with pytest.raises(UnetcapError) as err:
-        prepare_store(tmp_path / "sample.csv", tmp_path / "prepared", image_size=32, workers=2)
+        prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "prepared"), image_size=32, workers=2)
     assert "2 problem(s)" in str(err.value)
     for source in sample.source[1:3]:
         assert f"{source}: " in str(err.value)  # truncated: no or too little pixel data
@@ -116,8 +117,8 @@ def test_workers_start_safely_after_opencv_ran_its_threads(tmp_path):
         "import sys, cv2, numpy as np\n"
         "cv2.setNumThreads(2)\n"
         "cv2.resize(np.ones((3000, 3000), np.float32), (999, 999), interpolation=cv2.INTER_AREA)\n"
-        "from unetcap.prepare import prepare_store\n"
-        "prepare_store(sys.argv[1], sys.argv[2], image_size=32, workers=2)\n"
+        "from unetcap.prepare import prepare_store, store_paths\n"
+        "prepare_store(sys.argv[1], *store_paths(sys.argv[2]), image_size=32, workers=2)\n"
         "print(cv2.getNumThreads())\n"
     )
     result = subprocess.run(
@@ -192,7 +193,7 @@ def test_heart_crop_never_reads_the_masks(tmp_path):
     write_phantom(tmp_path / "phantom", 3, 5, slices=(3, 3), phases=(5, 5), matrix=(96, 128))
     write_sample(tmp_path / "phantom", tmp_path / "sample.csv", 10)
     roi = {"method": "heart", "fraction": 0.5}
-    first = prepare_store(tmp_path / "sample.csv", tmp_path / "a", image_size=32, workers=2, roi=roi)
+    first = prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "a"), image_size=32, workers=2, roi=roi)
     index = read_table(tmp_path / "a/index.csv")
     assert (index.roi == "heart").all() and (index.roi_side > 0).all()
     assert index.roi_kept.dropna().min() == 1.0  # nothing of the myocardium cut off
@@ -200,7 +201,7 @@ def test_heart_crop_never_reads_the_masks(tmp_path):
         other = np.zeros(cv2.imread(mask, cv2.IMREAD_UNCHANGED).shape[:2], np.uint8)
         other[:10, :10] = 255
         cv2.imwrite(mask, other)
-    second = prepare_store(tmp_path / "sample.csv", tmp_path / "b", image_size=32, workers=1, roi=roi)
+    second = prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "b"), image_size=32, workers=1, roi=roi)
     assert second["sha256"]["images.npy"] == first["sha256"]["images.npy"]
     assert second["sha256"]["masks.npy"] != first["sha256"]["masks.npy"]
     again = read_table(tmp_path / "b/index.csv")
@@ -211,15 +212,18 @@ def test_heart_crop_never_reads_the_masks(tmp_path):
 def test_centre_crop_magnifies_the_middle_and_none_keeps_the_whole_image(tmp_path):
     root = write_cohort(tmp_path / "lvsc", patients=2)
     write_sample(root, tmp_path / "sample.csv", 6)
-    whole = prepare_store(tmp_path / "sample.csv", tmp_path / "none", image_size=32)
+    whole = prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "none"), image_size=32)
     prepare_store(
-        tmp_path / "sample.csv", tmp_path / "centre", image_size=32, roi={"method": "centre", "fraction": 0.5}
+        tmp_path / "sample.csv",
+        *store_paths(tmp_path / "centre"),
+        image_size=32,
+        roi={"method": "centre", "fraction": 0.5},
     )
-    assert whole["roi"] == {"method": "none", "fraction": 1.0}
+    assert whole["roi"] == schema.validated({}, "roi")  # the schema's defaults, as the workflow passes them
     masks = {name: np.load(tmp_path / name / "masks.npy") for name in ("none", "centre")}
     # the fixture's rings sit at the centre of 64x64 images: half the field of view, twice the size
     assert int(masks["centre"].sum()) == pytest.approx(4 * int(masks["none"].sum()), rel=0.15)
     index = read_table(tmp_path / "centre/index.csv")
     assert index[["roi_top", "roi_left", "roi_side"]].drop_duplicates().values.tolist() == [[16, 16, 32]]
-    with pytest.raises(UnetcapError, match="roi.method 'middle'"):
-        prepare_store(tmp_path / "sample.csv", tmp_path / "bad", image_size=32, roi={"method": "middle"})
+    with pytest.raises(UnetcapError, match="roi.method: 'middle' is not one of"):
+        prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "bad"), image_size=32, roi={"method": "middle"})

@@ -16,7 +16,7 @@ from unetcap import UnetcapError
 from unetcap.cohort import count_patients, read_labelled, scan_cohort, write_sample
 from unetcap.cohort.sunnybrook import load
 from unetcap.common import read_table
-from unetcap.prepare import load_store, prepare_store
+from unetcap.prepare import load_store, prepare_store, store_paths
 from unetcap.splits import check_sizes, write_manifest
 
 ROOT = Path(__file__).parent / "data" / "sunnybrook"
@@ -177,7 +177,9 @@ def test_prepared_store_at_the_native_size_is_the_rescaled_image_and_its_mask(tm
     pixels mapped linearly onto [0, 1] and each mask the reader's, exactly."""
     options = {**OPTIONS, **CAVITY}
     table = write_sample(ROOT, tmp_path / "sample.csv", 4, source="sunnybrook", options=options)
-    store = prepare_store(tmp_path / "sample.csv", tmp_path / "store", 256, source="sunnybrook", options=options)
+    store = prepare_store(
+        tmp_path / "sample.csv", *store_paths(tmp_path / "store"), 256, source="sunnybrook", options=options
+    )
     images, masks, meta = load_store(tmp_path / "store")
     index = read_table(tmp_path / "store" / "index.csv")
     assert meta["n_images"] == store["n_images"] == len(table) == len(index) == 8
@@ -198,9 +200,11 @@ def test_prepared_store_is_finite_in_the_unit_interval_with_0_1_masks(tmp_path, 
     """The myocardium at 64 px, whole images and the central half: images finite in [0, 1],
     masks 0/1 with the myocardium in every image (the central half keeps all of it). The
     sample has no non-square matrix: every image is 256 x 256 (non-square matrices are
-    tested on the phantom in test_cohorts.py and test_prepare.py)."""
+    tested on the phantom in test_format_readers.py and test_prepare.py)."""
     write_sample(ROOT, tmp_path / "sample.csv", 3, source="sunnybrook", options=OPTIONS)
-    prepare_store(tmp_path / "sample.csv", tmp_path / "store", 64, source="sunnybrook", options=OPTIONS, roi=roi)
+    prepare_store(
+        tmp_path / "sample.csv", *store_paths(tmp_path / "store"), 64, source="sunnybrook", options=OPTIONS, roi=roi
+    )
     images, masks, _ = load_store(tmp_path / "store")
     index = read_table(tmp_path / "store" / "index.csv")
     assert images.shape == masks.shape == (6, 64, 64)

@@ -338,7 +338,7 @@ def test_gam_smoothing_is_chosen_per_term_and_reported(full):
     assert (terms["criterion"] == "GCV").all() and len(set(fit.lams)) > 1
     assert list(terms["lam"].iloc[:-1]) == fit.lams
     assert terms["edf"].sum() == pytest.approx(fit.gam.statistics_["edof"], rel=1e-9)
-    assert 3 < terms.at["s(log(Dataset))", "edf"] < 4.5  # 6 sizes; R's mgcv (REML) gives 3.78 here
+    assert 2 < terms.at["s(log(Dataset))", "edf"] < 3.5  # 6 sizes; mgcv, same terms and GCV, gives 3.11
     # the spline's λ is a minimum of GCV on its grid, the other terms held
     X, _ = gam_design(result["frame"].data)
     y = result["frame"].data["DICE"].to_numpy()

@@ -1,8 +1,8 @@
 """Library of the U-Net capacity study: one module per stage of the study.
 
 Stages, in the order the data flows (docs/design.md): cohort (read a cohort, whatever its
-format, into the sample table), phantom and phantom_layouts (a synthetic cohort in each
-format), prepare (the prepared image store), splits (holdout, subsets, folds), train (one
+format, into the sample table), phantom (a synthetic cohort in each format), prepare (the
+prepared image store), splits (holdout, subsets, folds), train (one
 training run) with scoring (DICE, BCE), metrics (metrics.json and history.csv), merge
 and segmentations (the merged tables), analysis (the statistics and the sample-size curves)
 and figures.

@@ -19,6 +19,9 @@ import numpy as np
 
 from unetcap import UnetcapError
 from unetcap.common import write_bytes_atomic
+from unetcap.metrics import read_metrics
+from unetcap.prepare import load_store
+from unetcap.scoring import dice
 
 RUN_KEYS = ("size", "backbone", "lr", "reg", "fold")
 
@@ -42,8 +45,6 @@ def _unpack(packed: np.ndarray, size: int) -> np.ndarray:
 def write_run_segmentations(path, rows, truth, probability) -> None:
     """A run's kept segmentations: `rows` (store rows), `truth` masks and `probability` maps
     (n, S, S) of those images; stores the predicted masks and each image's DICE."""
-    from unetcap.scoring import dice
-
     probability = np.asarray(probability).reshape(len(rows), *np.shape(probability)[1:3])
     truth = np.asarray(truth).reshape(probability.shape)
     predicted = np.rint(probability) >= 1  # DICE's rounding
@@ -71,9 +72,6 @@ def merge_segmentations(paths, metrics_paths, store, out) -> None:
     """results/<study>/segmentations.npz from every run's segmentations.npz (`paths[i]` belongs to
     the run of `metrics_paths[i]`, its metrics.json), with the kept images and true masks
     from the prepared `store` (store.json)."""
-    from unetcap.metrics import read_metrics
-    from unetcap.prepare import load_store
-
     if len(paths) != len(metrics_paths):
         raise UnetcapError(f"merge: {len(metrics_paths)} metrics files but {len(paths)} segmentations")
     runs = [read_metrics(p)["run"] for p in metrics_paths]

@@ -152,6 +152,24 @@ def deal(images: int, caps: list[int]) -> list[int]:
     return given
 
 
+def development_draws(
+    dev_pool: list[str], counts: dict[str, int], plan: SubsetPlan, folds: int, repeats: int
+) -> list[list[str]]:
+    """Up to `repeats` draws of development patients for the subset `plan`: each the fewest
+    patients of the pool (a multiple of `folds`) that give its development images, starting
+    where the draw before it stopped and wrapping around the pool; fewer draws when the pool
+    cannot give one more."""
+    draws, start = [], 0
+    for _ in range(repeats):
+        pool = dev_pool[start:] + dev_pool[:start]
+        dev_k = patients_needed([counts[p] for p in pool], plan.dev_images, plan.dev_patients, folds)
+        if dev_k is None:
+            break
+        draws.append(pool[:dev_k])
+        start = (start + dev_k) % len(dev_pool)
+    return draws
+
+
 def make_manifest(
     sample, size: int, folds: int, seed: int, images_per_patient: int, holdout_fraction: float, repeats: int = 1
 ) -> dict:
@@ -172,14 +190,7 @@ def make_manifest(
     plan = plan_subset(size, folds, m, holdout_fraction)
     counts = {p: len(r) for p, r in rows.items()}
     test_k = patients_needed([counts[p] for p in holdout_pool], plan.test_images, plan.test_patients)
-    draws, start = [], 0
-    for _ in range(repeats):
-        pool = dev_pool[start:] + dev_pool[:start]
-        dev_k = patients_needed([counts[p] for p in pool], plan.dev_images, plan.dev_patients, folds)
-        if dev_k is None:
-            break
-        draws.append(pool[:dev_k])
-        start = (start + dev_k) % len(dev_pool)
+    draws = development_draws(dev_pool, counts, plan, folds, repeats)
     if len(draws) < repeats or test_k is None:
         raise UnetcapError(
             f"config key sizes: the cohort cannot give dataset size {size}: it needs {plan.dev_images} development "

@@ -1,5 +1,5 @@
 from unetcap import log_to
-from unetcap.phantom_layouts import write_phantom
+from unetcap.phantom import write_phantom
 
 log_to(snakemake.log[0])
 write_phantom(snakemake.output[0], **snakemake.params)

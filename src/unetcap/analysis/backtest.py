@@ -23,6 +23,8 @@ import pandas as pd
 
 from unetcap import UnetcapError
 from unetcap.analysis.curves import FAMILIES, fit_family
+from unetcap.analysis.linear import fit_ols
+from unetcap.analysis.predict import ols_predictions
 from unetcap.analysis.resample import Units, replicate_means
 from unetcap.study import BACKBONES
 
@@ -95,10 +97,6 @@ def backtest_table(rows=()) -> pd.DataFrame:
 def _ols_predictions(frame: pd.DataFrame, kept, held, formula: str) -> dict:
     """The paper's OLS refitted on the runs of the kept sizes: its mean prediction over the
     lr x reg grid per (backbone, held-out size); empty when it cannot be fitted."""
-    # statsmodels only when a backtest runs: the figures import the curves and need none of it
-    from unetcap.analysis.linear import fit_ols
-    from unetcap.analysis.predict import ols_predictions
-
     reduced = frame[frame["size"].isin(kept)].reset_index(drop=True)
     try:
         ols = fit_ols(reduced, formula)

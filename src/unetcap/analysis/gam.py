@@ -4,19 +4,24 @@ log(Dataset) and factor terms for ls, Family, lr, reg and their interactions.
 Each term gets its own smoothing parameter λ, chosen by GCV (pygam's criterion for a gaussian
 model with unknown scale) over a per-term grid. One λ shared by every term, pygam's default
 search, let the factor interactions, which need little shrinkage, pull the spline down to
-near interpolation (5.7 effective degrees of freedom on 6 dataset sizes of a table with a
-strong lr x family interaction, where R's mgcv with REML gives 3.8 and this search 4.0).
+near interpolation (4.6 effective degrees of freedom, of at most 5, on 6 dataset sizes of a
+table with a strong lr x family interaction, where this search gives 3.0, as R's mgcv does
+fitting the same terms by the same GCV; its REML gives 3.6).
+
+A term's edf are counted as mgcv counts them (`term_edf`): a straight line has edf 1.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 
 from unetcap.analysis.render import Formatted, and_join, fmt_level
 from unetcap.study import BACKBONES
@@ -43,9 +48,12 @@ GAM_START = 0.6  # pygam's default λ
 GAM_SPLINE_MIN_SIZES = 3
 GAM_CAPTION = (
     "Smoothing: one λ per term, each chosen by GCV (generalised cross-validation, pygam's "
-    "criterion for a gaussian model with unknown scale) over λ = 10^-3 ... 10^5, one term at a "
-    "time with the others held, until no λ moves; edf = the term's effective degrees of freedom "
-    "(the trace of its part of the smoother). Dataset size enters as a spline on log(Dataset): "
+    "criterion for a gaussian model with unknown scale, n RSS / (n - 1.4 edf)², as mgcv's with "
+    "gamma = 1.4) over λ = 10^-3 ... 10^5, one term at a time with the others held, until no λ "
+    "moves; edf = the term's effective degrees of freedom, "
+    "counted as R's mgcv counts them: the trace of the term's block of the smoother, every term "
+    "centred over the runs and the constant left to the intercept (edf 1), so a straight line has "
+    "edf 1 and a factor of k levels at most k - 1. Dataset size enters as a spline on log(Dataset): "
     "the paper's sizes grow by factors of 2 to 2.5 and DICE rises with the logarithm of the "
     "images (the paper's OLS), so log(Dataset) is the scale on which a smooth curve is plausible, "
     "and the spline's edf says how far the curve departs from the OLS's straight line (edf 1). "
@@ -66,6 +74,7 @@ class GamFit:
     sweeps: int = 0  # sweeps of the λ search
     moving: list[str] = field(default_factory=list)  # terms whose λ still moved when it stopped
     linear: bool = False  # log(Dataset) enters as a straight line (too few sizes for a spline)
+    edf: list[float] = field(default_factory=list)  # each term's edf (`term_edf`), the intercept's last
 
     def label(self, term: tuple[str, ...]) -> str:
         return "l(log(Dataset))" if self.linear and term == ("log(Dataset)",) else gam_label(term)
@@ -84,15 +93,38 @@ def gam_design(data: pd.DataFrame) -> tuple[np.ndarray, dict[str, list]]:
 def fit_gam(data: pd.DataFrame) -> GamFit:
     """pygam LinearGAM: s(log Dataset) + f(ls) + f(Family) + te(ls, Family) + f(lr) +
     te(lr, ls, Family) + f(reg), the OLS's variables and interactions with lr and reg as
-    factors; each term's λ chosen by GCV on its own grid (`select_smoothing`). A single-level
-    variable is taken out of every term; a term left empty or repeating another is dropped;
-    with fewer than GAM_SPLINE_MIN_SIZES sizes the spline is a linear term l(log(Dataset))
-    (each with a note)."""
-    from pygam import LinearGAM, f, l, s, te
-    from pygam.terms import TermList
+    factors; each term's λ chosen by GCV on its own grid (`select_smoothing`), each term's
+    edf counted as mgcv counts them (`term_edf`). A single-level variable is taken out of
+    every term; a term left empty or repeating another is dropped; with fewer than
+    GAM_SPLINE_MIN_SIZES sizes the spline is a linear term l(log(Dataset)) (each with a note)."""
+    from pygam import LinearGAM
 
     X, levels = gam_design(data)
     n_unique = {"log(Dataset)": data["Dataset"].nunique(), **{v: len(levels[v]) for v in levels}}
+    terms, notes = _usable_terms(n_unique)
+    k = n_unique["log(Dataset)"]
+    linear = ("log(Dataset)",) in terms and k < GAM_SPLINE_MIN_SIZES
+    if linear:
+        notes.append(
+            f"GAM term s(log(Dataset)) fitted as l(log(Dataset)), a straight line in log(Dataset): the grid "
+            f"has {k} dataset sizes and a spline needs at least {GAM_SPLINE_MIN_SIZES} to bend."
+        )
+    if not terms:
+        notes.append("No GAM fitted: every term was dropped.")
+        return GamFit(None, terms, levels, notes)
+    gam = LinearGAM(_pygam_terms(terms, n_unique, linear))
+    y = data["DICE"].to_numpy(dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lams, sweeps, moved = select_smoothing(gam, X, y, [t == ("log(Dataset)",) and not linear for t in terms])
+    fit = GamFit(gam, terms, levels, notes, lams, sweeps, linear=linear, edf=term_edf(gam, X))
+    fit.moving = [fit.label(terms[i]) for i in moved]
+    return fit
+
+
+def _usable_terms(n_unique: dict[str, int]) -> tuple[list[tuple[str, ...]], list[str]]:
+    """GAM_TERMS without their single-level variables (`n_unique`: levels per feature), a
+    term left empty or repeating another dropped, with a note for each change."""
     terms, notes = [], []
     for term in GAM_TERMS:
         kept = tuple(v for v in term if n_unique[v] > 1)
@@ -107,13 +139,16 @@ def fit_gam(data: pd.DataFrame) -> GamFit:
             if kept != term:
                 notes.append(f"GAM term {label} reduced to {gam_label(kept)} (single-level variable).")
             terms.append(kept)
+    return terms, notes
+
+
+def _pygam_terms(terms: list[tuple[str, ...]], n_unique: dict[str, int], linear: bool):
+    """pygam's terms for `terms`: the spline on log(Dataset) (a linear term when `linear`),
+    a one-hot factor per categorical, a tensor of one-hot factors per interaction."""
+    from pygam import f, l, s, te
+    from pygam.terms import TermList
+
     k = n_unique["log(Dataset)"]
-    linear = ("log(Dataset)",) in terms and k < GAM_SPLINE_MIN_SIZES
-    if linear:
-        notes.append(
-            f"GAM term s(log(Dataset)) fitted as l(log(Dataset)), a straight line in log(Dataset): the grid "
-            f"has {k} dataset sizes and a spline needs at least {GAM_SPLINE_MIN_SIZES} to bend."
-        )
     idx = {v: i for i, v in enumerate(GAM_FEATURES)}
     pieces = []
     for term in terms:
@@ -132,22 +167,44 @@ def fit_gam(data: pd.DataFrame) -> GamFit:
                     n_splines=[n_unique[v] for v in term],
                 )
             )
-    if not pieces:
-        notes.append("No GAM fitted: every term was dropped.")
-        return GamFit(None, terms, levels, notes)
-    gam = LinearGAM(TermList(*pieces))
-    y = data["DICE"].to_numpy(dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lams, sweeps, moved = select_smoothing(gam, X, y, [t == ("log(Dataset)",) and not linear for t in terms])
-    if len(gam.statistics_["edof_per_coef"]) != len(gam.coef_):
-        notes.append(
-            f"GAM edf per term not available: {len(y)} runs for {len(gam.coef_)} coefficients, so pygam "
-            f"gives only the total edf ({gam.statistics_['edof']:.2f}); the terms' edf are left blank."
-        )
-    fit = GamFit(gam, terms, levels, notes, lams, sweeps, linear=linear)
-    fit.moving = [fit.label(terms[i]) for i in moved]
-    return fit
+    return TermList(*pieces)
+
+
+def term_edf(gam, X: np.ndarray) -> list[float]:
+    """Each term's effective degrees of freedom as mgcv counts them, then the intercept's (1).
+
+    pygam's own `edof_per_coef` are the diagonal of the hat matrix turned by the QR of the
+    model matrix: they depend on the order of the terms, and a term whose basis holds the
+    constant (a B-spline's, a one-hot factor's) shares it with the intercept, so a straight
+    line has edf 2. Here the same fit (fitted values, penalties, hat matrix) is written with
+    each term centred over the runs and the constant left to the intercept: a factor's
+    coefficients summing to 0, as its ridge penalty leaves them at the optimum, the spline's
+    fitted values summing to 0 over the runs (mgcv's constraint; its penalty leaves constants
+    free). A term's edf is the trace of its block of F = (X'X + S)^-1 X'X, mgcv's `edf`: a
+    straight line has edf 1, a k-level factor at most k - 1, and the edf sum to the total."""
+    M = gam.terms.build_columns(X).toarray()
+    P = gam.terms.build_penalties().toarray()
+    blocks, penalties = [], []
+    for i, term in enumerate(gam.terms):
+        if term.isintercept:
+            continue
+        index = gam.terms.get_coef_indices(i)
+        Xj, Pj = M[:, index], P[np.ix_(index, index)]
+        Z = np.eye(len(index))
+        if np.allclose(Xj.sum(axis=1), 1.0):  # the term's basis holds the constant: drop it
+            w = Pj.sum(axis=1)
+            if not np.any(np.abs(w) > 1e-12 * np.abs(Pj).max(initial=0.0)):
+                w = Xj.sum(axis=0)  # constants unpenalised: mgcv's constraint, sum over the runs 0
+            Z = np.linalg.qr(w[:, None], mode="complete")[0][:, 1:]
+        B = Xj @ Z
+        blocks.append(B - B.mean(axis=0))
+        penalties.append(Z.T @ Pj @ Z)
+    if not blocks:
+        return [1.0]
+    Xc, Pc = np.hstack(blocks), scipy.linalg.block_diag(*penalties)
+    F = np.linalg.solve(Xc.T @ Xc + Pc, Xc.T @ Xc)
+    ends = np.cumsum([0] + [b.shape[1] for b in blocks])
+    return [float(np.trace(F[a:b, a:b])) for a, b in zip(ends[:-1], ends[1:])] + [1.0]
 
 
 def select_smoothing(gam, X: np.ndarray, y: np.ndarray, spline: list[bool]) -> tuple[list[float], int, list[int]]:
@@ -191,25 +248,16 @@ def term_table(fit: GamFit) -> pd.DataFrame:
     if fit.gam is None:
         return pd.DataFrame(columns=cols)
     gam = fit.gam
-    per_coef = np.asarray(gam.statistics_["edof_per_coef"], dtype=float)
     score = float(gam.statistics_[GAM_CRITERION])
-
-    def edf(index):  # blank when pygam has fewer edf than coefficients (fewer runs: see fit_gam)
-        return float(per_coef[index].sum()) if len(per_coef) == len(gam.coef_) else np.nan
-
     rows = []
     for i, term in enumerate(fit.terms):
         index = gam.terms.get_coef_indices(i)
-        kind = (
-            ("linear in log(Dataset)" if fit.linear else "spline on log(Dataset)")
-            if term == ("log(Dataset)",)
-            else "factor"
-            if len(term) == 1
-            else "factor interaction"
-        )
-        rows.append([fit.label(term), kind, len(index), edf(index), fit.lams[i], GAM_CRITERION, score])
+        kind = "factor" if len(term) == 1 else "factor interaction"
+        if term == ("log(Dataset)",):
+            kind = "linear in log(Dataset)" if fit.linear else "spline on log(Dataset)"
+        rows.append([fit.label(term), kind, len(index), fit.edf[i], fit.lams[i], GAM_CRITERION, score])
     index = gam.terms.get_coef_indices(len(fit.terms))  # pygam's intercept, last and unpenalised
-    rows.append(["intercept", "constant", len(index), edf(index), np.nan, GAM_CRITERION, score])
+    rows.append(["intercept", "constant", len(index), fit.edf[-1], np.nan, GAM_CRITERION, score])
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -291,6 +339,11 @@ def gam_summary(fit: GamFit) -> str:
             "pygam warns that its p-values are too small when the smoothing is estimated "
             "(pyGAM issue 163): read them as descriptive only."
         ),
+        (
+            "pygam's EDoF per term below are its own count: the diagonal of its hat matrix turned by "
+            "the QR of the model matrix, summed per term, which depends on the order of the terms and "
+            "gives the spline the constant it shares with the intercept; the edf above are mgcv's count."
+        ),
         "",
     ]
     legend += [f"Note: {n}" for n in fit.notes]
@@ -311,7 +364,7 @@ def gam_partial(fit: GamFit, data: pd.DataFrame, width: float = 0.95) -> pd.Data
             combos = [{"Dataset": float(np.exp(g))} for g in grid]
         else:
             combos, codes = [], []
-            for combo in _level_product([fit.levels[v] for v in term]):
+            for combo in itertools.product(*(fit.levels[v] for v in term)):
                 combos.append(dict(zip(term, combo)))
                 codes.append([fit.levels[v].index(c) for v, c in zip(term, combo)])
             X = np.zeros((len(combos), len(GAM_FEATURES)))
@@ -345,12 +398,3 @@ def gam_partial(fit: GamFit, data: pd.DataFrame, width: float = 0.95) -> pd.Data
         ],
     )
     return table
-
-
-def _level_product(levels):
-    if not levels:
-        yield ()
-        return
-    for first in levels[0]:
-        for rest in _level_product(levels[1:]):
-            yield (first, *rest)

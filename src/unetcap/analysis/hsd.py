@@ -28,6 +28,23 @@ def tukey_hsd(data: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd
     from statsmodels.sandbox.stats.multicomp import simultaneous_ci
     from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
+    table = _group_table(data)
+    if len(table) < 2 or len(data) <= len(table):
+        table[["halfwidth", "low", "high"]] = np.nan
+        return pd.DataFrame(columns=_PAIR_COLS), table[_GROUP_COLS]
+    labels = np.array([group_label(BACKBONES[b].short, s) for b, s in zip(data["backbone"], data["size"])])
+    res = pairwise_tukeyhsd(np.asarray(data["DICE"], dtype=float), labels, alpha=alpha)
+    names = [str(g) for g in res.groupsunique]
+    nobs = table.set_index("group").loc[names, "n"].to_numpy(dtype=float)
+    half = simultaneous_ci(res.q_crit, res.variance, nobs)
+    table["halfwidth"] = table["group"].map(dict(zip(names, np.ravel(half))))
+    table["low"] = table["mean"] - table["halfwidth"]
+    table["high"] = table["mean"] + table["halfwidth"]
+    return _pair_table(res, names, table), table[_GROUP_COLS]
+
+
+def _group_table(data: pd.DataFrame) -> pd.DataFrame:
+    """n, mean and sd of DICE per model x size group, in the figures' order (model, then size)."""
     order = {b: i for i, b in enumerate(FIGURE_ORDER)}
     table = (
         data.groupby(["backbone", "size"])["DICE"]
@@ -38,32 +55,12 @@ def tukey_hsd(data: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd
     table["model"] = table["backbone"].map(lambda b: BACKBONES[b].short)
     table["group"] = [group_label(m, s) for m, s in zip(table["model"], table["size"])]
     table = table.sort_values(["backbone", "size"], key=lambda c: c.map(order) if c.name == "backbone" else c)
-    table = table.reset_index(drop=True)
-    pair_cols = [
-        "group1",
-        "group2",
-        "model1",
-        "size1",
-        "model2",
-        "size2",
-        "meandiff",
-        "p_adj",
-        "lower",
-        "upper",
-        "reject",
-    ]
-    if len(table) < 2 or len(data) <= len(table):
-        table[["halfwidth", "low", "high"]] = np.nan
-        return pd.DataFrame(columns=pair_cols), table[_GROUP_COLS]
-    labels = np.array([group_label(BACKBONES[b].short, s) for b, s in zip(data["backbone"], data["size"])])
-    res = pairwise_tukeyhsd(np.asarray(data["DICE"], dtype=float), labels, alpha=alpha)
-    names = [str(g) for g in res.groupsunique]
-    nobs = table.set_index("group").loc[names, "n"].to_numpy(dtype=float)
-    half = simultaneous_ci(res.q_crit, res.variance, nobs)
-    table["halfwidth"] = table["group"].map(dict(zip(names, np.ravel(half))))
-    table["low"] = table["mean"] - table["halfwidth"]
-    table["high"] = table["mean"] + table["halfwidth"]
+    return table.reset_index(drop=True)
 
+
+def _pair_table(res, names: list[str], table: pd.DataFrame) -> pd.DataFrame:
+    """The pairs of statsmodels' result `res` (groups `names`), each listed in the figures'
+    order of `table` (the earlier group first, the difference and interval turned with it)."""
     rank = {g: i for i, g in enumerate(table["group"])}
     where = table.set_index("group")
     i1, i2 = np.triu_indices(len(names), 1)
@@ -87,11 +84,11 @@ def tukey_hsd(data: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd
                 "reject": bool(rej),
             }
         )
-    pairs = pd.DataFrame(rows, columns=pair_cols)
-    pairs = pairs.sort_values(["group1", "group2"], key=lambda c: c.map(rank)).reset_index(drop=True)
-    return pairs, table[_GROUP_COLS]
+    pairs = pd.DataFrame(rows, columns=_PAIR_COLS)
+    return pairs.sort_values(["group1", "group2"], key=lambda c: c.map(rank)).reset_index(drop=True)
 
 
+_PAIR_COLS = ["group1", "group2", "model1", "size1", "model2", "size2", "meandiff", "p_adj", "lower", "upper", "reject"]
 _GROUP_COLS = ["model", "backbone", "size", "n", "mean", "sd", "halfwidth", "low", "high"]
 
 

@@ -4,6 +4,9 @@ R's `AIC()` counts it.
 
 `log(...)` on the left of the GLM formula names the link, as in the paper; the response is
 DICE itself, so both models' AIC are likelihoods of the same numbers and can be compared.
+
+statsmodels is imported where a model is fitted: the sample-size backtest imports this module,
+and the figures import the backtest, without needing statsmodels loaded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from unetcap import UnetcapError
 from unetcap.analysis.formula import (
@@ -38,8 +40,9 @@ AIC_CONVENTION = (
 )
 GLM_INFERENCE = (
     "Standard errors from the dispersion estimated as Pearson χ² / (n - k), t and p on the t "
-    "distribution with the n - k residual degrees of freedom, intervals estimate ± t quantile "
-    "x standard error (Wald), as R's summary.glm computes them."
+    "distribution with the n - k residual degrees of freedom, as R's summary.glm computes them; "
+    "intervals Wald-type, estimate ± t quantile (n - k df) x standard error (R's confint for a "
+    "glm profiles the likelihood instead)."
 )
 # IRLS stops when no coefficient moves by more than this (relative, or absolute near 0).
 # statsmodels' default stops on the deviance, which is flat at its minimum: at 1e-8 it left
@@ -72,6 +75,7 @@ class Fit:
 def fit_ols(data: pd.DataFrame, formula: str = PAPER_OLS) -> Fit:
     """The OLS of `formula` (terms on a single level dropped), fitted with statsmodels."""
     import statsmodels.formula.api as smf
+    from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
     used, terms, notes = usable_formula(formula, data)
     with patsy_engine(), warnings.catch_warnings(), formula_errors("analysis.ols_formula", formula):
@@ -87,6 +91,7 @@ def fit_glm(data: pd.DataFrame, formula: str = PAPER_GLM) -> Fit:
     paper's notation); any other left side is the response with the identity link."""
     import statsmodels.api as sm
     import statsmodels.formula.api as smf
+    from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
     lhs, _ = split_formula(formula)
     match = re.fullmatch(r"log\((\w+)\)", lhs.replace(" ", ""))

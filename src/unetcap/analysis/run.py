@@ -54,14 +54,7 @@ def analyse(
         raise UnetcapError(f"analysis.alpha: {alpha} is not between 0 and 1")
     frame = model_frame(metrics, metric)
     data = frame.data
-    if data["DICE"].nunique() == 1:
-        diverged = int((data["status"] != "ok").sum())
-        why = "" if not diverged else ", all diverged" if diverged == len(data) else f", {diverged} of them diverged"
-        raise UnetcapError(
-            f"metrics table: all {len(data)} analysed runs have {metric} = {data['DICE'].iloc[0]:g}{why}: "
-            "DICE does not vary, so no model (OLS, GLM, GAM) and no comparison (HSD, which model) is "
-            "identified. Nothing to analyse until some run learns (a smaller learning rate in the config's lrs?)."
-        )
+    _check_dice_varies(data, metric)
     ols = fit_ols(data, ols_formula)
     glm = fit_glm(data, glm_formula)
     aic = aic_table(ols, glm)
@@ -104,6 +97,18 @@ def analyse(
         "alpha": alpha,
         "constant_ranking": ranking_constant(predictions),
     }
+
+
+def _check_dice_varies(data: pd.DataFrame, metric: str) -> None:
+    """Raise UnetcapError when every analysed run has the same DICE: nothing is identified."""
+    if data["DICE"].nunique() == 1:
+        diverged = int((data["status"] != "ok").sum())
+        why = "" if not diverged else ", all diverged" if diverged == len(data) else f", {diverged} of them diverged"
+        raise UnetcapError(
+            f"metrics table: all {len(data)} analysed runs have {metric} = {data['DICE'].iloc[0]:g}{why}: "
+            "DICE does not vary, so no model (OLS, GLM, GAM) and no comparison (HSD, which model) is "
+            "identified. Nothing to analyse until some run learns (a smaller learning rate in the config's lrs?)."
+        )
 
 
 def observed_cells(predictions: pd.DataFrame, groups: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -153,67 +158,83 @@ def write_results(result: dict, outputs: Mapping[str, object]) -> list[Path]:
 
 def render_results(result: dict) -> dict[str, str]:
     """The text of every output of the analysis, by the `stats` rule's name for it."""
-    ols, glm, notes, alpha = result["ols"], result["glm"], result["notes"], result["alpha"]
-    model_notes = ols.notes
-    t1 = format_table1(result["coef"], result["aic"], ols, glm, model_notes)
-    t2 = format_anova(result["anova"], ols, model_notes)
-    ta = format_aic(result["aic"])
-    tg = format_glm(result["glm_coef"], glm, glm.notes)
-    td = format_depth(result["depth"], alpha)
-    tables, general = format_which_model(result["which"], alpha, result["constant_ranking"])
-    hsd_tables = format_hsd(result["groups"], result["pairs"], alpha)
-    runs = result["frame"].runs
-    for table in (t1, td, t2, ta, tg, *hsd_tables, *tables):  # each table says which runs it rests on
-        table.notes.insert(0, runs)
-    table1 = [t1, td] if len(result["depth"]) else [t1]
-    plan = []
-    if result.get("sample_size") is not None:
-        plan = ["How many images do I need? (learning curves chosen by backtest, sample_size.md)"]
-        plan += plan_lines(result["sample_size"])
-    summary = runs + "\n" + gam_summary(result["gam"])
-    gam_terms = format_terms(result["gam_terms"], result["gam"])
-    gam_terms.notes.insert(0, runs)
+    t = _formatted(result)
+    summary = result["frame"].runs + "\n" + gam_summary(result["gam"])
     return {
-        "which_model_html": to_html(tables, plan, [*general, *(f"Note: {n}" for n in notes)]),
+        "which_model_html": to_html(t["which"], t["plan"], [*t["general"], *(f"Note: {n}" for n in result["notes"])]),
         "which_model_csv": csv_text(result["which"]),
-        "which_model_md": "# Which model for my data size?\n\n"
-        + "".join(f"{p}  \n" for p in plan)
-        + ("\n" if plan else "")
-        + "\n".join(to_markdown(t) for t in tables)
-        + "".join(f"\n{g}\n" for g in general),
-        "table1_html": to_html(table1),
+        "which_model_md": _which_model_md(t["which"], t["plan"], t["general"]),
+        "table1_html": to_html(t["table1"]),
         "table1_csv": csv_text(result["coef"]),
-        "table1_tex": "\n".join(to_latex(t) for t in table1),
-        "table1_md": "\n".join(to_markdown(t) for t in table1),
+        "table1_tex": "\n".join(to_latex(x) for x in t["table1"]),
+        "table1_md": "\n".join(to_markdown(x) for x in t["table1"]),
         "table1_depth": csv_text(result["depth"]),
         "paper_csv": csv_text(result["paper"]),
         "paper_md": to_markdown(format_paper(result["paper"])),
-        "table2_html": to_html([t2]),
+        "table2_html": to_html([t["table2"]]),
         "table2_csv": csv_text(result["anova"]),
-        "table2_tex": to_latex(t2),
-        "table2_md": to_markdown(t2),
-        "aic_html": to_html([ta, tg]),
+        "table2_tex": to_latex(t["table2"]),
+        "table2_md": to_markdown(t["table2"]),
+        "aic_html": to_html([t["aic"], t["glm"]]),
         "aic_csv": csv_text(result["aic"]),
-        "aic_md": to_markdown(ta),
+        "aic_md": to_markdown(t["aic"]),
         "glm_csv": csv_text(result["glm_coef"]),
-        "glm_md": to_markdown(tg),
-        "hsd_html": to_html(hsd_tables),
+        "glm_md": to_markdown(t["glm"]),
+        "hsd_html": to_html(t["hsd"]),
         "hsd_csv": csv_text(result["pairs"]),
         "hsd_groups": csv_text(result["groups"]),
         "predictions": csv_text(result["predictions"]),
         "gam_html": pre_html("GAM summary", summary),
         "gam_txt": summary,
-        "gam_md": to_markdown(gam_terms),
+        "gam_md": to_markdown(t["gam"]),
         "gam_csv": csv_text(result["gam_terms"]),
         "gam_partial": csv_text(result["gam_partial"]),
-        "notes": "# Notes on the analysis\n\n"
-        + "".join(
-            f"- {n}\n"
-            for n in notes
-            + [
-                AIC_CONVENTION,
-                ANOVA_CAPTION,
-                f"OLS: `{ols.formula}`; GLM: `{glm.formula}` ({glm.link} link, response {glm.response}).",
-            ]
-        ),
+        "notes": _notes_md(result),
     }
+
+
+def _formatted(result: dict) -> dict:
+    """The tables of `analyse`'s result as the outputs print them, each opening with the runs it
+    rests on, and the sample-size plan that leads which_model (none without sample_size.csv)."""
+    ols, glm, alpha = result["ols"], result["glm"], result["alpha"]
+    t1 = format_table1(result["coef"], result["aic"], ols, glm, ols.notes)
+    t = {
+        "table2": format_anova(result["anova"], ols, ols.notes),
+        "aic": format_aic(result["aic"]),
+        "glm": format_glm(result["glm_coef"], glm, glm.notes),
+        "hsd": format_hsd(result["groups"], result["pairs"], alpha),
+        "gam": format_terms(result["gam_terms"], result["gam"]),
+    }
+    t["which"], t["general"] = format_which_model(result["which"], alpha, result["constant_ranking"])
+    td = format_depth(result["depth"], alpha)
+    runs = result["frame"].runs
+    for table in (t1, td, t["table2"], t["aic"], t["glm"], *t["hsd"], *t["which"], t["gam"]):
+        table.notes.insert(0, runs)  # each table says which runs it rests on
+    t["table1"] = [t1, td] if len(result["depth"]) else [t1]
+    t["plan"] = []
+    if result.get("sample_size") is not None:
+        t["plan"] = ["How many images do I need? (learning curves chosen by backtest, sample_size.md)"]
+        t["plan"] += plan_lines(result["sample_size"])
+    return t
+
+
+def _which_model_md(tables: list, plan: list[str], general: list[str]) -> str:
+    """which_model.md: the images needed (`plan`), the tables, the general notes."""
+    return (
+        "# Which model for my data size?\n\n"
+        + "".join(f"{p}  \n" for p in plan)
+        + ("\n" if plan else "")
+        + "\n".join(to_markdown(t) for t in tables)
+        + "".join(f"\n{g}\n" for g in general)
+    )
+
+
+def _notes_md(result: dict) -> str:
+    """notes.md: every note of the analysis, then the conventions of AIC and ANOVA and the formulas."""
+    ols, glm = result["ols"], result["glm"]
+    notes = result["notes"] + [
+        AIC_CONVENTION,
+        ANOVA_CAPTION,
+        f"OLS: `{ols.formula}`; GLM: `{glm.formula}` ({glm.link} link, response {glm.response}).",
+    ]
+    return "# Notes on the analysis\n\n" + "".join(f"- {n}\n" for n in notes)

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, schema
 from unetcap.analysis.backtest import LEVEL, MIN_FIT, backtest, backtest_table, band, summary, widening, z_scores
 from unetcap.analysis.curves import A_BOUNDS, FAMILIES, bound_text, fit_family, sizes_reaching
 from unetcap.analysis.formula import PAPER_OLS
@@ -36,10 +36,11 @@ from unetcap.study import BACKBONES
 
 log = logging.getLogger(__name__)
 
-TARGETS = (0.70, 0.80, 0.85, 0.90)
-RESAMPLES = 400
-RUNS = ("all", "best")
-METRICS = ("holdout_dice", "test_dice", "val_dice")
+# config analysis.sample_size, as the schema defines it
+TARGETS = tuple(schema.default("analysis", "sample_size", "targets"))
+RESAMPLES = schema.default("analysis", "sample_size", "resamples")
+RUNS = schema.allowed("analysis", "sample_size", "runs")
+METRICS = schema.allowed("analysis", "sample_size", "metric")
 MIN_SIZES = MIN_FIT + 1  # three to fit a curve, one more to check it on
 HORIZON = 4  # forecasts up to this many times the largest trained size
 CURVE_POINTS = 160

@@ -38,7 +38,7 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, schema
 from unetcap.common import Problems, parallel_map, write_table
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 SAMPLE_COLUMNS = ["patient", "slice", "phase", "slice_label", "position", "source", "mask", "group", "centre", "vendor"]
 # What the prepared store's index adds from each sampled image's own header.
 HEADER_COLUMNS = ["rows", "cols", "spacing_row", "spacing_col", "vendor", "field_strength"]
-FEW_IMAGES = ("all", "leave_out", "error")
+# The keys of config `cohort` that its reader takes (the others say where and what it is).
+READER_OPTIONS = ("labels", "few_images", "info", "series_map", "folders")
 FORMATS = ("lvsc", "acdc", "mnms", "sunnybrook", "folders")
 
 
@@ -120,13 +121,14 @@ def reader(source: str) -> ModuleType:
 
 
 def cohort_options(options: dict | None) -> dict:
-    """The reader options of config `cohort` with their defaults (the schema's)."""
-    options = dict(options or {})
-    options.setdefault("labels", None)
-    options.setdefault("few_images", "all")
-    if options["few_images"] not in FEW_IMAGES:
-        raise UnetcapError(f"cohort.few_images: {options['few_images']!r} is not one of {', '.join(FEW_IMAGES)}")
-    return options
+    """The reader options of config `cohort` (labels, few_images, info, series_map, folders),
+    checked against the schema, with its defaults for those not given."""
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(READER_OPTIONS))
+    if unknown:
+        raise UnetcapError(f"unknown reader options {['cohort.' + k for k in unknown]} (known: {list(READER_OPTIONS)})")
+    filled = schema.validated(given, "cohort")
+    return {key: filled[key] for key in READER_OPTIONS}
 
 
 def labels_of(source: str, options: dict) -> list[int] | None:

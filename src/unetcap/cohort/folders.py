@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, schema
 from unetcap.cohort import Patient, blame, integer_labels, natural_key, order_images
+from unetcap.cohort.nifti import read_volume
 
 DEFAULT_LABELS = None  # every non-zero mask value
 LABEL_VALUES = None  # any: the lab's own labels
 EXTENSIONS = (".nii.gz", ".png", ".tif", ".tiff", ".npy", ".nii")
-DEFAULTS = {"patient": r"^([^/]+)/", "slice": None, "phase": None}
 
 
 def settings(options: dict) -> dict:
-    """The expressions of config `cohort.folders`, compiled."""
-    given = {**DEFAULTS, **(options.get("folders") or {})}
+    """The expressions of config `cohort.folders` (the schema's defaults for those not given), compiled."""
+    given = schema.validated(options.get("folders"), "cohort", "folders")
     compiled = {}
     for key, pattern in given.items():
         if pattern is None:
@@ -39,7 +39,8 @@ def settings(options: dict) -> dict:
         except re.error as err:
             raise UnetcapError(f"cohort.folders.{key}: {pattern!r} is not a regular expression ({err})") from None
         if compiled[key].groups < 1:
-            raise UnetcapError(f"cohort.folders.{key}: {pattern!r} needs a group, e.g. {DEFAULTS['patient']!r}")
+            example = schema.default("cohort", "folders", "patient")
+            raise UnetcapError(f"cohort.folders.{key}: {pattern!r} needs a group, e.g. {example!r}")
     return compiled
 
 
@@ -155,8 +156,6 @@ def read_array(path) -> tuple[np.ndarray, tuple[float, float]]:
             reason = " ".join(str(err).split())
             raise ValueError(f"cannot read {Path(path).name} as NPY ({type(err).__name__}: {reason})") from None
     elif low.endswith((".nii", ".nii.gz")):
-        from unetcap.cohort.nifti import read_volume
-
         volume, array = read_volume(str(path))
         spacing = volume.spacing
     else:

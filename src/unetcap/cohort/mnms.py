@@ -94,21 +94,9 @@ def _find(folder: Path, name: str) -> Path | None:
 
 def images(patient: Patient, options: dict):
     """Every slice of every labelled frame, in study order."""
-    folder, code, problems, found = patient.folder, patient.id, [], []
-    cine, cine_gt = _find(folder, f"{code}_sa"), _find(folder, f"{code}_sa_gt")
-    pairs = []  # (image volume, label volume, phase or None for the 4-D cine)
-    if cine is not None:
-        if cine_gt is None:
-            problems.append((cine, f"cine without labels (expected {code}_sa_gt.nii.gz beside it)"))
-        else:
-            pairs.append((cine, cine_gt, None))
-    else:
-        for phase, name in enumerate(PHASES):
-            image, gt = _find(folder, f"{code}_SA_{name}"), _find(folder, f"{code}_SA_{name}_gt")
-            if image is not None and gt is not None:
-                pairs.append((image, gt, phase))
-            elif image is not None or gt is not None:
-                problems.append((image or gt, f"{name} volume without its {'labels' if image else 'image'}"))
+    folder, code = patient.folder, patient.id
+    pairs, problems = _volume_pairs(folder, code)
+    found = []
     for image, gt, phase in pairs:
         try:
             volume = read_volume_header(image)
@@ -123,35 +111,9 @@ def images(patient: Patient, options: dict):
         if volume.shape[:4] != labels.shape[:4]:
             problems.append((gt, f"labels of shape {labels.shape} but the image is {volume.shape}"))
             continue
-        if phase is not None:
-            frames = [phase]
-        else:
-            try:
-                frames = list(patient.frames) or labelled_frames(gt)
-            except ValueError as err:
-                problems.append((gt, str(err)))
-                continue
-            depth = volume.shape[3] if len(volume.shape) > 3 else 1
-            outside = [t for t in frames if not 0 <= t < depth]
-            if outside:
-                problems.append((gt, f"labelled frames {outside} (cohort.info) outside the cine's {depth} frames"))
-                continue
-            if patient.frames:  # the information CSV against the label volume
-                try:
-                    labelled = labelled_frames(gt)
-                except ValueError as err:
-                    problems.append((gt, str(err)))
-                    continue
-                contradicted = [f"{key} is frame {t}" for key, t in zip(("ED", "ES"), frames) if t not in labelled]
-                if contradicted:
-                    problems.append(
-                        (
-                            options["info"],
-                            f"row {code}: {' and '.join(contradicted)}, but {gt.name} labels only "
-                            f"frame(s) {labelled} (config key cohort.info)",
-                        )
-                    )
-                    continue
+        frames = [phase] if phase is not None else _cine_frames(patient, options, volume, gt, problems)
+        if frames is None:
+            continue
         found.extend(
             (position, z, t, str(image), str(gt)) for t in frames for z, position in enumerate(volume.positions)
         )
@@ -164,6 +126,60 @@ def images(patient: Patient, options: dict):
             )
         )
     return order_images(found), problems
+
+
+def _volume_pairs(folder: Path, code: str) -> tuple[list[tuple[Path, Path, int | None]], list]:
+    """The patient's (image volume, label volume, phase or None for the 4-D cine): the cine
+    with its labels, else the ED and ES volumes with theirs; and [(path, problem)] for a
+    volume without its partner."""
+    problems, pairs = [], []
+    cine, cine_gt = _find(folder, f"{code}_sa"), _find(folder, f"{code}_sa_gt")
+    if cine is not None:
+        if cine_gt is None:
+            problems.append((cine, f"cine without labels (expected {code}_sa_gt.nii.gz beside it)"))
+        else:
+            pairs.append((cine, cine_gt, None))
+    else:
+        for phase, name in enumerate(PHASES):
+            image, gt = _find(folder, f"{code}_SA_{name}"), _find(folder, f"{code}_SA_{name}_gt")
+            if image is not None and gt is not None:
+                pairs.append((image, gt, phase))
+            elif image is not None or gt is not None:
+                problems.append((image or gt, f"{name} volume without its {'labels' if image else 'image'}"))
+    return pairs, problems
+
+
+def _cine_frames(patient: Patient, options: dict, volume, gt: Path, problems: list) -> list[int] | None:
+    """The labelled frames of a 4-D cine: the information CSV's ED and ES when it gives them
+    (checked against the cine's frames and the label volume), else the frames the label
+    volume labels. None, with the reason added to `problems`, when they cannot be used."""
+    try:
+        frames = list(patient.frames) or labelled_frames(gt)
+    except ValueError as err:
+        problems.append((gt, str(err)))
+        return None
+    depth = volume.shape[3] if len(volume.shape) > 3 else 1
+    outside = [t for t in frames if not 0 <= t < depth]
+    if outside:
+        problems.append((gt, f"labelled frames {outside} (cohort.info) outside the cine's {depth} frames"))
+        return None
+    if patient.frames:  # the information CSV against the label volume
+        try:
+            labelled = labelled_frames(gt)
+        except ValueError as err:
+            problems.append((gt, str(err)))
+            return None
+        contradicted = [f"{key} is frame {t}" for key, t in zip(("ED", "ES"), frames) if t not in labelled]
+        if contradicted:
+            problems.append(
+                (
+                    options["info"],
+                    f"row {patient.id}: {' and '.join(contradicted)}, but {gt.name} labels only "
+                    f"frame(s) {labelled} (config key cohort.info)",
+                )
+            )
+            return None
+    return frames
 
 
 def load(row, options: dict):

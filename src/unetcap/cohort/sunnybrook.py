@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from unetcap import UnetcapError
-from unetcap.cohort import Patient, blame, order_images
+from unetcap.cohort import Patient, blame, labels_of, order_images
 from unetcap.cohort.lvsc import read_dicom, read_header
 
 DEFAULT_LABELS = [2]  # myocardium
@@ -80,8 +80,6 @@ def _is_dir(path: Path) -> bool:
 def images(patient: Patient, options: dict):
     """The images with the contours the structure needs, in study order (positions from
     their DICOM headers). `mask` is the contour files' common prefix (``.../IM-0001-NNNN``)."""
-    from unetcap.cohort import labels_of
-
     problems, found = [], []
     if not _is_dir(patient.folder):
         return [], [(patient.folder, "contour folder does not exist (cohort.series_map)")]

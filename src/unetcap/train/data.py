@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unetcap import UnetcapError
+from unetcap.prepare import load_store, preparation
+from unetcap.splits import fold_indices, holdout_patients, read_manifest
 from unetcap.train.settings import Augment
 
 
@@ -57,9 +59,6 @@ def load_run_data(images, masks, store, manifest, size: int, fold: int) -> RunDa
     prepared store and the split manifest (docs/contracts.md), checked before training:
     shapes against store.json, the manifest's size and rows, images finite in [0, 1],
     masks 0/1. Raises one UnetcapError naming the file and what is wrong."""
-    from unetcap.prepare import load_store, preparation
-    from unetcap.splits import fold_indices, holdout_patients, read_manifest
-
     image_array, mask_array, meta = load_store(store, images, masks)
     n, s = int(meta["n_images"]), int(meta["image_size"])
     problems = []

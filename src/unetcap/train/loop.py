@@ -156,35 +156,12 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
             state["rows"].append(row)
             log.info("epoch %d/%d: loss %s (%.1f s)", epoch, s.max_epochs, loss, row["seconds"])
             break
-        val = score(loop.predict, loop.data.x_val, loop.data.y_val, s.batch_size)
-        val_loss = validation_loss(val, s.loss, loop.penalty())
-        row.update(val_loss=val_loss, val_dice=val.dice, val_bce=val.bce, seconds=time.perf_counter() - t_epoch)
-        state["rows"].append(row)
-        log.info(
-            "epoch %d/%d: loss %.5g val_loss %.5g val_dice %.4f lr %.3g, %d steps (%.1f s)",
-            epoch,
-            s.max_epochs,
-            loss,
-            val_loss,
-            val.dice,
-            lr_now,
-            steps,
-            row["seconds"],
-        )
+        val_loss = _validate(loop, state, row, t_epoch)
         if not math.isfinite(val_loss):
             status, detail = "diverged", f"validation loss {val_loss} in epoch {epoch}"
             break
         current = loop.model.get_weights()
-        if val_loss < state["best_val_loss"]:  # Keras' EarlyStopping: strictly better
-            state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0, plateau_wait=0)
-            best_weights = current
-        else:
-            state["wait"] += 1
-            state["plateau_wait"] += 1
-            if s.schedule == "plateau" and state["plateau_wait"] >= s.plateau_patience:
-                state["lr"], state["plateau_wait"] = lr_now * s.plateau_factor, 0
-                loop.set_lr(state["lr"])
-                log.info("learning rate reduced to %.3g", state["lr"])
+        best_weights = _early_stopping(loop, state, val_loss, current, best_weights)
         now = time.perf_counter()
         state["seconds_train"] += now - attempt_start
         attempt_start = now
@@ -200,6 +177,53 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
         for hook in loop.hooks:
             hook.on_epoch_end(loop, epoch, row)
     state["seconds_train"] += time.perf_counter() - attempt_start
+    return status, _stop_reason(state, s, status, detail), best_weights, first_step
+
+
+def _validate(loop: Loop, state: dict, row: dict, t_epoch: float) -> float:
+    """Score the validation fold after the epoch of `row` (its history row, started at
+    `t_epoch`): the row completed, appended to the history and logged. Returns the loss that
+    early stopping watches."""
+    s = loop.settings
+    val = score(loop.predict, loop.data.x_val, loop.data.y_val, s.batch_size)
+    val_loss = validation_loss(val, s.loss, loop.penalty())
+    row.update(val_loss=val_loss, val_dice=val.dice, val_bce=val.bce, seconds=time.perf_counter() - t_epoch)
+    state["rows"].append(row)
+    log.info(
+        "epoch %d/%d: loss %.5g val_loss %.5g val_dice %.4f lr %.3g, %d steps (%.1f s)",
+        row["epoch"],
+        s.max_epochs,
+        row["loss"],
+        val_loss,
+        val.dice,
+        row["lr"],
+        row["steps"],
+        row["seconds"],
+    )
+    return val_loss
+
+
+def _early_stopping(loop: Loop, state: dict, val_loss: float, current, best_weights):
+    """Keras' EarlyStopping and ReduceLROnPlateau after an epoch of validation loss
+    `val_loss` and weights `current`: a strictly better epoch becomes the best (its weights
+    returned), any other counts towards patience (and, with schedule "plateau", towards a
+    lower learning rate). Returns the best weights so far."""
+    s = loop.settings
+    if val_loss < state["best_val_loss"]:  # Keras' EarlyStopping: strictly better
+        state.update(best_val_loss=val_loss, best_epoch=state["epoch"], wait=0, plateau_wait=0)
+        return current
+    state["wait"] += 1
+    state["plateau_wait"] += 1
+    if s.schedule == "plateau" and state["plateau_wait"] >= s.plateau_patience:
+        state["lr"], state["plateau_wait"] = state["lr"] * s.plateau_factor, 0
+        loop.set_lr(state["lr"])
+        log.info("learning rate reduced to %.3g", state["lr"])
+    return best_weights
+
+
+def _stop_reason(state: dict, s: Settings, status: str, detail: str) -> str:
+    """What stopped the run: `detail` when it diverged (logged with the weights kept), else
+    early stopping or max_epochs."""
     if status == "diverged":
         log.warning(
             "diverged: %s; keeping the weights of %s",
@@ -209,4 +233,4 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
     elif not detail:
         stopped = state["wait"] >= s.patience and state["epoch"] >= s.min_epochs
         detail = "early stopping" if stopped else "max_epochs"
-    return status, detail, best_weights, first_step
+    return detail

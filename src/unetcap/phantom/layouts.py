@@ -16,7 +16,7 @@ stores can be compared:
   (cv2.findContours, every boundary pixel's centre) around the endocardium-filled region
   (the LV cavity: the hole of the myocardium ring) and the epicardium-filled one (ring and
   hole), and ``series_map.csv`` (config `cohort.series_map`). Filling traced contours
-  again does not give the masks back exactly at the boundary (see tests/test_cohorts.py).
+  again does not give the masks back exactly at the boundary (see tests/test_format_readers.py).
 
 The NIfTI volumes are stored as a DICOM-to-NIfTI converter stores them: the first axis runs
 along a row (the DICOM columns), so an image read back is the DICOM image transposed; the
@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pydicom
 
+import unetcap.cohort.lvsc as lvsc_reader
 from unetcap import UnetcapError
 from unetcap.common import atomic_dir
 
@@ -48,14 +50,12 @@ FOLDERS_OPTIONS = {"slice": r"/s(\d+)_", "phase": r"_p(\d+)\."}
 def _slices(patient) -> list[list[dict]]:
     """The patient's images grouped by slice (geometric order), each {phase, pixels, mask,
     position, source}."""
-    from unetcap.cohort.lvsc import images, load
-
-    found, problems = images(patient, {})
+    found, problems = lvsc_reader.images(patient, {})
     if problems:
         raise UnetcapError(f"{patient.folder}: cannot convert the phantom: {problems[0][1]}")
     slices: dict[int, list[dict]] = {}
     for image in found:
-        _, pixels, labels = load({"source": image.source, "mask": image.mask}, {})
+        _, pixels, labels = lvsc_reader.load({"source": image.source, "mask": image.mask}, {})
         slices.setdefault(image.slice, []).append(
             {"phase": image.phase, "pixels": pixels, "mask": labels, "position": image.position, "source": image.source}
         )
@@ -64,8 +64,6 @@ def _slices(patient) -> list[list[dict]]:
 
 def _affine(first_source: str, positions: list[float]) -> np.ndarray:
     """NIfTI affine of a volume stored with the first axis along a row: DICOM geometry."""
-    import pydicom
-
     ds = pydicom.dcmread(first_source, stop_before_pixels=True)
     row_cos = np.array(ds.ImageOrientationPatient[:3], float)
     col_cos = np.array(ds.ImageOrientationPatient[3:], float)
@@ -98,8 +96,6 @@ def _volume(slices, phase_index: int, what: str, label: int = 1) -> np.ndarray:
 
 def write_patient(patient, out: Path, layout: str) -> None:
     """One patient of the LVSC-layout cohort written in `layout` under `out`."""
-    import cv2
-
     slices = _slices(patient)
     phases = len(slices[0])
     if any(len(s) != phases for s in slices):
@@ -140,8 +136,6 @@ def write_patient(patient, out: Path, layout: str) -> None:
 def _trace(region: np.ndarray) -> np.ndarray | None:
     """(x, y) points of the largest outer boundary of a boolean region (the centres of its
     boundary pixels), None when the region is empty."""
-    import cv2
-
     contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
@@ -152,8 +146,6 @@ def contours_of(myocardium: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(inner, outer) contours of a myocardium mask: traced around the endocardium-filled
     region (the ring's hole) and the epicardium-filled one (ring and hole); None when the
     mask is not a ring."""
-    import cv2
-
     outer = _trace(myocardium)
     if outer is None or len(outer) < 3:
         return None
@@ -188,27 +180,12 @@ def _write_sunnybrook(slices, out: Path, pid: str) -> None:
 def write_layout(lvsc_dir, out_dir, layout: str) -> list[str]:
     """Write the LVSC-layout cohort at `lvsc_dir` in `layout` to `out_dir` (whole or not at
     all: written beside it, then renamed). Returns the patient ids."""
-    from unetcap.cohort.lvsc import patients
-
     if layout not in LAYOUTS or layout == "lvsc":
         raise UnetcapError(f"cohort.phantom.layout: {layout!r} is not one of {', '.join(LAYOUTS[1:])}")
     ids = []
     with atomic_dir(out_dir) as tmp:
-        for patient in patients(Path(lvsc_dir), {}):
+        for patient in lvsc_reader.patients(Path(lvsc_dir), {}):
             write_patient(patient, tmp, layout)
             ids.append(patient.id)
             log.info("patient %s written in the %s layout", patient.id, layout)
     return ids
-
-
-def write_phantom(out_dir, layout: str = "lvsc", **phantom) -> list[str]:
-    """The phantom cohort (`unetcap.phantom.write_cohort`'s settings) in `layout`."""
-    from unetcap.phantom import write_cohort
-
-    if layout == "lvsc":
-        return write_cohort(out_dir, **phantom)
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.lvsc.", dir=out.parent) as tmp:
-        write_cohort(Path(tmp) / "lvsc", **phantom)
-        return write_layout(Path(tmp) / "lvsc", out, layout)

@@ -2,16 +2,14 @@
 table, byte-identical rebuilds, and a rebuild through Snakemake from the merged tables alone
 that schedules no training job."""
 
-import hashlib
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import synthetic
-from snakemake_run import copy_workflow
+from helpers import digests
+from snakemake_run import copy_workflow, job_counts, snakemake
 
 from unetcap import figures
 from unetcap.analysis.run import write_analysis
@@ -44,14 +42,6 @@ def draw(metrics_csv, histories_csv, analysis: Path, out: Path):
     )
     shutil.rmtree(curves)
     return written
-
-
-def digests(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_every_figure_from_the_full_grid(tmp_path):
@@ -151,8 +141,10 @@ SNAKEFILE = """\
 configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/sample_size.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule train:
@@ -189,27 +181,6 @@ REBUILD = [
     "stats",
     "figures",
 ]
-
-
-def snakemake(workdir, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    counts, table = {}, stdout.split("Job stats:", 1)[-1].splitlines()[3:]
-    for line in table:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
 
 
 @pytest.mark.slow

@@ -288,7 +288,7 @@ def test_the_merge_rule_runs_without_tensorflow_or_the_cohort_readers(tmp_path):
     train or cohort environments can be imported (the analysis environment's view)."""
     from tiny_store import write_tiny_store
 
-    rule = (ROOT / "workflow" / "rules" / "metrics.smk").read_text()
+    rule = (ROOT / "workflow" / "rules" / "merge.smk").read_text()
     assert re.search(r'rule merge:.*?conda:\s*"\.\./\.\./envs/analysis\.yaml"', rule, flags=re.DOTALL), rule
     blocked = modules_outside_the_analysis_env()
     assert {"tensorflow", "segmentation_models", "cv2", "pydicom"} <= blocked, blocked

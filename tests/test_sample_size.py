@@ -4,7 +4,6 @@ bootstrap resamples patients and training sets, the bands' coverage on simulated
 with real noise structure, degenerate studies answered in words, a real learning curve,
 stable files, and the rule in the workflow."""
 
-import hashlib
 import io
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import synthetic
 import yaml
+from helpers import digests
 from simulated_study import TRUTH, population_dice, simulated_study
 
 from unetcap import UnetcapError
@@ -305,10 +305,6 @@ def test_best_runs_are_chosen_on_validation_dice_per_model_and_size():
         ss.select_runs(table, metric="test_dice", runs="test")
 
 
-def digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
 def test_files_are_byte_identical_from_the_same_tables_and_which_model_leads_with_the_answer(tmp_path):
     m, h = simulated_study(seed=9)
     m.to_csv(tmp_path / "metrics.csv", index=False)
@@ -334,20 +330,26 @@ def test_files_are_byte_identical_from_the_same_tables_and_which_model_leads_wit
 
 
 def test_schema_defaults_validate_and_the_rule_is_in_the_workflow():
+    """The workflow (Snakemake's validate) and the library (unetcap.schema) fill the same
+    defaults from the one schema."""
     from snakemake.utils import validate
+
+    from unetcap import schema
 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     config["analysis"].pop("sample_size", None)
-    validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"), set_default=True)
-    assert config["analysis"]["sample_size"] == {
-        "metric": "holdout_dice",
-        "targets": list(ss.TARGETS),
-        "resamples": ss.RESAMPLES,
-        "runs": "all",
-    }
-    rules = (ROOT / "workflow/rules/stats.smk").read_text()
+    validate(config, str(schema.SCHEMA_PATH), set_default=True)
+    assert config["analysis"]["sample_size"] == schema.validated({}, "analysis", "sample_size")
+    assert (
+        config["analysis"]["sample_size"]["metric"] == "holdout_dice"
+        and config["analysis"]["sample_size"]["runs"] == "all"
+    )
+    assert config["train"] == schema.validated(
+        yaml.safe_load((ROOT / "config/config.yaml").read_text())["train"], "train"
+    )
+    rules = (ROOT / "workflow/rules/sample_size.smk").read_text()
     assert "rule sample_size:" in rules and "scripts/sample_size.py" in rules
     assert "holdout=holdout_table()" in rules
-    assert "sample_size=rules.sample_size.output.table_csv" in rules
-    assert "*rules.sample_size.output" in (ROOT / "workflow/rules/figures.smk").read_text()
+    assert "sample_size=rules.sample_size.output.table_csv" in (ROOT / "workflow/rules/stats.smk").read_text()
+    assert "*rules.sample_size.output" in (ROOT / "workflow/rules/analysis.smk").read_text()
     assert (ROOT / "workflow/report/sample_size.rst").is_file()

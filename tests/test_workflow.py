@@ -144,6 +144,161 @@ def test_tiny_study_runs_end_to_end(tiny_study):
     assert sorted(p.name for p in (tiny_study / "logs").iterdir()) == ["test"]
 
 
+def tiny_config() -> dict:
+    """config/config.yaml with config/test.yaml over it, as Snakemake merges them."""
+
+    def merged(base: dict, over: dict) -> dict:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    base, test = (yaml.safe_load((ROOT / "config" / name).read_text()) for name in ("config.yaml", "test.yaml"))
+    return merged(base, test)
+
+
+# The columns of each merged table (docs/contracts.md, "Files").
+DOCUMENTED_METRICS = (
+    "size backbone family depth lr reg fold repeat seed status epochs best_epoch params n_images_train "
+    "n_images_val n_images_test val_bce val_dice test_bce test_dice n_images_holdout holdout_bce holdout_dice "
+    "seconds_train seconds_eval"
+).split()
+EXTRA_METRICS = ("provenance_", "seconds_", "train_", "data_", "config_seed")  # metrics.json's flattened extras
+
+
+@pytest.mark.slow
+def test_tiny_study_tables_have_a_row_per_run_of_the_grid_and_the_documented_columns(tiny_study):
+    import itertools
+
+    import pandas as pd
+
+    from unetcap.merge import HOLDOUT_COLUMNS, METRICS_COLUMNS, RUN_COLUMNS
+    from unetcap.metrics import HISTORY_COLUMNS
+
+    config = tiny_config()
+    results = tiny_study / "results/test"
+    grid = list(
+        itertools.product(config["sizes"], config["backbones"], config["lrs"], config["regs"], range(config["folds"]))
+    )
+    metrics = pd.read_csv(results / "metrics.csv")
+    assert sorted(metrics[["size", "backbone", "lr", "reg", "fold"]].itertuples(index=False, name=None)) == sorted(grid)
+    assert list(metrics.columns[: len(DOCUMENTED_METRICS)]) == DOCUMENTED_METRICS
+    assert list(metrics.columns[: len(METRICS_COLUMNS)]) == METRICS_COLUMNS
+    extras = metrics.columns[len(DOCUMENTED_METRICS) :]
+    assert all(c.startswith(EXTRA_METRICS) for c in extras), [c for c in extras if not c.startswith(EXTRA_METRICS)]
+    assert (metrics["repeat"] == 0).all() and metrics["seed"].nunique() == len(grid)
+    assert metrics[["epochs", "best_epoch"]].apply(lambda c: c.between(1, config["train"]["max_epochs"])).all().all()
+    assert (metrics.best_epoch <= metrics.epochs).all()
+    holdout_patients = round(config["cohort"]["patients"] * config["holdout_fraction"])
+    assert (metrics.n_images_holdout == holdout_patients * config["images_per_patient"]).all()
+
+    # histories.csv: the run columns in front, then each epoch of each run
+    histories = pd.read_csv(results / "histories.csv")
+    own = [c if c != "lr" else "epoch_lr" for c in HISTORY_COLUMNS]
+    assert list(histories.columns) == RUN_COLUMNS + own
+    epochs = histories.groupby(["backbone", "fold"])["epoch"].agg(list)
+    for run in metrics.itertuples():
+        assert epochs[run.backbone, run.fold] == list(range(1, run.epochs + 1)), run
+
+    # holdout.csv: a row per run and holdout patient, the same patients for every run
+    holdout = pd.read_csv(results / "holdout.csv")
+    assert list(holdout.columns) == HOLDOUT_COLUMNS and len(holdout) == len(grid) * holdout_patients
+    patients = holdout.groupby(["backbone", "fold"])["patient"].agg(frozenset)
+    assert patients.nunique() == 1 and len(patients.iloc[0]) == holdout_patients
+    pixels = holdout.groupby(["backbone", "fold"])["pixels"].sum()
+    assert (pixels == holdout_patients * config["images_per_patient"] * config["image_size"] ** 2).all()
+
+
+@pytest.mark.slow
+def test_tiny_study_statistics_have_the_rows_the_grid_implies(tiny_study):
+    import pandas as pd
+
+    from unetcap.analysis.sample_size import IMAGES_COLUMNS
+    from unetcap.study import BACKBONES
+
+    config = tiny_config()
+    analysis = tiny_study / "results/test/analysis"
+    models = sorted(BACKBONES[b].short for b in config["backbones"])
+    runs = len(config["sizes"]) * len(config["lrs"]) * len(config["regs"]) * config["folds"]  # per model
+    # config/test.yaml: two families of one depth at one size, lr and reg, so the OLS keeps
+    # Family alone of the paper's terms (docs/design.md §11)
+    assert {BACKBONES[b].depth for b in config["backbones"]} == {"short"} and len(config["sizes"]) == 1
+
+    def table(name: str, columns: list[str]) -> pd.DataFrame:
+        frame = pd.read_csv(analysis / f"{name}.csv")
+        assert list(frame.columns) == columns, name
+        return frame
+
+    table1 = table("table1_ols", ["term", "estimate", "std_error", "t", "p", "ci_low", "ci_high"])
+    assert list(table1.term) == ["Intercept", "Family[T.ResNet]"]
+    assert table1[["estimate", "std_error"]].notna().all().all() and (table1.ci_low <= table1.ci_high).all()
+    table2 = table("table2_anova", ["term", "sum_sq", "df", "mean_sq", "F", "p", "eta_sq", "partial_eta_sq"])
+    assert list(table2.term) == ["Family", "Residuals"]
+    assert list(table2.df) == [1, len(models) * runs - 2] and table2.eta_sq.sum() == pytest.approx(1)
+
+    groups = table("hsd_groups", ["model", "backbone", "size", "n", "mean", "sd", "halfwidth", "low", "high"])
+    assert sorted(groups.model) == models and (groups.n == runs).all() and set(groups["size"]) == set(config["sizes"])
+    pairs = len(groups) * (len(groups) - 1) // 2
+    hsd_columns = ["group1", "group2", "model1", "size1", "model2", "size2", "meandiff", "p_adj", "lower", "upper"]
+    hsd = table("hsd", [*hsd_columns, "reject"])
+    assert len(hsd) == pairs and (hsd.lower <= hsd.upper).all()
+
+    which = table(
+        "which_model",
+        ["size", "trained", "basis", "rank", "model", "backbone", "best", "n", "mean", "hsd_low", "hsd_high"]
+        + ["p_vs_top", "predicted", "predicted_low", "predicted_high", "extrapolated"],
+    )
+    sizes = sorted([*config["sizes"], *config["analysis"]["predict_sizes"]])
+    assert sorted(which["size"].unique()) == sizes and len(which) == len(sizes) * len(models)
+    for size, block in which.groupby("size"):
+        assert sorted(block.model) == models and sorted(block["rank"]) == list(range(1, len(models) + 1))
+        assert (block.trained == (size in config["sizes"])).all() and block.best.any()
+
+    answers = table("sample_size", IMAGES_COLUMNS)
+    targets = config["analysis"]["sample_size"]["targets"]
+    assert len(answers) == len(models) * len(targets)
+    for model, block in answers.groupby("model"):
+        assert sorted(block.target) == sorted(targets), model
+    # one trained size: too few for a learning curve, and each answer says so
+    assert (answers.status == "not answered").all() and answers.reason.str.contains("trained dataset size").all()
+
+
+@pytest.mark.slow
+def test_tiny_study_figures_have_the_pixel_size_the_figure_code_sets(tiny_study):
+    import inspect
+
+    import pandas as pd
+    from PIL import Image
+
+    from unetcap import figures
+
+    config = tiny_config()
+    folder = tiny_study / "results/test/figures"
+    models, sizes = len(config["backbones"]), len(config["sizes"])
+    terms = pd.read_csv(tiny_study / "results/test/analysis/gam_partial.csv")["term"].nunique()
+    per_size = inspect.signature(figures.segmentations).parameters["per_size"].default
+    gam_cols = min(4, terms)
+    # figsize (inches) as unetcap.figures sets it for this grid; pixels at figures.DPI
+    inches = {
+        "figure2_left": (max(7.0, 1.5 * sizes + 2), 7.5),
+        "figure2_right": (max(7.0, 1.5 * sizes + 2), 4.8),
+        "figure3": (4.2 * min(3, models), 3.6 * -(-models // 3)),
+        "learning_curves": (2.6 * models + 1, 7.5),
+        "gam_partial": (4.0 * gam_cols, 3.4 * -(-terms // gam_cols)),
+        "segmentations": (1.55 * per_size * sizes + 0.6, 1.6 * models + 0.6),
+        "sample_size": (4.2 * min(3, models), 3.6 * -(-models // 3)),
+    }
+    assert set(inches) == set(figures.FIGURES)
+    for name, (width, height) in inches.items():
+        with Image.open(folder / f"{name}.png") as image:
+            assert abs(image.width - width * figures.DPI) <= 1 and abs(image.height - height * figures.DPI) <= 1, (
+                name,
+                image.size,
+                (width * figures.DPI, height * figures.DPI),
+            )
+        assert (folder / f"{name}.pdf").read_bytes().startswith(b"%PDF"), name
+
+
 def snapshot(*folders):
     """Every file under `folders`: its path, modification time and content hash."""
     return {

@@ -1,5 +1,7 @@
-"""The LVSC reader on real DICOM files (pydicom's bundled MR_small in several transfer
-syntaxes), laid out as an LVSC cohort, and every kind of bad input."""
+"""The LVSC reader and the sample it scans: the design's sampling formula, the index of
+sampled images per patient, on real DICOM files (pydicom's bundled MR_small in several
+transfer syntaxes) laid out as an LVSC cohort, and every kind of bad input. The other
+formats' readers: tests/test_format_readers.py."""
 
 import shutil
 

@@ -1,17 +1,29 @@
-"""The cohort readers on files in the public datasets' layouts (tests/cohort_fixtures.py):
-ACDC, M&Ms, M&Ms-2, Sunnybrook and plain folders, through the one interface, into the
-prepared store and the splits."""
+"""Each format's reader but LVSC's (that one: tests/test_lvsc_reader.py) on files in the public
+datasets' layouts (tests/cohort_fixtures.py): ACDC, M&Ms, M&Ms-2, Sunnybrook and plain
+folders, through the one interface, into the prepared store and the splits; the phantom
+written in each layout gives the same store."""
 
 import numpy as np
 import pandas as pd
 import pytest
-from cohort_fixtures import CAVITY, MYOCARDIUM, RV, cartoon, write_acdc, write_folders, write_mnms, write_sunnybrook
+from cohort_fixtures import (
+    CAVITY,
+    MYOCARDIUM,
+    RV,
+    cartoon,
+    copy_patients,
+    write_acdc,
+    write_folders,
+    write_mnms,
+    write_sunnybrook,
+)
+from helpers import raised_error
 
 from unetcap import UnetcapError
 from unetcap.cohort import read_labelled, scan_cohort, write_sample
 from unetcap.cohort.sunnybrook import fill
 from unetcap.common import read_table
-from unetcap.prepare import load_store, prepare_store
+from unetcap.prepare import load_store, prepare_store, store_paths
 from unetcap.splits import deal, fold_indices, make_manifest
 
 
@@ -127,7 +139,11 @@ def test_a_real_layout_goes_through_prepare_and_splits(tmp_path):
     counts = sample.groupby("patient").size()
     assert sorted(set(counts)) == [4, 8]
     store = prepare_store(
-        tmp_path / "sample.csv", tmp_path / "prepared", 32, source="acdc", roi={"method": "heart", "fraction": 0.8}
+        tmp_path / "sample.csv",
+        *store_paths(tmp_path / "prepared"),
+        32,
+        source="acdc",
+        roi={"method": "heart", "fraction": 0.8},
     )
     images, masks, _ = load_store(tmp_path / "prepared")
     assert images.shape == (len(sample), 32, 32) and store["n_images"] == len(sample)
@@ -161,15 +177,6 @@ def test_a_real_layout_goes_through_prepare_and_splits(tmp_path):
     assert small <= {e["patient"] for e in manifests[40]["dev"]}  # nested by patient
     again = make_manifest(sample, 40, folds=2, seed=3, images_per_patient=8, holdout_fraction=0.25)
     assert again == manifests[40]
-
-
-def copy_patients(root, last: int) -> None:
-    """Patients 4..last of an ACDC fixture: copies of the first three under new ids."""
-    for k in range(4, last + 1):
-        src, dst = root / f"patient00{1 + k % 3}", root / f"patient00{k}"
-        dst.mkdir()
-        for f in src.iterdir():
-            (dst / f.name.replace(src.name, dst.name)).write_bytes(f.read_bytes())
 
 
 def test_deal_is_equal_shares_when_no_patient_is_short():
@@ -228,7 +235,7 @@ def phantom_layouts(tmp_path_factory):
     """A small phantom (non-square matrices, one patient with shuffled slice labels) in the
     LVSC layout and written again in the ACDC, M&Ms, folders and Sunnybrook layouts."""
     from unetcap.phantom import write_cohort
-    from unetcap.phantom_layouts import write_layout
+    from unetcap.phantom.layouts import write_layout
 
     root = tmp_path_factory.mktemp("phantom")
     write_cohort(root / "lvsc", 5, seed=5, slices=(3, 4), phases=(4, 5), matrix=(40, 64))
@@ -249,7 +256,7 @@ def test_the_same_phantom_through_two_layouts_gives_the_same_store(phantom_layou
         sample = write_sample(root / source, tmp_path / f"{source}.csv", 8, source=source, options=options)
         prepare_store(
             tmp_path / f"{source}.csv",
-            tmp_path / source,
+            *store_paths(tmp_path / source),
             32,
             source=source,
             options=options,
@@ -273,14 +280,14 @@ def test_the_same_phantom_through_sunnybrook_contours_gives_the_same_store(phant
     masks differ in under 0.5% of pixels (measured: 0 of 64 x 32 x 32 on this phantom;
     tracing boundary-pixel centres and filling them at 1/16 px gives the masks back)."""
     from unetcap.cohort.lvsc import read_mask
-    from unetcap.phantom_layouts import SERIES_MAP, contours_of
+    from unetcap.phantom.layouts import SERIES_MAP, contours_of
 
     root = phantom_layouts
     options = {"lvsc": {}, "sunnybrook": {"series_map": str(root / "sunnybrook" / SERIES_MAP)}}
     stores = {}
     for source, opts in options.items():  # images_per_patient above every patient's count: all images
         sample = write_sample(root / source, tmp_path / f"{source}.csv", 100, source=source, options=opts)
-        prepare_store(tmp_path / f"{source}.csv", tmp_path / source, 32, source=source, options=opts)
+        prepare_store(tmp_path / f"{source}.csv", *store_paths(tmp_path / source), 32, source=source, options=opts)
         stores[source] = (sample, *load_store(tmp_path / source)[:2])
     (lvsc, lvsc_images, lvsc_masks), (scd, images, masks) = stores["lvsc"], stores["sunnybrook"]
 
@@ -296,12 +303,6 @@ def test_the_same_phantom_through_sunnybrook_contours_gives_the_same_store(phant
     assert np.mean(masks != lvsc_masks[matched]) < 0.005 and masks.sum() > 0
 
 
-def _error(call) -> str:
-    with pytest.raises(UnetcapError) as err:
-        call()
-    return str(err.value)
-
-
 def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     import nibabel as nib
     from cohort_fixtures import _affine, _save_nifti
@@ -312,11 +313,11 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     # a 4-D frame where ACDC has 3-D ones, and image and labels of different shapes
     _save_nifti(acdc / "patient002/patient002_frame01.nii.gz", np.zeros((128, 128, 4, 2), np.int16), _affine())
     _save_nifti(acdc / "patient003/patient003_frame07_gt.nii.gz", np.zeros((96, 100, 2), np.uint8), _affine())
-    message = _error(lambda: scan_cohort(acdc, 4, source="acdc"))
+    message = raised_error(lambda: scan_cohort(acdc, 4, source="acdc"))
     assert "2 problem(s)" in message
     assert "patient002_frame01.nii.gz: a 4-D volume of shape (128, 128, 4, 2) where ACDC has 3-D frames" in message
     assert "patient003_frame07_gt.nii.gz: labels of shape (96, 100, 2) but the image is (96, 112, 2)" in message
-    assert "cohort.labels: [5] are not among the labels of cohort.source acdc (1, 2, 3" in _error(
+    assert "cohort.labels: [5] are not among the labels of cohort.source acdc (1, 2, 3" in raised_error(
         lambda: scan_cohort(acdc, 4, source="acdc", options={"labels": [5]})
     )
     # a label value outside ACDC's 0-3: prepare names the file, and writes nothing
@@ -329,7 +330,9 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     data[0, 0, :] = 7
     nib.save(nib.Nifti1Image(data, volume.affine), str(gt))
     write_sample(acdc, tmp_path / "sample.csv", 4, source="acdc", options={"few_images": "leave_out"})
-    message = _error(lambda: prepare_store(tmp_path / "sample.csv", tmp_path / "store", 32, source="acdc"))
+    message = raised_error(
+        lambda: prepare_store(tmp_path / "sample.csv", *store_paths(tmp_path / "store"), 32, source="acdc")
+    )
     # named once, under the label file that holds it, not once per sampled slice under the image
     assert "1 problem(s)" in message
     assert (
@@ -350,17 +353,19 @@ def test_bad_input_per_format_is_named_file_by_file(tmp_path):
     ):
         read_labelled(sample[sample.phase == 5].iloc[0].to_dict(), "sunnybrook", options)
     (scd / "images/SCD0000101/CINESAX_300/IM-0001-0009.dcm").unlink()
-    message = _error(lambda: scan_cohort(scd, 2, source="sunnybrook", options=options))
+    message = raised_error(lambda: scan_cohort(scd, 2, source="sunnybrook", options=options))
     assert "IM-0001-0009-icontour-manual.txt: contours without their image (expected" in message
 
     export = tmp_path / "export"
     write_folders(export)
-    assert "the patient expression '^patient(\\\\d+)/' (cohort.folders.patient) does not match" in _error(
+    assert "the patient expression '^patient(\\\\d+)/' (cohort.folders.patient) does not match" in raised_error(
         lambda: scan_cohort(export, 2, source="folders", options={"folders": {"patient": r"^patient(\d+)/"}})
     )
     write_sample(export, tmp_path / "folders.csv", 2, source="folders", options={"labels": [7]})
-    message = _error(
-        lambda: prepare_store(tmp_path / "folders.csv", tmp_path / "f", 32, source="folders", options={"labels": [7]})
+    message = raised_error(
+        lambda: prepare_store(
+            tmp_path / "folders.csv", *store_paths(tmp_path / "f"), 32, source="folders", options={"labels": [7]}
+        )
     )
     assert (
         "4 problem(s)" in message

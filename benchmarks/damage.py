@@ -16,6 +16,7 @@ Run: .venv/bin/python benchmarks/damage.py  ->  docs/bad_input/damage.md, damage
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import logging
@@ -51,7 +52,7 @@ from cohort_fixtures import (  # noqa: E402
 
 from unetcap import UnetcapError  # noqa: E402
 from unetcap.cohort import write_sample  # noqa: E402
-from unetcap.prepare import prepare_store  # noqa: E402
+from unetcap.prepare import prepare_store, store_paths  # noqa: E402
 
 OUT = REPO / "docs" / "bad_input"
 IMAGES_PER_PATIENT = 100  # above every patient's count: every labelled image is sampled
@@ -639,7 +640,7 @@ def run_case(fmt: str, tree: Path, handler: Collect) -> dict:
         stage = "cohort"
         write_sample(tree / "cohort", out / "sample.csv", IMAGES_PER_PATIENT, source=fmt, options=options)
         stage = "prepare"
-        store = prepare_store(out / "sample.csv", out / "store", IMAGE_SIZE, source=fmt, options=options)
+        store = prepare_store(out / "sample.csv", *store_paths(out / "store"), IMAGE_SIZE, source=fmt, options=options)
         stage = "none"
         line = f"{store['n_images']} images stored"
     except UnetcapError as err:
@@ -660,7 +661,12 @@ def run_case(fmt: str, tree: Path, handler: Collect) -> dict:
     }
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help="where damage.md and damage.csv go (default docs/bad_input)"
+    )
+    args = parser.parse_args(argv)
     start = time.perf_counter()
     handler = Collect()
     library = logging.getLogger("unetcap")
@@ -692,7 +698,7 @@ def main() -> None:
                 rows.append(result)
                 shutil.rmtree(tree)
     seconds = time.perf_counter() - start
-    report(rows, seconds)
+    report(rows, seconds, args.out)
 
 
 # --------------------------------------------------------------------------- the report
@@ -714,8 +720,8 @@ def silent(row: dict) -> bool:
     return row["stage"] == "none" and row["expected"] == "stop"
 
 
-def report(rows: list[dict], seconds: float) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
+def report(rows: list[dict], seconds: float, out: Path = OUT) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     columns = [
         "format",
         "damage",
@@ -728,7 +734,7 @@ def report(rows: list[dict], seconds: float) -> None:
         "seconds",
         "error",
     ]
-    with open(OUT / "damage.csv", "w", newline="") as f:
+    with open(out / "damage.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
@@ -784,9 +790,9 @@ def report(rows: list[dict], seconds: float) -> None:
         f"- run time: {seconds:.1f} s",
         "",
     ]
-    (OUT / "damage.md").write_text("\n".join(lines))
+    (out / "damage.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    print(f"written: {OUT / 'damage.md'}, {OUT / 'damage.csv'}")
+    print(f"written: {out / 'damage.md'}, {out / 'damage.csv'}")
 
 
 if __name__ == "__main__":

@@ -34,9 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unetcap import train
 from unetcap.cohort import write_sample
 from unetcap.phantom import write_cohort
-from unetcap.prepare import prepare_store
+from unetcap.prepare import prepare_store, store_paths
+from unetcap.scoring import dice
 from unetcap.splits import plan_subset, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +89,9 @@ def store(image_size: int, roi: str, per_patient: int = PER_PATIENT, fraction: f
     """A prepared store of the demo cohort (written once per size and crop)."""
     folder = DATA / f"store{per_patient}_{image_size}_{roi}{fraction if roi != 'none' else ''}"
     if not (folder / "store.json").exists():
-        prepare_store(cohort(per_patient), folder, image_size, workers=2, roi={"method": roi, "fraction": fraction})
+        prepare_store(
+            cohort(per_patient), *store_paths(folder), image_size, workers=2, roi={"method": roi, "fraction": fraction}
+        )
     return folder
 
 
@@ -169,9 +173,6 @@ def curve(
     fraction: float = ROI_FRACTION,
 ) -> pd.DataFrame:
     """Train `backbone` on fold `fold` of size `size` with `variant`, scoring every `every` steps."""
-    from unetcap import train
-    from unetcap.scoring import dice
-
     folder = store(image_size, variant["roi"], per_patient, fraction)
     data = train.load_run_data(
         folder / "images.npy", folder / "masks.npy", folder / "store.json", manifest(size, per_patient), size, fold
@@ -218,7 +219,7 @@ def curve(
                         "step": step,
                         "epoch": epoch,
                         "seconds": time.perf_counter() - t0,
-                        **_evaluate(model, predict, train_mode, data, batch_size, dice),
+                        **_evaluate(model, predict, train_mode, data, batch_size),
                     }
                 )
             if step == total_steps:
@@ -228,7 +229,7 @@ def curve(
     return frame
 
 
-def _evaluate(model, predict, train_mode, data, batch_size, dice) -> dict:
+def _evaluate(model, predict, train_mode, data, batch_size) -> dict:
     """Scores of the current weights; training-mode predictions leave the weights as they were."""
     p_val = np.concatenate(
         [predict(data.x_val[i : i + batch_size]).numpy() for i in range(0, len(data.x_val), batch_size)]
@@ -331,7 +332,9 @@ def study_tables(study: str, configs: str, folder: Path | None = None) -> tuple[
     return pd.read_csv(folder / "metrics.csv"), pd.read_csv(folder / "holdout.csv")
 
 
-def pilot_table(resamples: int = 400, seed: int = 0, folder: Path | None = None) -> pd.DataFrame:
+def pilot_table(
+    resamples: int = 400, seed: int = 0, folder: Path | None = None, full_folder: Path | None = None
+) -> pd.DataFrame:
     """The pilot (config/learning_curve_pilot.yaml: sizes up to 480) forecasts the sizes only
     the full study trained (600, 1,200): every family's curve, as the sample-size analysis
     fits and widens it, the paper's OLS refitted on the pilot's runs and the pilot's largest
@@ -345,7 +348,7 @@ def pilot_table(resamples: int = 400, seed: int = 0, folder: Path | None = None)
     pilot, pilot_holdout = study_tables(
         "learning_curve_pilot", "config/learning_curve.yaml config/learning_curve_pilot.yaml", folder
     )
-    full, _ = study_tables("learning_curve", "config/learning_curve.yaml")
+    full, _ = study_tables("learning_curve", "config/learning_curve.yaml", full_folder)
     result = analyse_sample_size(pilot, pilot_holdout, "holdout_dice", resamples=resamples, seed=seed)
     units = result["fitted"]
     held = np.array([size for size in sorted(full["size"].unique()) if size > units.sizes.max()], float)
@@ -395,6 +398,7 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "learning")
     parser.add_argument("--pilot", type=Path, default=None, help="the pilot's merged tables (default its results)")
+    parser.add_argument("--full", type=Path, default=None, help="the full study's merged tables (default its results)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
@@ -424,7 +428,7 @@ def main(argv=None) -> None:
         table.to_csv(args.out / "schedule.csv", index=False, float_format="%.4g")
         print(table.round(3).to_string(index=False))
     if "pilot" in args.sections:
-        table = pilot_table(folder=args.pilot)
+        table = pilot_table(folder=args.pilot, full_folder=args.full)
         table.to_csv(args.out / "pilot.csv", index=False, float_format="%.4g")
         summary = table.groupby("method", sort=False).agg(
             mae=("error", lambda e: e.abs().mean()), cases=("error", "count"), inside=("inside", "mean")

@@ -30,10 +30,17 @@ Sections:
             after each epoch, early stopping with the best weights restored, no checkpoints),
             per encoder of FIT_ENCODERS at 64 and 128 px, each contender in its own process;
             the ratio fit / loop above 1 means the project's loop is the faster.
+  precision the CPU step time of every train.precision (float32, mixed_float16,
+            mixed_bfloat16), each with train.jit off and on, per encoder of
+            PRECISION_ENCODERS, at the demo's image size, batch, threads and training settings
+            (config/demo.yaml), each setting in its own process: the first step (tracing, XLA
+            compilation) and the median step after a few warm-up steps, with the ratio to
+            float32 without XLA (below 1: faster). Writes docs/gpu/precision_cpu.csv.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
@@ -101,11 +108,11 @@ def bench_prepare() -> None:
         code = (
             "import json, resource, sys, time\n"
             "from unetcap.cohort import write_sample\n"
-            "from unetcap.prepare import prepare_store\n"
+            "from unetcap.prepare import prepare_store, store_paths\n"
             "cohort, tmp = sys.argv[1:]\n"
             "t = time.perf_counter()\n"
             "write_sample(cohort, f'{tmp}/sample.csv', 100, workers=2)\n"
-            "prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 256, workers=2)\n"
+            "prepare_store(f'{tmp}/sample.csv', *store_paths(f'{tmp}/prepared'), 256, workers=2)\n"
             "seconds = time.perf_counter() - t\n"
             "rss = [resource.getrusage(who).ru_maxrss / 1024\n"
             "       for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
@@ -136,7 +143,7 @@ def bench_prepare() -> None:
 
 def acdc_phantom() -> Path:
     """An ACDC-shaped phantom cohort (ED and ES only), generated once and kept between runs."""
-    from unetcap.phantom_layouts import write_phantom
+    from unetcap.phantom import write_phantom
 
     path = DATA / "acdc"
     if not path.is_dir():
@@ -186,14 +193,14 @@ def bench_nifti(rounds: int = 3) -> None:
         "import json, resource, sys, time\n"
         "import nibabel\n"
         "from unetcap.cohort import write_sample\n"
-        "from unetcap.prepare import prepare_store\n"
+        "from unetcap.prepare import prepare_store, store_paths\n"
         "cohort, tmp = sys.argv[1:]\n"
         "def cpu():\n"
         "    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF,\n"
         "               resource.RUSAGE_CHILDREN) for f in ('ru_utime', 'ru_stime'))\n"
         "t, c = time.perf_counter(), cpu()\n"
         "write_sample(cohort, f'{tmp}/sample.csv', 20, workers=2, source='acdc')\n"
-        "store = prepare_store(f'{tmp}/sample.csv', f'{tmp}/prepared', 128, workers=2, source='acdc')\n"
+        "store = prepare_store(f'{tmp}/sample.csv', *store_paths(f'{tmp}/prepared'), 128, workers=2, source='acdc')\n"
         "print(json.dumps([time.perf_counter() - t, cpu() - c, store['n_images']]))\n"
     )
     projects, project_cpu, fixed, loops, loop_cpu = [], [], [], [], []
@@ -300,31 +307,44 @@ def bench_demo() -> None:
     )
 
 
-def probe(backbone: str, image_size: int, batch: int, threads: int, steps: int = 3) -> None:
-    """One process, one encoder: the fixed costs of a run against its steady state, and the
-    process's peak RSS. Prints one JSON line (run as `run.py --probe ...`)."""
+def timed(fn, *args) -> float:
+    """Seconds of one call of a compiled function, its result brought back to numpy."""
+    t = time.perf_counter()
+    fn(*args).numpy()
+    return time.perf_counter() - t
+
+
+def measure_network(
+    backbone: str, image_size: int, batch: int, threads: int, steps: int = 3, settings: dict | None = None
+) -> tuple[dict, object, object]:
+    """The probe's timings in this process: import, build, first and median train step,
+    first and median prediction of a batch, with the training settings `settings` (config
+    `train`'s, the schema's defaults for the rest). Returns (seconds, the network, the batch)
+    so that a caller can time more with the same network (benchmarks/plan.py does)."""
     t = time.perf_counter()
     import numpy as np
 
     from unetcap import train
 
     imported = time.perf_counter() - t  # numpy and the library, before the build step's own imports
-    net = train.build_network(backbone, image_size, 1e-3, 1e-4, 1, train.Settings.from_config(threads=threads))
+    chosen = train.Settings.from_config(**{**(settings or {}), "threads": threads})
+    net = train.build_network(backbone, image_size, 1e-3, 1e-4, 1, chosen)
     train_step, predict = net.train_step, net.predict
     seconds = {"import": imported + net.seconds["import"], "build": net.seconds["build"]}
     rng = np.random.default_rng(0)
     x = rng.random((batch, image_size, image_size, 1), dtype=np.float32)
     y = (x > 0.5).astype(np.float32)
-
-    def timed(fn, *args) -> float:
-        t = time.perf_counter()
-        fn(*args).numpy()
-        return time.perf_counter() - t
-
     seconds["first_step"] = timed(train_step, x, y)
     seconds["step"] = float(np.median([timed(train_step, x, y) for _ in range(steps)]))
     seconds["first_predict"] = timed(predict, x)
     seconds["predict"] = float(np.median([timed(predict, x) for _ in range(steps)]))
+    return seconds, net, x
+
+
+def probe(backbone: str, image_size: int, batch: int, threads: int, steps: int = 3) -> None:
+    """One process, one encoder: the fixed costs of a run against its steady state, and the
+    process's peak RSS. Prints one JSON line (run as `run.py --probe ...`)."""
+    seconds, _, _ = measure_network(backbone, image_size, batch, threads, steps)
     seconds["fixed"] = (
         seconds["import"]
         + seconds["build"]
@@ -597,6 +617,91 @@ def bench_fit() -> None:
             )
 
 
+# The precision section: the fit section's two kinds of encoder, every precision with XLA
+# off and on, the demo's step (config/demo.yaml), `warmup` steps after the first untimed.
+PRECISION_ENCODERS = FIT_ENCODERS
+PRECISION_SETTINGS = tuple((p, jit) for p in ("float32", "mixed_float16", "mixed_bfloat16") for jit in (False, True))
+PRECISION = {"warmup": 3, "steps": 20}
+PRECISION_CSV = ROOT / "docs" / "gpu" / "precision_cpu.csv"
+PRECISION_COLUMNS = ("encoder", "precision", "jit", "first_step_s", "ms_per_step", "ratio_to_float32")
+
+
+def precision_probe(backbone: str, precision: str, jit: bool, warmup: int, steps: int) -> None:
+    """One process, one encoder at one precision and XLA setting, built by the trainer's
+    build step at the demo's image size, batch, threads and training settings: seconds of
+    the first step (tracing, XLA compilation), then `warmup` untimed steps, then the median
+    of `steps` timed ones (each ends when its loss is on the host, as in the epoch loop).
+    Prints one JSON line."""
+    import numpy as np
+    from tiny_store import ring_image
+
+    from unetcap import train
+
+    demo = load_config("demo.yaml")
+    size, batch = demo["image_size"], demo["train"]["batch_size"]
+    settings = train.Settings.from_config(**{**demo["train"], "precision": precision, "jit": jit})
+    net = train.build_network(backbone, size, demo["lrs"][0], demo["regs"][0], 1, settings)
+    rng = np.random.default_rng(0)
+    pairs = [ring_image(rng, size, empty=i % 10 == 9) for i in range(4 * batch)]
+    x = np.stack([image for image, _ in pairs])[..., None]
+    y = np.stack([mask for _, mask in pairs])[..., None].astype(np.float32)
+
+    def step(k: int) -> float:
+        at = (k % 4) * batch
+        t = time.perf_counter()
+        float(net.train_step(x[at : at + batch], y[at : at + batch]))
+        return time.perf_counter() - t
+
+    first = step(0)
+    for k in range(1, 1 + warmup):
+        step(k)
+    timed = [step(k) for k in range(1 + warmup, 1 + warmup + steps)]
+    print(
+        json.dumps({"first_step": first, "step": float(np.median(timed)), "steps": steps, "threads": settings.threads})
+    )
+
+
+def run_precision_probe(backbone: str, precision: str, jit: bool, warmup: int, steps: int) -> dict:
+    arguments = [backbone, precision, str(int(jit)), str(warmup), str(steps)]
+    result = subprocess.run(
+        [sys.executable, __file__, "--precision-probe", *arguments], capture_output=True, text=True, env=quiet_env()
+    )
+    if result.returncode:
+        sys.exit(f"precision probe {' '.join(arguments)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_precision(
+    encoders=PRECISION_ENCODERS,
+    settings=PRECISION_SETTINGS,
+    warmup: int = PRECISION["warmup"],
+    steps: int = PRECISION["steps"],
+    out: Path = PRECISION_CSV,
+) -> None:
+    """Every precision and XLA setting side by side, per encoder; the table to `out` (CSV)."""
+    table = []
+    for backbone in encoders:
+        baseline = None
+        for precision, jit in settings:
+            probe = run_precision_probe(backbone, precision, jit, warmup, steps)
+            ms = 1000 * probe["step"]
+            baseline = ms if (precision, jit) == ("float32", False) else baseline
+            ratio = ms / baseline if baseline else float("nan")
+            table.append((backbone, precision, jit, round(probe["first_step"], 2), round(ms, 1), round(ratio, 2)))
+            row(
+                f"precision {backbone} {precision}{' + XLA' if jit else ''}",
+                f"{ms:.1f} ms/step ({ratio:.2f}x float32), first step {probe['first_step']:.1f} s",
+                f"(median of {steps} after {warmup} warm-up, {probe['threads']} thread(s))",
+            )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(PRECISION_COLUMNS)
+        writer.writerows(table)
+    print(f"  wrote {out}", flush=True)
+
+
 SECTIONS = {
     "prepare": bench_prepare,
     "nifti": bench_nifti,
@@ -606,6 +711,7 @@ SECTIONS = {
     "memory": bench_memory,
     "fit": bench_fit,
     "holdout": bench_holdout,
+    "precision": bench_precision,
 }
 
 
@@ -617,6 +723,14 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--fit-probe"]:
         contender, backbone, image_size, n_train, n_val, epochs = argv[1], argv[2], *map(int, argv[3:7])
         fit_probe(contender, backbone, image_size, n_train, n_val, epochs)
+        return
+    if argv[:1] == ["--precision-probe"]:
+        backbone, precision, jit, warmup, steps = argv[1], argv[2], *map(int, argv[3:6])
+        precision_probe(backbone, precision, bool(jit), warmup, steps)
+        return
+    if argv[:1] == ["--precision-section"]:  # ENCODER,... PRECISION:JIT,... WARMUP STEPS OUT.csv
+        settings = [(p, bool(int(jit))) for p, jit in (item.split(":") for item in argv[2].split(","))]
+        bench_precision(argv[1].split(","), settings, int(argv[3]), int(argv[4]), Path(argv[5]))
         return
     chosen = argv or list(SECTIONS)
     unknown = set(chosen) - set(SECTIONS)

@@ -234,7 +234,7 @@ def test_bad_inputs_are_refused_before_training_naming_the_file(store, tmp_path)
     np.save(bad, images)
     with pytest.raises(UnetcapError, match=rf"{bad}: rows \[5\] are not finite values in \[0, 1\]"):
         train.train_run(**dict(args, images=str(bad)))
-    with pytest.raises(UnetcapError, match="train.optimizer 'adamw'"):
+    with pytest.raises(UnetcapError, match="train.optimizer: 'adamw' is not one of"):
         train.train_run(**dict(args, optimizer="adamw"))
     assert not (tmp_path / "run").exists()
 
@@ -257,29 +257,38 @@ def test_injected_failure_hits_only_the_chosen_runs(store, tmp_path, monkeypatch
 
 
 # ---------------------------------------------------------------- remedies for small subsets
-def test_settings_defaults_are_the_schemas_and_the_papers():
-    """One source for the training settings: the schema's defaults are Settings' defaults,
-    and every training setting is in the schema (the other `train` keys are job resources)."""
-    import dataclasses
-
+def test_settings_take_their_defaults_and_bounds_from_the_schema(tmp_path, monkeypatch):
+    """One source for the training settings: Settings reads the schema's defaults and
+    bounds (a changed schema changes them, nothing restates them), every training setting
+    is in the schema (the other `train` keys are job resources), and the defaults are the
+    paper's protocol."""
     import yaml
 
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    properties = schema["properties"]["train"]["properties"]
-    defaults = train.Settings()
-    for name in train.Settings.names():
-        value = getattr(defaults, name)
-        if dataclasses.is_dataclass(value):
-            assert {k: p["default"] for k, p in properties[name]["properties"].items()} == dataclasses.asdict(value)
-        else:
-            assert properties[name]["default"] == value, name
-    assert set(properties) - set(train.Settings.names()) == {"mem_mb", "runtime", "gpus"}
-    # the remedies are off by default: the paper's protocol
+    from unetcap import schema
+
+    defaults = train.Settings.from_config()
     assert (defaults.loss, defaults.steps_per_epoch, defaults.augment.active) == ("bce", 0, False)
-    with pytest.raises(UnetcapError, match=r"train.loss 'dice'.*train.augment.rotate"):
+    assert (defaults.max_epochs, defaults.patience, defaults.batchnorm_momentum) == (50, 5, 0.99)
+    properties = schema.section("train")["properties"]
+    assert set(properties) - set(train.Settings.names()) == {"mem_mb", "runtime", "gpus"}
+    with pytest.raises(UnetcapError, match=r"train.augment.rotate: 400 .*train.loss: 'dice'"):
         train.Settings.from_config(loss="dice", augment={"rotate": 400})
-    with pytest.raises(UnetcapError, match=r"train.augment.shear"):
+    with pytest.raises(UnetcapError, match=r"train.augment: .*'shear'"):
         train.Settings.from_config(augment={"shear": 1})
+    with pytest.raises(UnetcapError, match=r"unknown training settings \['train.epochs'\]"):
+        train.Settings.from_config(epochs=3)
+    # the same library under another schema: other defaults and bounds
+    changed = yaml.safe_load(schema.SCHEMA_PATH.read_text())
+    changed["properties"]["train"]["properties"]["max_epochs"].update(default=7, maximum=9)
+    (tmp_path / "config.schema.yaml").write_text(yaml.safe_dump(changed))
+    monkeypatch.setattr(schema, "SCHEMA_PATH", tmp_path / "config.schema.yaml")
+    schema._schema.cache_clear()
+    try:
+        assert train.Settings.from_config().max_epochs == 7
+        with pytest.raises(UnetcapError, match=r"train.max_epochs: 10 is greater than the maximum of 9"):
+            train.Settings.from_config(max_epochs=10)
+    finally:
+        schema._schema.cache_clear()
 
 
 def test_bce_dice_loss_adds_the_soft_dice_of_the_batch():

@@ -18,7 +18,8 @@ also when it was interrupted and resumed from its checkpoint.
 
 The parts, each a module: `settings` (what a run may be told, with defaults), `data` (the
 run's arrays, an epoch's batches, augmentation), `model` (TensorFlow, the U-Net, the loss
-and the compiled functions: `build_network`, the build step the benchmarks share), `loop`
+and the compiled functions: `build_network`, the build step the benchmarks share),
+`precision` (mixed precision, XLA and the GPU's memory, as the settings ask), `loop`
 (epochs, validation, early stopping, and the `Hook`s that act at each epoch's start and
 end), `checkpoint`, `faults` (injected for tests, as a hook), `run` (the `Trainer`: one
 run's steps in the order they happen, build, resume, fit, score, record, save).

@@ -7,7 +7,9 @@ numpy; the optimizer is Keras' legacy (fused) one with its slots made before tra
 grappler is off for the train step on CPU. Together this cuts the first step 3-4 times
 against compile + fit + evaluate.
 
-This is the only module that imports TensorFlow, and only inside functions.
+Precision (mixed float16 / bfloat16), XLA and the GPU's memory are `precision`'s: this
+module builds with them. The two are the only modules that import TensorFlow, and only
+inside functions.
 """
 
 from __future__ import annotations
@@ -17,16 +19,29 @@ from dataclasses import dataclass
 
 from unetcap import UnetcapError
 from unetcap.study import BACKBONES
+from unetcap.train.precision import (
+    FLOAT32,
+    configure_gpu_memory,
+    float32_output,
+    is_loss_scaled,
+    loss_scaled,
+    precision_policy,
+    xla_upsampling,
+)
 from unetcap.train.settings import GRAPPLER, LOSSES, Settings, derived_seed
 
 SMOOTH = 1.0  # of the soft Dice loss: 1 - (2 sum(y p) + 1) / (sum(y) + sum(p) + 1)
 
 
-def configure_tensorflow(threads: int, grappler: str = "auto") -> dict[str, bool]:
+def configure_tensorflow(
+    threads: int, grappler: str = "auto", jit: bool = False, gpu_memory_mb: int | None = None
+) -> dict:
     """Pin TensorFlow's intra- and inter-op thread pools to `threads` (the float results on
-    CPU depend on it), enable op determinism when no GPU is visible, and set grappler (the
-    graph optimizer) for the train step. Returns what is in effect: {"gpu", "deterministic",
-    "grappler_train", "grappler_predict"} (the latter for `make_functions`).
+    CPU depend on it), set up each GPU's memory (`precision.configure_gpu_memory`: growth,
+    or a cap of `gpu_memory_mb`), enable op determinism when no GPU is visible and `jit` is
+    off, and set grappler (the graph optimizer) for the train step. Returns what is in
+    effect: {"gpu", "deterministic", "grappler_train", "grappler_predict" (for
+    `make_functions`), "memory_growth", "memory_limit_mb"}.
 
     grappler "auto": on CPU, off for the train step (it doubles the first step's cost and
     saves nothing later) and on for predictions (its inference rewrites make them ~20 %
@@ -34,8 +49,10 @@ def configure_tensorflow(threads: int, grappler: str = "auto") -> dict[str, bool
 
     On a GPU op determinism stays off: TensorFlow has no deterministic GPU kernel for the
     gradient of UpSampling2D (nearest), which every U-Net decoder uses, and raises. GPU runs
-    are therefore not bit-reproducible. Thread counts can only be set before TensorFlow
-    starts: a process that already runs with other counts raises UnetcapError."""
+    are therefore not bit-reproducible. Under XLA (`jit`) it is off too: XLA has no
+    deterministic kernel for max pooling's gradient and refuses to compile it. Thread counts
+    and GPU memory can only be set before TensorFlow starts: a process that already runs
+    with others raises UnetcapError."""
     import tensorflow as tf
 
     if grappler not in GRAPPLER:
@@ -53,12 +70,25 @@ def configure_tensorflow(threads: int, grappler: str = "auto") -> dict[str, bool
                     f"TensorFlow already runs with {get()} {what} threads in this "
                     f"process; cannot pin {threads} (start a new process)"
                 ) from None
+    memory = configure_gpu_memory(gpu_memory_mb)
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    if not gpu:
+    deterministic = not gpu and not jit
+    if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:  # switch off an earlier build's (TensorFlow has no public call for it)
+        from tensorflow.python.framework import config as framework_config
+
+        if framework_config.is_op_determinism_enabled():
+            framework_config.disable_op_determinism()
     train_on = grappler == "on" or (grappler == "auto" and gpu)
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not train_on})
-    return {"gpu": gpu, "deterministic": not gpu, "grappler_train": train_on, "grappler_predict": grappler != "off"}
+    return {
+        "gpu": gpu,
+        "deterministic": deterministic,
+        "grappler_train": train_on,
+        "grappler_predict": grappler != "off",
+        **memory,
+    }
 
 
 def soft_dice_loss(y, p):
@@ -123,11 +153,21 @@ def add_l2(model, reg: float) -> int:
     return len(kernels)
 
 
-def build_model(backbone: str, image_size: int, reg: float, seed: int, batchnorm_momentum: float | None = None):
+def build_model(
+    backbone: str,
+    image_size: int,
+    reg: float,
+    seed: int,
+    batchnorm_momentum: float | None = None,
+    precision: str = FLOAT32,
+    jit: bool = False,
+):
     """The run's U-Net with its L2 penalty, initial weights drawn from `seed`. Dropout layers
     get their own random generators, reseeded per epoch by `seed_dropout`. With
     `batchnorm_momentum`, every BatchNormalization layer's moving statistics follow the
-    batches at that momentum instead of the layers' own (0.99, Keras' default; the paper's)."""
+    batches at that momentum instead of the layers' own (0.99, Keras' default; the paper's).
+    `precision`: the layers' dtype policy, the output sigmoid float32 whatever it is
+    (`precision`); `jit`: upsampling that XLA can differentiate (`precision.xla_upsampling`)."""
     import tensorflow as tf
 
     if backbone not in BACKBONES:
@@ -138,9 +178,14 @@ def build_model(backbone: str, image_size: int, reg: float, seed: int, batchnorm
     # Dropout draws from tf.random.Generator objects (state in a variable) instead of
     # stateful ops whose hidden state a resumed process could not restore.
     tf.keras.backend.experimental.enable_tf_random_generator()
-    model = sm.Unet(
-        backbone, encoder_weights=None, input_shape=(image_size, image_size, 1), classes=1, activation="sigmoid"
-    )
+    with precision_policy(precision):
+        model = sm.Unet(
+            backbone, encoder_weights=None, input_shape=(image_size, image_size, 1), classes=1, activation="sigmoid"
+        )
+        if precision != FLOAT32:
+            model = float32_output(model)
+    if jit:
+        xla_upsampling(_all_layers(model))
     add_l2(model, reg)
     if batchnorm_momentum is not None:
         set_batchnorm_momentum(model, batchnorm_momentum)
@@ -185,20 +230,25 @@ def penalty(model) -> float:
     return float(tf.add_n(model.losses)) if model.losses else 0.0
 
 
-def make_optimizer(name: str, lr: float, model):
-    """A Keras optimizer with its slots already created (so the train step traces once)."""
+def make_optimizer(name: str, lr: float, model, precision: str = FLOAT32):
+    """A Keras optimizer with its slots already created (so the train step traces once);
+    for mixed_float16, wrapped for dynamic loss scaling (`precision.loss_scaled`)."""
     import tensorflow as tf
 
     legacy = tf.keras.optimizers.legacy  # fused kernels: a third of the new optimizers' graph
     optimizer = {"adam": legacy.Adam, "sgd": legacy.SGD, "rmsprop": legacy.RMSprop}[name](learning_rate=lr)
     optimizer._create_all_weights(model.trainable_variables)
-    return optimizer
+    return loss_scaled(optimizer, precision)
 
 
-def make_functions(model, optimizer, image_size: int, grappler_predict: bool | None = None, loss: str = "bce"):
+def make_functions(
+    model, optimizer, image_size: int, grappler_predict: bool | None = None, loss: str = "bce", jit: bool = False
+):
     """(train_step, predict): one compiled function each, for any batch size. train_step(x, y)
     applies one update and returns the batch loss: mean BCE (+ the soft Dice loss of the
-    batch for loss "bce+dice") + the L2 penalty; predict(x) gives p.
+    batch for loss "bce+dice") + the L2 penalty; predict(x) gives p. With a loss-scaling
+    optimizer (mixed_float16) the step differentiates the scaled loss and unscales the
+    gradients. `jit`: both functions compiled by XLA.
     `grappler_predict` (if given) switches grappler on or off around every predict call,
     whatever it is for the train step: each function is optimised once, under its setting."""
     import tensorflow as tf
@@ -208,8 +258,9 @@ def make_functions(model, optimizer, image_size: int, grappler_predict: bool | N
     spec = tf.TensorSpec((None, image_size, image_size, 1), tf.float32)
     bce = tf.keras.losses.BinaryCrossentropy()
     variables = model.trainable_variables
+    scaled = is_loss_scaled(optimizer)
 
-    @tf.function(input_signature=[spec, spec], autograph=False, jit_compile=False)
+    @tf.function(input_signature=[spec, spec], autograph=False, jit_compile=jit)
     def train_step(x, y):
         with tf.GradientTape() as tape:
             p = model(x, training=True)
@@ -218,10 +269,14 @@ def make_functions(model, optimizer, image_size: int, grappler_predict: bool | N
                 value = value + soft_dice_loss(y, p)
             if model.losses:
                 value = value + tf.add_n(model.losses)
-        optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
+            target = optimizer.get_scaled_loss(value) if scaled else value
+        gradients = tape.gradient(target, variables)
+        if scaled:
+            gradients = optimizer.get_unscaled_gradients(gradients)
+        optimizer.apply_gradients(zip(gradients, variables))
         return value
 
-    @tf.function(input_signature=[spec], autograph=False, jit_compile=False)
+    @tf.function(input_signature=[spec], autograph=False, jit_compile=jit)
     def predict(x):
         return model(x, training=False)
 
@@ -259,15 +314,18 @@ class Network:
 
 def build_network(backbone: str, image_size: int, lr: float, reg: float, seed: int, settings: Settings) -> Network:
     """The build step of a run (the trainer's, and the benchmarks'): TensorFlow configured
-    for `settings` (threads, grappler), the U-Net of `build_model`, the optimizer and the
-    compiled functions for `settings.loss`."""
+    for `settings` (threads, grappler, XLA, GPU memory), the U-Net of `build_model` at
+    `settings.precision`, the optimizer and the compiled functions for `settings.loss`."""
+    s = settings
     started = time.perf_counter()
     import_sm()
-    setup = configure_tensorflow(settings.threads, settings.grappler)
+    setup = configure_tensorflow(s.threads, s.grappler, s.jit, s.gpu_memory_mb)
     seconds = {"import": time.perf_counter() - started}
     started = time.perf_counter()
-    model = build_model(backbone, image_size, reg, seed, settings.batchnorm_momentum)
-    optimizer = make_optimizer(settings.optimizer, lr, model)
-    train_step, predict = make_functions(model, optimizer, image_size, setup["grappler_predict"], loss=settings.loss)
+    model = build_model(backbone, image_size, reg, seed, s.batchnorm_momentum, s.precision, s.jit)
+    optimizer = make_optimizer(s.optimizer, lr, model, s.precision)
+    train_step, predict = make_functions(
+        model, optimizer, image_size, setup["grappler_predict"], loss=s.loss, jit=s.jit
+    )
     seconds["build"] = time.perf_counter() - started
     return Network(model, optimizer, train_step, predict, setup, seconds)

@@ -109,10 +109,15 @@ class Trainer:
         self.initial = self.net.model.get_weights()
         setup = self.net.setup
         log.info(
-            "TensorFlow on %s, %d threads, op determinism %s, grappler %s (train) %s (predict)",
+            "TensorFlow on %s, %d threads, op determinism %s, grappler %s (train) %s (predict), "
+            "precision %s, XLA %s, GPU memory growth %s, limit %s MB",
             device(),
             s.threads,
             *("on" if setup[k] else "off" for k in ("deterministic", "grappler_train", "grappler_predict")),
+            s.precision,
+            "on" if s.jit else "off",
+            "on" if setup["memory_growth"] else "off",
+            setup["memory_limit_mb"],
         )
 
     def resume(self) -> None:
@@ -198,6 +203,8 @@ class Trainer:
                 "deterministic": setup["deterministic"],
                 "grappler_train": setup["grappler_train"],
                 "grappler_predict": setup["grappler_predict"],
+                "memory_growth": setup["memory_growth"],
+                "memory_limit_mb": setup["memory_limit_mb"],
                 "steps": int(sum(row.get("steps", 0) for row in state["rows"])),
                 "resumed": state["resumed"],
                 "stopped": self.detail,

@@ -1,31 +1,34 @@
-"""How a run trains: the one definition of the training settings and their defaults.
+"""How a run trains: the training settings, with the defaults and bounds of the schema.
 
-Config `train` (workflow/schemas/config.schema.yaml, whose defaults a test holds equal to
-these), the rule's params (`TRAIN_SETTINGS` in common.smk) and `train_run`'s keyword
-arguments all come from `Settings`. The defaults are the paper's protocol; the remedies for
-small subsets (`loss`, `batchnorm_momentum`, `steps_per_epoch`, `augment`) are off.
+Config `train` (workflow/schemas/config.schema.yaml, the one place where their defaults and
+bounds are written), the rule's params (`TRAIN_SETTINGS` in common.smk) and `train_run`'s
+keyword arguments all go through `Settings.from_config`, which fills and checks them
+against the schema. The defaults are the paper's protocol; the remedies for small subsets
+(`loss`, `batchnorm_momentum`, `steps_per_epoch`, `augment`) are off.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, schema
 from unetcap.study import format_number
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")  # Keras defaults except the learning rate
-SCHEDULES = ("constant", "plateau")
-LOSSES = ("bce", "bce+dice")
-GRAPPLER = ("auto", "on", "off")
+# The values each choice may take, as the schema lists them.
+OPTIMIZERS = schema.allowed("train", "optimizer")  # Keras defaults except the learning rate
+SCHEDULES = schema.allowed("train", "schedule")
+LOSSES = schema.allowed("train", "loss")
+GRAPPLER = schema.allowed("train", "grappler")
+PRECISIONS = schema.allowed("train", "precision")
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Random changes to every training batch (off by default; the paper used none).
+    """Random changes to every training batch (config `train.augment`; the paper used none).
 
     flip: each image flipped left-right and up-down, each with probability 1/2;
     rotate: turned by an angle drawn uniformly from [-rotate, rotate] degrees (bilinear
@@ -33,9 +36,9 @@ class Augment:
     intensity: a gamma exp(u) and a gain 1 + v, u and v uniform in [-intensity, intensity],
     the result clipped to [0, 1]."""
 
-    flip: bool = False
-    rotate: float = 0.0
-    intensity: float = 0.0
+    flip: bool
+    rotate: float
+    intensity: float
 
     @property
     def active(self) -> bool:
@@ -44,25 +47,30 @@ class Augment:
 
 @dataclass(frozen=True)
 class Settings:
-    """Config `train` without the job resources. See the schema for each key."""
+    """Config `train` without the job resources (`threads` and `gpu_memory_mb` are here:
+    the trainer sets TensorFlow up with them). See the schema for each key, its default and
+    its bounds; build it with `from_config`."""
 
-    max_epochs: int = 50
-    patience: int = 5
-    min_epochs: int = 0
-    batch_size: int = 8
-    optimizer: str = "adam"
-    schedule: str = "constant"
-    plateau_factor: float = 0.1
-    plateau_patience: int = 3
-    loss: str = "bce"
-    batchnorm_momentum: float = 0.99
-    steps_per_epoch: int = 0
-    augment: Augment = field(default_factory=Augment)
-    keep_segmentations: int = 4
-    threads: int = 2
-    save_model: bool = False
-    checkpoint_every: float = 60.0
-    grappler: str = "auto"
+    max_epochs: int
+    patience: int
+    min_epochs: int
+    batch_size: int
+    optimizer: str
+    schedule: str
+    plateau_factor: float
+    plateau_patience: int
+    loss: str
+    batchnorm_momentum: float
+    steps_per_epoch: int
+    augment: Augment
+    keep_segmentations: int
+    threads: int
+    save_model: bool
+    checkpoint_every: float
+    grappler: str
+    precision: str
+    jit: bool
+    gpu_memory_mb: int | None
 
     @classmethod
     def names(cls) -> list[str]:
@@ -71,60 +79,23 @@ class Settings:
 
     @classmethod
     def from_config(cls, **values) -> Settings:
-        """Settings from config-like values (augment as a mapping); unknown keys and bad
-        values raise one UnetcapError naming every `train.<key>` at fault."""
+        """Settings from config-like values (augment as a mapping), the schema's defaults for
+        those not given; unknown keys and bad values raise one UnetcapError naming every
+        `train.<key>` at fault."""
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise UnetcapError(f"unknown training settings {['train.' + k for k in unknown]} (known: {cls.names()})")
-        augment = values.get("augment", {})
-        if isinstance(augment, dict):
-            bad = sorted(set(augment) - {f.name for f in dataclasses.fields(Augment)})
-            if bad:
-                raise UnetcapError(f"unknown settings {['train.augment.' + k for k in bad]}")
-            values = {**values, "augment": Augment(**_floats(augment, ("rotate", "intensity")))}
+        values = schema.validated(values, "train")
+        for resource in set(values) - set(cls.names()):  # mem_mb, runtime, gpus: the job's
+            del values[resource]
+        augment = Augment(**_floats(values["augment"], ("rotate", "intensity")))
         values = _floats(values, ("plateau_factor", "checkpoint_every", "batchnorm_momentum"))
-        settings = cls(**values)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        bad = []
-        for name in ("max_epochs", "patience", "batch_size", "plateau_patience", "threads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                bad.append(f"train.{name} must be a positive integer, not {value!r}")
-        for name in ("steps_per_epoch", "keep_segmentations", "min_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                bad.append(f"train.{name} must be a whole number >= 0, not {value!r}")
-        for name, allowed in (
-            ("optimizer", OPTIMIZERS),
-            ("schedule", SCHEDULES),
-            ("loss", LOSSES),
-            ("grappler", GRAPPLER),
-        ):
-            if getattr(self, name) not in allowed:
-                bad.append(f"train.{name} {getattr(self, name)!r} is not one of {list(allowed)}")
-        if not self.checkpoint_every >= 0:
-            bad.append(f"train.checkpoint_every must be >= 0 seconds, not {self.checkpoint_every!r}")
-        if not 0 <= self.batchnorm_momentum < 1:
-            bad.append(f"train.batchnorm_momentum must be in [0, 1), not {self.batchnorm_momentum!r}")
-        if not 0 < self.plateau_factor < 1:
-            bad.append(f"train.plateau_factor must be in (0, 1), not {self.plateau_factor!r}")
-        if not isinstance(self.augment, Augment):
-            bad.append(f"train.augment must be a mapping of {Augment.__annotations__}, not {self.augment!r}")
-        else:
-            if not 0 <= self.augment.rotate <= 180:
-                bad.append(f"train.augment.rotate must be in [0, 180] degrees, not {self.augment.rotate!r}")
-            if not 0 <= self.augment.intensity < 1:
-                bad.append(f"train.augment.intensity must be in [0, 1), not {self.augment.intensity!r}")
-        if bad:
-            raise UnetcapError("bad training settings: " + "; ".join(bad))
+        return cls(**{**values, "augment": augment})
 
     def resume_key(self) -> dict:
-        """The settings that change a run's numbers (all but threads, checkpointing, saving
-        and what is kept): a checkpoint must share them to be resumed, and metrics.json
-        records them."""
+        """The settings that change a run's numbers (all but threads, checkpointing, saving,
+        what is kept and the GPU's memory): a checkpoint must share them to be resumed, and
+        metrics.json records them."""
         kept = (
             "max_epochs",
             "patience",
@@ -137,6 +108,8 @@ class Settings:
             "loss",
             "batchnorm_momentum",
             "steps_per_epoch",
+            "precision",
+            "jit",
         )
         return {**{k: getattr(self, k) for k in kept}, "augment": dataclasses.asdict(self.augment)}
 

@@ -17,12 +17,16 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/metrics.smk"
+include: "workflow/rules/pack.smk"
+include: "workflow/rules/merge.smk"
+include: "workflow/rules/sample_size.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:
     input:
         "<results>/metrics.csv",
         ANALYSIS_OUTPUTS,
+        pack_flags(),

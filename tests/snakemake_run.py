@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ["Snakefile", "config", "workflow", "profiles", "src", "envs"]
+WORKFLOW_PARTS = ["Snakefile", "config", "workflow", "profiles", "slurm", "src", "envs"]
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -15,7 +15,9 @@ def copy_workflow(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for part in WORKFLOW_PARTS:
         src = ROOT / part
-        if src.is_dir():
+        if src.is_symlink():  # `slurm`, the link to profiles/slurm
+            (dest / part).symlink_to(src.readlink())
+        elif src.is_dir():
             shutil.copytree(src, dest / part, ignore=ignore, dirs_exist_ok=True)
         else:
             shutil.copy2(src, dest / part)

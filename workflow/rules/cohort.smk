@@ -34,6 +34,6 @@ rule cohort:
     params:
         images_per_patient=config["images_per_patient"],
         source=cohort_reader(),
-        options=cohort_options(),
+        options=cohort_reader_options(),
     script:
         "../scripts/cohort.py"

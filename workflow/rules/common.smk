@@ -1,14 +1,16 @@
 # The config turned into the study's grid, wildcard constraints and input functions.
 # The library, unetcap, is an installed package (setup.sh; envs/install-unetcap.sh in the
 # rules' conda environments).
+import os
 import re
+from functools import cache
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from unetcap import UnetcapError
 from unetcap.cohort import count_patients
-from unetcap.phantom_layouts import FOLDERS_OPTIONS, SERIES_MAP
+from unetcap.phantom.layouts import FOLDERS_OPTIONS, SERIES_MAP
 from unetcap.provenance import sha256_json
 from unetcap.splits import check_sizes, repeats_per_size
 from unetcap.study import format_number, study_name
@@ -46,7 +48,7 @@ def cohort_reader():
     return config["cohort"]["source"]
 
 
-def cohort_options():
+def cohort_reader_options():
     """What the cohort's reader needs besides its folder (config `cohort`: the labels, the
     policy for patients with few images, each format's own settings)."""
     keys = ("labels", "few_images", "info", "series_map", "folders")
@@ -61,7 +63,7 @@ def cohort_options():
 def cohort_patients():
     """Patients in the cohort: counted when its folder is there, else from the config."""
     if config["cohort"]["source"] != "phantom" and Path(cohort_dir()).is_dir():
-        return count_patients(cohort_dir(), config["cohort"]["source"], cohort_options())
+        return count_patients(cohort_dir(), config["cohort"]["source"], cohort_reader_options())
     return config["cohort"]["patients"]
 
 
@@ -95,6 +97,7 @@ wildcard_constraints:
     lr=one_of(format_number(x) for x in config["lrs"]),
     reg=one_of(format_number(x) for x in config["regs"]),
     fold=one_of(str(f) for f in range(config["folds"] * max(REPEATS.values()))),
+    pack=r"\d+",
 
 
 def run_dirs():
@@ -112,6 +115,46 @@ def run_dirs():
             fold=size_folds(size),
         )
     ]
+
+
+def runs_per_gpu():
+    """Training runs packed into one Slurm job on one GPU: the environment variable
+    UNETCAP_RUNS_PER_GPU, 1 when unset (the Slurm profile sets it, by default to 4). The
+    submitting Snakemake and the jobs' own (which inherit the environment) read the same
+    value, and so build the same packs."""
+    value = os.environ.get("UNETCAP_RUNS_PER_GPU", "").strip() or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise WorkflowError(
+            f"UNETCAP_RUNS_PER_GPU={value!r}: give a whole number of training runs per GPU, "
+            "1 or more (1: one run per Slurm job)"
+        )
+    return int(value)
+
+
+RUNS_PER_GPU = runs_per_gpu()
+# Above one run per GPU, the runs of a pack and its pack job are one group job (one Slurm
+# job); None: no group, every run its own job (local runs ignore groups anyway).
+TRAIN_GROUP = "gpu" if RUNS_PER_GPU > 1 else None
+
+
+@cache
+def packs():
+    """The grid's runs in packs of RUNS_PER_GPU (the last one may be smaller), in grid
+    order: a pack holds mostly folds of one size and encoder, which take about as long."""
+    runs = run_dirs()
+    return [runs[i : i + RUNS_PER_GPU] for i in range(0, len(runs), RUNS_PER_GPU)]
+
+
+def pack_flags():
+    """Every pack's flag file, a target of `all` (none with one run per GPU: no packs)."""
+    if RUNS_PER_GPU == 1:
+        return []
+    return [f"<results>/packs/pack{pack}.done" for pack in range(len(packs()))]
+
+
+def pack_metrics(wildcards):
+    """The metrics.json of the pack job's runs."""
+    return [f"{run}/metrics.json" for run in packs()[int(wildcards.pack)]]
 
 
 # Keys of config `train` that the training library takes (the rest are job resources).

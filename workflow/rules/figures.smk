@@ -1,7 +1,4 @@
-# Stage 7: the study's figures from the merged tables and the statistics (docs/design.md §13), and
-# the `analysis` target: every table and figure, rebuilt from results/<study>/metrics.csv and
-# histories.csv (and segmentations.npz) alone with
-#   snakemake analysis --allowed-rules sample_size stats figures analysis --forcerun sample_size stats figures
+# Stage 7: the study's figures from the merged tables and the statistics (docs/design.md §13).
 
 
 rule figures:
@@ -52,16 +49,3 @@ rule figures:
         sample_size_metric=config["analysis"]["sample_size"]["metric"],
     script:
         "../scripts/figures.py"
-
-
-# Every table and figure of the analysis (for `rule all`).
-ANALYSIS_OUTPUTS = [*rules.sample_size.output, *rules.stats.output, *rules.figures.output]
-
-
-localrules:
-    analysis,
-
-
-rule analysis:
-    input:
-        ANALYSIS_OUTPUTS,

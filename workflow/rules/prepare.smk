@@ -19,6 +19,6 @@ rule prepare:
         image_size=config["image_size"],
         roi=config["roi"],
         source=cohort_reader(),
-        options=cohort_options(),
+        options=cohort_reader_options(),
     script:
         "../scripts/prepare.py"

@@ -1,68 +1,9 @@
-# Stage 6: the statistics of the study from the merged metrics table alone (docs/design.md §11-12):
+# Stage 6b: the statistics of the study from the merged metrics table alone (docs/design.md §11-12):
 # OLS (Table 1) and its AIC against the log-link GLM, type 2 ANOVA (Table 2), Tukey HSD,
-# the GAM and "which model for my data size?", led by "how many images do I need?" (the
-# learning curves of rule sample_size).
+# the GAM and "which model for my data size?", led by the images needed per target DICE
+# (rule sample_size).
 
-WHICH_MODEL = "1 Which model for my data size?"
 STATISTICS = "2 Statistics"
-
-
-rule sample_size:
-    input:
-        metrics="<results>/metrics.csv",
-        holdout=holdout_table(),
-    output:
-        table_html=report(
-            "<results>/analysis/sample_size.html",
-            caption="../report/sample_size.rst",
-            category=WHICH_MODEL,
-            labels={"table": "images needed per target DICE"},
-        ),
-        table_csv=report(
-            "<results>/analysis/sample_size.csv",
-            caption="../report/sample_size.rst",
-            category=WHICH_MODEL,
-            labels={"table": "images needed per target DICE (CSV)"},
-        ),
-        table_md="<results>/analysis/sample_size.md",
-        families=report(
-            "<results>/analysis/sample_size_families.csv",
-            caption="../report/sample_size.rst",
-            category=WHICH_MODEL,
-            labels={"table": "curve families against the baselines, by backtest (CSV)"},
-        ),
-        fits=report(
-            "<results>/analysis/sample_size_fits.csv",
-            caption="../report/sample_size.rst",
-            category=WHICH_MODEL,
-            labels={"table": "learning curves (CSV)"},
-        ),
-        crossings=report(
-            "<results>/analysis/sample_size_crossings.csv",
-            caption="../report/sample_size.rst",
-            category=WHICH_MODEL,
-            labels={"table": "where one model overtakes another (CSV)"},
-        ),
-        backtest=report(
-            "<results>/analysis/sample_size_backtest.csv",
-            caption="../report/sample_size.rst",
-            category=WHICH_MODEL,
-            labels={"table": "backtest of every family and baseline (CSV)"},
-        ),
-        curves="<results>/analysis/sample_size_curves.csv",
-    log:
-        "<logs>/analysis/sample_size.log",
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        metric=config["analysis"]["sample_size"]["metric"],
-        targets=config["analysis"]["sample_size"]["targets"],
-        resamples=config["analysis"]["sample_size"]["resamples"],
-        runs=config["analysis"]["sample_size"]["runs"],
-        seed=config["seed"],
-        ols_formula=config["analysis"]["ols_formula"],
-    script:
-        "../scripts/sample_size.py"
 
 
 rule stats:

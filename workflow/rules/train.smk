@@ -1,5 +1,6 @@
 # Stage 4: one training run per (size, backbone, lr, reg, fold): a U-Net trained from
 # scratch on one fold, scored on its validation fold and on the subset's test set.
+# On Slurm, several runs can share one job and its GPU (group TRAIN_GROUP, pack.smk).
 
 
 rule train:
@@ -14,6 +15,8 @@ rule train:
         segmentations=f"{RUN_DIR}/segmentations.npz",
     log:
         "<logs>/train/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}.log",
+    group:
+        TRAIN_GROUP
     conda:
         "../../envs/train.yaml"
     threads: config["train"]["threads"]

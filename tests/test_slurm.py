@@ -11,8 +11,11 @@ The tiny test study goes through the profile: a run where some folds fail
 rerun; its outputs must equal those of a local run, every job must have gone
 through sbatch (sacct lists exactly the jobs Snakemake submitted, found by the
 executor's run ID, which is the Slurm job name), and a run cancelled with
-scancel mid-training must resume from its checkpoint. Two quick toy workflows
-check the profile's variables for account, partitions, GPU model and gres.
+scancel mid-training must resume from its checkpoint; all of that one run per
+Slurm job (UNETCAP_RUNS_PER_GPU=1). With four runs per GPU, the study's four runs
+are one Slurm job on one GPU, side by side, and a run that fails among them
+leaves the other three done. Quick toy workflows check the profile's variables
+for account, partitions, GPU model and gres.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -30,14 +32,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CLUSTER_SH, REPO, cluster_env, cluster_problem, tool
 from snakemake_run import copy_workflow, job_counts
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
-CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
-REQUIRED = os.environ.get("CI", "").lower() in {"1", "true", "yes"} or os.environ.get("UNETCAP_SLURM") == "1"
 # Quicker polling than on a production cluster; flags the profile does not set,
 # so the profile's own keys stay as they are.
 FAST_POLL = [
@@ -51,66 +51,13 @@ PROFILE_ENV = (
     "UNETCAP_SLURM_GPU_PARTITION",
     "UNETCAP_SLURM_GPU_MODEL",
     "UNETCAP_SLURM_GRES",
+    "UNETCAP_RUNS_PER_GPU",
     "SNAKEMAKE_PROFILE",
 )
 
 
 # --------------------------------------------------------------------------- cluster
-def _cmd(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout)
-
-
-def cluster_problem() -> str | None:
-    """Why the test cluster cannot run jobs, or None when it can."""
-    for tool in ("sinfo", "sbatch", "sacct", "scancel"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed"
-    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
-    if not conf.exists():  # (the tools would retry for a minute)
-        return f"no Slurm configuration at {conf}"
-    try:
-        sinfo = _cmd("sinfo", "-h", "-N", "-o", "%N %T %G")
-        if sinfo.returncode != 0:
-            return f"sinfo fails: {sinfo.stderr.strip()}"
-        nodes = [line.split() for line in sinfo.stdout.splitlines() if line.strip()]
-        usable = [n for n in nodes if n[1].rstrip("*~#") in {"idle", "mixed", "allocated"}]
-        if not usable:
-            return f"no usable node (sinfo: {sinfo.stdout.strip() or 'nothing'})"
-        if not any("gpu" in n[2] for n in usable):
-            return "no node with a gpu gres (is this the test cluster of tests/slurm?)"
-        sacct = _cmd("sacct", "-n", "-X", "-S", "now-1minutes")
-        if sacct.returncode != 0:
-            return f"sacct fails (slurmdbd down?): {sacct.stderr.strip()}"
-    except subprocess.TimeoutExpired as err:
-        return f"`{' '.join(err.cmd)}` hangs"
-    return None
-
-
-def cluster_env(root: str | None = None) -> dict[str, str]:
-    """The variables that point the client tools (and srun inside jobs) at the test
-    cluster of `root` (default: $SLURM_TEST_ROOT, else this checkout's): `cluster.sh env`."""
-    env = dict(os.environ, SLURM_TEST_ROOT=root) if root else None
-    out = subprocess.run([str(CLUSTER_SH), "env"], check=True, capture_output=True, text=True, env=env)
-    return dict(shlex.split(line)[1].split("=", 1) for line in out.stdout.splitlines())
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """This run's cluster: its SLURM_CONF and srun in the environment of every command."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in cluster_env().items():
-            patch.setenv(name, value)
-        problem = cluster_problem()
-        if problem is None:
-            yield
-            return
-    message = (
-        f"no Slurm test cluster: {problem}. Start it with "
-        f"`{CLUSTER_SH.relative_to(REPO)} install && {CLUSTER_SH.relative_to(REPO)} up`."
-    )
-    if REQUIRED:
-        pytest.fail(message + " (required here: CI=true or UNETCAP_SLURM=1)", pytrace=False)
-    pytest.skip(message)
+# The cluster's checks and the `slurm_cluster` fixture are in conftest.py (shared with R's).
 
 
 def test_a_second_cluster_runs_beside_this_one_and_its_down_leaves_this_one_up(slurm_cluster):
@@ -184,7 +131,7 @@ SACCT_FIELDS = (
 def sacct_jobs(name: str) -> list[dict[str, str]]:
     # The job record can reach slurmdbd a moment after the job ends.
     for _ in range(20):
-        out = _cmd(
+        out = tool(
             "sacct", "-X", "-P", "-n", "-S", "now-1days", "--name", name,
             "-o", ",".join(f"{f}%300" for f in SACCT_FIELDS),
         )  # fmt: skip
@@ -219,23 +166,24 @@ def snakemake(
     *args: str,
     env: dict[str, str] | None = None,
     timeout: int = 240,
-    profile: bool = True,
+    profile: str | None = str(PROFILE),
 ) -> Run:
-    """Run snakemake in workdir with profiles/slurm, under `timeout -k` (snakemake
-    waits for its running jobs on SIGTERM); cancel the run's jobs if it hangs."""
+    """Run snakemake in workdir with `--profile profile` (profiles/slurm by its full path;
+    None: no --profile), under `timeout -k` (snakemake waits for its running jobs on
+    SIGTERM); cancel the run's jobs if it hangs."""
     full_env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV}
     full_env.update(env or {})
     log = workdir / f"snakemake-{time.strftime('%H%M%S')}-{time.monotonic_ns() % 10**6}.log"
     cmd = ["timeout", "-k", "20", str(timeout), sys.executable, "-m", "snakemake"]
     if profile:
-        cmd += ["--profile", str(PROFILE)]
+        cmd += ["--profile", profile]
     cmd += [*FAST_POLL, *args]
     start = time.monotonic()
     with log.open("w") as fh:
         proc = subprocess.run(cmd, check=False, cwd=workdir, env=full_env, stdout=fh, stderr=subprocess.STDOUT)
     run = Run(workdir, proc, log, time.monotonic() - start)
     if proc.returncode in (124, 137) and run.run_id:
-        _cmd("scancel", "--name", run.run_id)
+        tool("scancel", "--name", run.run_id)
     print(f"[slurm test] {' '.join(args)}: exit {proc.returncode} in {run.seconds:.0f}s")
     return run
 
@@ -247,6 +195,9 @@ def snakemake(
 STUDY_CONFIG = "slurm-test.yaml"
 RESULTS = Path("results/slurm-test")  # the study is named after its config file
 FAULT = "fail:fold1"  # UNETCAP_FAULT: every run of fold 1 fails before training
+# One training run per Slurm job (the profile packs 4 by default): the study's tests
+# count, retry and cancel the runs one by one.
+ONE_RUN_PER_JOB = {"UNETCAP_RUNS_PER_GPU": "1"}
 # Outputs that legitimately differ between two runs: timings, host, Snakemake's
 # bookkeeping. Everything else under results/ must be byte-identical, except
 # metrics.json (compared without timings and host) and the CSVs with timings.
@@ -284,16 +235,24 @@ def study(slurm_cluster, tmp_path_factory) -> Study:
     study = Study(local, slurm)
     try:
         study.faulty = snakemake(
-            slurm, "--configfile", STUDY_CONFIG, "--keep-going", env={"UNETCAP_FAULT": FAULT}, timeout=300
-        )
+            slurm,
+            "--configfile", STUDY_CONFIG, "--keep-going",
+            env={**ONE_RUN_PER_JOB, "UNETCAP_FAULT": FAULT}, timeout=300,
+        )  # fmt: skip
         study.done_after_faulty = sorted(
             str(p.parent.relative_to(slurm)) for p in (slurm / RESULTS / "runs").rglob("metrics.json")
         )
-        study.dry = snakemake(slurm, "--configfile", STUDY_CONFIG, "--dry-run", timeout=120)
+        # the user's own spelling: `--profile slurm` from the repository root finds
+        # profiles/slurm through the link `slurm` (Snakemake looks in the working directory)
+        study.dry = snakemake(
+            slurm, "--configfile", STUDY_CONFIG, "--dry-run", env=ONE_RUN_PER_JOB, profile="slurm", timeout=120
+        )
         # the rerun takes the profile from SNAKEMAKE_PROFILE instead of --profile
         study.rerun = snakemake(
-            slurm, "--configfile", STUDY_CONFIG, env={"SNAKEMAKE_PROFILE": "profiles/slurm"}, profile=False, timeout=300
-        )
+            slurm,
+            "--configfile", STUDY_CONFIG,
+            env={**ONE_RUN_PER_JOB, "SNAKEMAKE_PROFILE": "profiles/slurm"}, profile=None, timeout=300,
+        )  # fmt: skip
     finally:
         study.local_rc = local_proc.wait(timeout=600)
         local_log.close()
@@ -335,6 +294,7 @@ def test_failed_runs_are_retried_with_more_memory_and_time(study: Study):
 def test_rerun_schedules_only_the_failed_runs(study: Study):
     dry = study.dry
     assert dry.returncode == 0, dry.explain()
+    assert "Using profiles slurm and" in dry.text  # the bare `--profile slurm`, found through the link
     counts = job_counts(dry.text)
     assert counts.get("train") == 2, counts
     for done in ("phantom", "cohort", "prepare", "splits"):
@@ -427,7 +387,7 @@ def test_forcing_one_fold_schedules_it_and_the_summary(study: Study):
     """The README's command for retraining one fold, as a dry run."""
     target = next((study.slurm / RESULTS / "runs").glob("size*/resnet18/*/fold0/metrics.json"))
     dry = snakemake(study.slurm, "--configfile", STUDY_CONFIG, "--dry-run", "--forcerun",
-                    str(target.relative_to(study.slurm)))  # fmt: skip
+                    str(target.relative_to(study.slurm)), env=ONE_RUN_PER_JOB)  # fmt: skip
     assert dry.returncode == 0, dry.explain()
     counts = job_counts(dry.text)
     assert counts.get("train") == 1 and counts.get("merge") == 1, counts
@@ -442,7 +402,7 @@ def test_cancelled_run_resumes_from_its_checkpoint(study: Study):
     checkpoint = target.parent / "checkpoint" / "state.npz"
     for _ in range(2):  # the cancel can lose the race against a fast last epoch
         log = study.slurm / f"snakemake-cancel-{time.monotonic_ns()}.log"
-        env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV}
+        env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV} | ONE_RUN_PER_JOB
         with log.open("w") as fh:
             proc = subprocess.Popen(
                 ["timeout", "-k", "20", "240", sys.executable, "-m", "snakemake", "--profile", str(PROFILE),
@@ -456,7 +416,7 @@ def test_cancelled_run_resumes_from_its_checkpoint(study: Study):
                     ids = re.findall(r"submitted with SLURM jobid (\d+)", log.read_text())
                     if ids:
                         cancelled = ids[0]
-                        _cmd("scancel", cancelled)
+                        tool("scancel", cancelled)
                 time.sleep(0.1)
             rc = proc.wait(timeout=240)
         run = Run(study.slurm, subprocess.CompletedProcess([], rc), log, 0)
@@ -472,6 +432,111 @@ def test_cancelled_run_resumes_from_its_checkpoint(study: Study):
     local = study.local / rel
     assert _comparable(target) == _comparable(local)
     assert _comparable(target.parent / "history.csv") == _comparable(local.parent / "history.csv")
+
+
+# --------------------------------------------------------------------------- several runs per GPU
+# Four runs per GPU: the study's four training runs and their pack job are one group
+# job, one Slurm job on one GPU, where the four run side by side. The first run leaves
+# UNETCAP_RUNS_PER_GPU unset (the profile's default, 4, reaches the workflow and the
+# job), the others set it. The stages before training come from the study's Slurm run,
+# so that only training runs here.
+PACKED = {"UNETCAP_RUNS_PER_GPU": "4"}
+PACK_FLAG = RESULTS / "packs" / "pack0.done"
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", flags=re.MULTILINE)
+
+
+class Packed:
+    """Four runs per GPU: a run of the four; a forced rerun where one of them fails; the
+    plan of the next invocation."""
+
+    def __init__(self, workdir: Path, runs: list[str], failing: str):
+        self.workdir, self.runs, self.failing = workdir, runs, failing
+
+    def log_spans(self) -> list[tuple[str, str]]:
+        """Each training log's first and last time stamp."""
+        spans = []
+        for log in (self.workdir / "logs" / "slurm-test" / "train").rglob("*.log"):
+            times = LOG_TIME.findall(log.read_text())
+            spans.append((times[0], times[-1]))
+        return spans
+
+    def done(self) -> dict[str, int]:
+        """The runs with a metrics.json (folders under runs/), with its mtime in ns."""
+        root = self.workdir / RESULTS / "runs"
+        return {str(p.parent.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("metrics.json")}
+
+
+@pytest.fixture(scope="module")
+def packed(study: Study, tmp_path_factory) -> Packed:
+    workdir = study_workdir(tmp_path_factory, "study-packed")
+    for stage in ("phantom", "cohort", "prepared", "splits"):
+        shutil.copytree(study.slurm / RESULTS / stage, workdir / RESULTS / stage)
+    shutil.copytree(study.slurm / ".snakemake" / "metadata", workdir / ".snakemake" / "metadata")
+    root = study.local / RESULTS / "runs"
+    runs = sorted(str(p.parent.relative_to(root)) for p in root.rglob("metrics.json"))
+    # the fault hits one run only: efficientnetb0, fold 1
+    packed = Packed(workdir, runs, next(r for r in runs if "/efficientnetb0/" in r and r.endswith("/fold1")))
+    # the runs and the pack flag: what merge and `all` ask for (a target comes before
+    # --configfile, which takes every name after it)
+    targets = (*(str(RESULTS / "runs" / r / "metrics.json") for r in runs), str(PACK_FLAG))
+    args = (*targets, "--configfile", STUDY_CONFIG)
+    packed.clean = snakemake(workdir, *args, timeout=300)
+    packed.done_after_clean = packed.done()
+    packed.spans_after_clean = packed.log_spans()
+    packed.unlike_local_after_clean = [
+        f"{run}/{file}"
+        for run in packed.done_after_clean
+        for file in ("metrics.json", "history.csv")
+        if _comparable(workdir / RESULTS / "runs" / run / file) != _comparable(root / run / file)
+    ]
+    # --retries 0: the profile's retry would run the four again and end the same
+    # (two more minutes here)
+    fault = {**PACKED, "UNETCAP_FAULT": f"fail:{packed.failing}"}
+    packed.faulty = snakemake(
+        workdir, *args, "--keep-going", "--forcerun", "train", "--retries", "0", env=fault, timeout=300
+    )
+    packed.done_after_faulty = packed.done()
+    packed.next = snakemake(workdir, *args, "--dry-run", env=PACKED, timeout=120)
+    return packed
+
+
+def test_four_runs_share_one_slurm_job_and_one_gpu_side_by_side(packed: Packed):
+    run = packed.clean
+    assert run.returncode == 0, run.explain()
+    assert job_counts(run.text) == {"train": 4, "pack": 1, "total": 5}, job_counts(run.text)
+    jobs = run.jobs()
+    assert len(jobs) == 1 and jobs[0]["State"] == "COMPLETED", jobs
+    job = jobs[0]
+    # one GPU for the four; CPUs and memory four runs' (cpus_per_task 4 a run)
+    assert tres(job).get("gres/gpu") == "1" and tres(job)["cpu"] == "16", job
+    run_mem = {int(m) for m in re.findall(r"rule train:.*?mem_mb=(\d+)", run.text, flags=re.DOTALL)}
+    assert len(run_mem) == 1 and mem_mb(job) == 4 * run_mem.pop(), job
+    assert sorted(packed.done_after_clean) == packed.runs, packed.done_after_clean
+    # side by side: a moment within all four runs' logs, between first and last line
+    spans = packed.spans_after_clean
+    assert len(spans) == 4 and max(a for a, _ in spans) < min(b for _, b in spans), spans
+    # the numbers of the local run: Snakemake's threads of 0 leave TensorFlow's alone
+    assert packed.unlike_local_after_clean == [], packed.unlike_local_after_clean
+    flag = (packed.workdir / PACK_FLAG).read_text().splitlines()  # the pack's runs, in grid order
+    assert sorted(str(Path(line).relative_to(RESULTS / "runs")) for line in flag) == packed.runs, flag
+
+
+def test_a_run_that_fails_in_a_pack_leaves_the_others_done_and_goes_again_alone(packed: Packed):
+    faulty = packed.faulty
+    assert faulty.returncode != 0, faulty.explain()
+    jobs = faulty.jobs()
+    assert len(jobs) == 1 and jobs[0]["State"] == "FAILED" and tres(jobs[0]).get("gres/gpu") == "1", jobs
+    # the other three runs of the job kept their metrics.json (retrained: forced)
+    others = set(packed.runs) - {packed.failing}
+    assert set(packed.done_after_faulty) == others, packed.done_after_faulty
+    assert all(packed.done_after_faulty[r] > packed.done_after_clean[r] for r in others)
+    # the next invocation: the failed run and the pack job, one group job
+    plan = packed.next
+    assert plan.returncode == 0, plan.explain()
+    assert job_counts(plan.text) == {"train": 1, "pack": 1, "total": 2}, job_counts(plan.text)
+    assert plan.text.count("Group job gpu") == 1, plan.explain()
+    outputs = re.findall(r"rule train:.*?output: ([^\n]*)", plan.text, flags=re.DOTALL)
+    assert len(outputs) == 1 and f"/{packed.failing}/metrics.json" in outputs[0], outputs
 
 
 # --------------------------------------------------------------------------- cluster names
@@ -509,15 +574,24 @@ def toy_run(tmp_path_factory, name: str, env: dict[str, str], *args: str) -> Run
     return snakemake(workdir, *args, *TOY_TARGETS, env=env, timeout=120)
 
 
-def test_account_partitions_and_gpu_model_from_the_environment(slurm_cluster, tmp_path_factory):
+@pytest.mark.parametrize("runs_per_gpu", ["1", "4"])
+def test_account_partitions_and_gpu_model_from_the_environment(runs_per_gpu, slurm_cluster, tmp_path_factory):
+    """The GPU model in both of the profile's forms of a training job's GPU: --gpus with one
+    run per GPU, the gres string of a packed job with several (the toy has no packs, so its
+    one run goes alone, in that form)."""
     env = {
         "UNETCAP_SLURM_ACCOUNT": "unetcap",
         "UNETCAP_SLURM_PARTITION": "gpu",  # not the default partition (cpu)
         "UNETCAP_SLURM_GPU_PARTITION": "cpu",
         "UNETCAP_SLURM_GPU_MODEL": "testgpu",
+        "UNETCAP_RUNS_PER_GPU": runs_per_gpu,
     }
-    run = toy_run(tmp_path_factory, "toy-env", env)
+    run = toy_run(tmp_path_factory, "toy-env", env, "--verbose")
     assert run.returncode == 0, run.explain()
+    if runs_per_gpu == "1":
+        assert " --gpus=testgpu:1" in run.text and " --gres=" not in run.text
+    else:
+        assert " --gres=gpu:testgpu:1" in run.text and " --gpus=" not in run.text
     jobs = {j["Comment"].split("_wildcards")[0]: j for j in run.jobs()}
     assert sorted(jobs) == ["rule_splits", "rule_train"], jobs
     assert all(j["State"] == "COMPLETED" and j["Account"] == "unetcap" for j in jobs.values()), jobs
@@ -528,7 +602,8 @@ def test_account_partitions_and_gpu_model_from_the_environment(slurm_cluster, tm
 
 
 def test_gres_instead_of_gpus(slurm_cluster, tmp_path_factory):
-    run = toy_run(tmp_path_factory, "toy-gres", {"UNETCAP_SLURM_GRES": "gpu:testgpu:1"}, "--verbose")
+    env = {"UNETCAP_SLURM_GRES": "gpu:testgpu:1", **ONE_RUN_PER_JOB}
+    run = toy_run(tmp_path_factory, "toy-gres", env, "--verbose")
     assert run.returncode == 0, run.explain()
     train = next(j for j in run.jobs() if j["Comment"].startswith("rule_train"))
     assert train["State"] == "COMPLETED" and tres(train).get("gres/gpu:testgpu") == "1", train

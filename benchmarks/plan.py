@@ -250,9 +250,6 @@ class Costs:
     process: float = 0.0  # the process's start and exit
     source: str = ""
 
-    def fixed(self) -> float:
-        return self.process + self.import_ + self.build + self.first_step + self.first_predict
-
 
 def holdout_batch(config: dict) -> int:
     """Images per prediction call when a run scores the holdout pool: the loop's batch,
@@ -290,12 +287,12 @@ def probe_main(spec: dict) -> None:
     copies = []
     for _ in range(3):
         t = time.perf_counter()
-        weights = net.model.get_weights()
+        weights = net.get_weights()
         copies.append(time.perf_counter() - t)
     seconds["weights"] = float(np.median(copies))
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        write_checkpoint(Path(tmp), new_state("probe", 1e-3), weights, weights, net.optimizer.get_weights())
+        write_checkpoint(Path(tmp), new_state("probe", 1e-3), weights, weights, net.optimizer_weights())
         seconds["checkpoint"] = time.perf_counter() - t
     print(json.dumps({"seconds": seconds, "started": started, "ended": time.perf_counter()}), flush=True)
 
@@ -345,11 +342,19 @@ def run_probes(config: dict, backbone: str, at_once: int, steps: int) -> Costs:
 
 
 # ----------------------------------------------------------------------------- steps table
-def read_steps_table(path) -> list[dict]:
+def read_steps_table(path, precision: str = "float32") -> list[dict]:
     """The rows of a steps table (CSV: backbone, image_size, batch_size, seconds_per_step and
-    optionally device, concurrency, predict_seconds_per_image, fixed_seconds)."""
+    optionally device, concurrency, predict_seconds_per_image, fixed_seconds, and precision
+    and channels_last, as benchmarks/gpu_throughput.py writes them: then only the rows of
+    `precision`, the config's train.precision, in the default memory format, as runs train)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    rows = [
+        row
+        for row in rows
+        if row.get("precision", precision) == precision
+        and row.get("channels_last", "False") in ("False", "false", "0", "")
+    ]
     needed = {"backbone", "image_size", "batch_size", "seconds_per_step"}
     missing = needed - set(rows[0]) if rows else needed
     if missing:
@@ -673,6 +678,7 @@ class Plan:
     table: list[dict] | None
     notes: Notes
     load: float = 0.0  # mean 1-min load average while the planner measured
+    burn: float = 0.0  # the load meter's loop, median seconds, while the planner measured
 
 
 def totals(plan: Plan, epochs: int) -> dict:
@@ -862,22 +868,30 @@ def print_packing_model(plan: Plan) -> None:
 
 # ----------------------------------------------------------------------------- the plan, and the check
 class LoadMeter:
-    """The 1-minute load average sampled every 5 s while a block runs: how busy the machine
-    was while the planner measured, and while the study ran (the two compare only when
-    alike)."""
+    """How busy the machine is while a block runs, sampled every 10 s: the 1-minute load
+    average, and the seconds a fixed pure-Python loop takes (benchmarks/run.py's `_burn`,
+    about 30 ms on a free core): the share of a core a process gets. Printed for the
+    planner's measurements and for the study it checks: the two compare only when alike."""
 
     def __enter__(self) -> LoadMeter:
         import threading
 
-        self.samples = [os.getloadavg()[0]]
+        self.loads, self.burns = [], []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
+        self._sample_once()
         self.thread.start()
         return self
 
+    def _sample_once(self) -> None:
+        self.loads.append(os.getloadavg()[0])
+        t = time.perf_counter()
+        bench._burn(BURN)
+        self.burns.append(time.perf_counter() - t)
+
     def _sample(self) -> None:
-        while not self.stop.wait(5):
-            self.samples.append(os.getloadavg()[0])
+        while not self.stop.wait(10):
+            self._sample_once()
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
@@ -885,7 +899,15 @@ class LoadMeter:
 
     @property
     def mean(self) -> float:
-        return sum(self.samples) / len(self.samples)
+        return sum(self.loads) / len(self.loads)
+
+    @property
+    def burn(self) -> float:
+        """The loop's median seconds."""
+        return sorted(self.burns)[len(self.burns) // 2]
+
+
+BURN = 1_000_000  # iterations of the load meter's loop (about 30 ms on a free core)
 
 
 def progress(text: str) -> None:
@@ -899,7 +921,7 @@ def make_plan(args) -> Plan:
     cores = args.cores or profile_cores()
     at_once = slots(cores, config["train"]["threads"])
     notes = Notes()
-    rows = read_steps_table(args.steps_table) if args.steps_table else None
+    rows = read_steps_table(args.steps_table, config["train"]["precision"]) if args.steps_table else None
     with LoadMeter() as load:
         if rows:
             costs, job, stages = table_costs(rows, config, notes), SNAKEMAKE_JOB[0], assumed_stages(config, runs, notes)
@@ -913,7 +935,9 @@ def make_plan(args) -> Plan:
     )
     notes.assume("Slurm: queueing, job start-up on a node and a GPU's CUDA start are not counted")
     schedule = Schedule.from_config(config["train"])
-    return Plan(config, runs, schedule, costs, job, stages, cores, at_once, args.runs_per_gpu, rows, notes, load.mean)
+    return Plan(
+        config, runs, schedule, costs, job, stages, cores, at_once, args.runs_per_gpu, rows, notes, load.mean, load.burn
+    )
 
 
 def measure_here(args, config: dict, runs: list[Run], cores: int, at_once: int, notes: Notes) -> tuple:
@@ -986,7 +1010,7 @@ def run_actual(configfiles, cores: int) -> dict:
         parts = run_metrics(work / "results")
     jobs = train_jobs(result.stdout + "\n" + result.stderr)
     if not jobs:
-        return {"local": seconds, "load": load.mean, "parts": parts}
+        return {"local": seconds, "load": load.mean, "burn": load.burn, "parts": parts}
     first, last = min(j["start"] for j in jobs), max(j["end"] for j in jobs)
     runs: dict[str, list[float]] = {}
     for job in jobs:
@@ -998,6 +1022,7 @@ def run_actual(configfiles, cores: int) -> dict:
         "after": started + seconds - last,
         "runs": {backbone: sum(v) / len(v) for backbone, v in runs.items()},
         "load": load.mean,
+        "burn": load.burn,
         "parts": parts,
     }
 
@@ -1052,9 +1077,13 @@ def print_check(plan: Plan, predicted: dict, actual: dict) -> None:
     ratio = predicted["local"] / actual["local"]
     verdict = "within" if abs(ratio - 1) <= 0.25 else "outside"
     print(
-        f"Ratio predicted / actual: {ratio:.2f} ({verdict} the target of ±25 %). Mean 1-min load average while "
-        f"the planner measured: {plan.load:.1f}; while the study ran: {actual['load']:.1f} ({plan.cores} cores; "
-        "each includes this planner's own processes). Phases and jobs from Snakemake's log (whole seconds)."
+        f"Ratio predicted / actual: {ratio:.2f} ({verdict} the target of ±25 %). Phases and jobs from "
+        "Snakemake's log (whole seconds)."
+    )
+    print(
+        f"The machine while the planner measured / while the study ran: load average {plan.load:.1f} / "
+        f"{actual['load']:.1f}; a fixed Python loop {1000 * plan.burn:.0f} / {1000 * actual['burn']:.0f} ms "
+        "(median; both with this planner's own processes running): the two compare only when these are alike."
     )
 
 
@@ -1089,8 +1118,9 @@ def main(argv: list[str]) -> None:
     print_costs(plan)
     if not plan.table:
         print(
-            f"Measured while the 1-min load average was {plan.load:.1f} on {len(os.sched_getaffinity(0))} CPUs "
-            "(the probes' own processes included): timings scale with what else runs."
+            f"Measured while the 1-min load average was {plan.load:.1f} on {len(os.sched_getaffinity(0))} CPUs and "
+            f"a fixed Python loop took {1000 * plan.burn:.0f} ms (median; the probes' own processes included): "
+            "timings scale with what else runs."
         )
     print_runs(plan, plan.schedule.epoch_bounds()[1])
     predicted = print_totals(plan)

@@ -308,9 +308,11 @@ def bench_demo() -> None:
 
 
 def timed(fn, *args) -> float:
-    """Seconds of one call of a compiled function, its result brought back to numpy."""
+    """Seconds of one call of a network's function, its result brought back to numpy."""
+    import numpy as np
+
     t = time.perf_counter()
-    fn(*args).numpy()
+    np.asarray(fn(*args))
     return time.perf_counter() - t
 
 
@@ -524,7 +526,7 @@ def fit_probe(contender: str, backbone: str, image_size: int, n_train: int, n_va
         max_epochs=epochs, patience=epochs, batch_size=FIT["batch"], threads=FIT["threads"], checkpoint_every=1e9
     )
     net = train.build_network(backbone, image_size, FIT["lr"], FIT["reg"], 1, settings)
-    model, optimizer = net.model, net.optimizer
+    model, optimizer = net.model, net.optimizer  # TensorFlow's (the contender "keras" is Keras' fit)
     rng = np.random.default_rng(0)
     pairs = [ring_image(rng, image_size, empty=i % 10 == 9) for i in range(n_train + n_val)]
     x = np.stack([image for image, _ in pairs])[..., None]
@@ -535,17 +537,7 @@ def fit_probe(contender: str, backbone: str, image_size: int, n_train: int, n_va
             x[:n_train], y[:n_train], x[n_train:], y[n_train:], x[:0], y[:0], np.zeros(0, np.int64), image_size, "", {}
         )
         with tempfile.TemporaryDirectory() as tmp:
-            loop = Loop(
-                model,
-                optimizer,
-                net.train_step,
-                net.predict,
-                net.penalty,
-                data,
-                settings,
-                seed=1,
-                checkpoint=Path(tmp) / "checkpoint",
-            )
+            loop = Loop(net, data, settings, seed=1, checkpoint=Path(tmp) / "checkpoint")
             state = new_state("benchmark", FIT["lr"])
             fit(loop, state, None, t)
         epochs_run = state["epoch"]

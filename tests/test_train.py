@@ -393,35 +393,38 @@ def test_runs_keep_segmentations_of_the_same_test_images(store, reference, tmp_p
 
 
 def frozen_loop(tmp_path, settings, hooks=()):
-    """The epoch loop around a network with no weights whose validation loss never improves
-    after epoch 1: only the loop's bookkeeping (and its hooks) run."""
-    import tensorflow as tf
-
+    """The epoch loop around a network (the interface every backend's has) with no weights
+    whose validation loss never improves after epoch 1: only the loop's bookkeeping (and
+    its hooks) run."""
     from unetcap.train.data import RunData
     from unetcap.train.loop import Loop
 
     class Frozen:
-        layers = []
+        def train_step(self, x, y):
+            return 0.5
+
+        def predict(self, x):
+            return np.full(x.shape, 0.2, np.float32)
+
+        def penalty(self):
+            return 0.0
 
         def get_weights(self):
             return []
 
+        def optimizer_weights(self):
+            return []
+
+        def set_lr(self, value):
+            self.lr = value
+
+        def seed_dropout(self, seed, epoch):
+            pass
+
     x = np.zeros((4, 32, 32, 1), np.float32)
     y = np.zeros((4, 32, 32, 1), np.uint8)
     data = RunData(x, y, x, y, x, y, np.arange(4), 32, "sha", {})
-    optimizer = type("Optimizer", (), {"learning_rate": tf.Variable(1e-3), "get_weights": lambda self: []})()
-    return Loop(
-        Frozen(),
-        optimizer,
-        lambda xb, yb: 0.5,
-        lambda xb: tf.constant(np.full(xb.shape, 0.2, np.float32)),
-        lambda: 0.0,
-        data,
-        settings,
-        seed=1,
-        checkpoint=tmp_path / "checkpoint",
-        hooks=hooks,
-    )
+    return Loop(Frozen(), data, settings, seed=1, checkpoint=tmp_path / "checkpoint", hooks=hooks)
 
 
 @pytest.mark.parametrize("min_epochs, epochs", [(0, 2), (4, 4)])

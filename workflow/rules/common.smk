@@ -31,7 +31,14 @@ pathvars:
 
 
 PHANTOM_DIR = "<results>/phantom"
-RUN_DIR = "<results>/runs/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}"
+# The runs of each training backend (config train.backend) in their own folders, so that
+# switching it never overwrites a run: TensorFlow's under runs/, PyTorch's under runs/pytorch/.
+BACKEND_DIR = "" if config["train"]["backend"] == "tensorflow" else f"{config['train']['backend']}/"
+RUN_DIR = f"<results>/runs/{BACKEND_DIR}size{{size}}/{{backbone}}/lr{{lr}}_reg{{reg}}/fold{{fold}}"
+# The conda environment (--sdm conda) of rule train, per backend.
+TRAIN_ENV = {"tensorflow": "../../envs/train.yaml", "pytorch": "../../envs/train-pytorch.yaml"}[
+    config["train"]["backend"]
+]
 
 
 def cohort_dir():

@@ -14,11 +14,11 @@ rule train:
         history=f"{RUN_DIR}/history.csv",
         segmentations=f"{RUN_DIR}/segmentations.npz",
     log:
-        "<logs>/train/size{size}/{backbone}/lr{lr}_reg{reg}/fold{fold}.log",
+        f"<logs>/train/{BACKEND_DIR}size{{size}}/{{backbone}}/lr{{lr}}_reg{{reg}}/fold{{fold}}.log",
     group:
         TRAIN_GROUP
     conda:
-        "../../envs/train.yaml"
+        TRAIN_ENV
     threads: config["train"]["threads"]
     resources:
         mem_mb=train_mem_mb,

@@ -1,7 +1,8 @@
 """Training runs (the study's stage 4): a U-Net trained from scratch on one fold of one
 dataset size, scored on its validation fold and on the subset's test set.
 
-The model is `segmentation_models.Unet(backbone, encoder_weights=None, input_shape=(S, S, 1),
+The model (backend tensorflow, the default; `pytorch` describes the other) is
+`segmentation_models.Unet(backbone, encoder_weights=None, input_shape=(S, S, 1),
 classes=1, activation="sigmoid")` with an L2 penalty `reg * sum(w**2)` on every convolution,
 depthwise-convolution and dense kernel (segmentation-models' own set_regularization misses
 EfficientNet's depthwise kernels). Loss: mean binary cross-entropy (plus a soft Dice term
@@ -18,11 +19,13 @@ also when it was interrupted and resumed from its checkpoint.
 
 The parts, each a module: `settings` (what a run may be told, with defaults), `data` (the
 run's arrays, an epoch's batches, augmentation), `model` (TensorFlow, the U-Net, the loss
-and the compiled functions: `build_network`, the build step the benchmarks share),
-`precision` (mixed precision, XLA and the GPU's memory, as the settings ask), `loop`
-(epochs, validation, early stopping, and the `Hook`s that act at each epoch's start and
-end), `checkpoint`, `faults` (injected for tests, as a hook), `run` (the `Trainer`: one
-run's steps in the order they happen, build, resume, fit, score, record, save).
+and the compiled functions, and `Network`, the interface the loop uses), `precision` (mixed
+precision, XLA and the GPU's memory, as the settings ask), `pytorch` (the same network on
+PyTorch, `train.backend: pytorch`), `network` (`build_network`, the build step for the
+configured backend, which the benchmarks share), `loop` (epochs, validation, early
+stopping, and the `Hook`s that act at each epoch's start and end), `checkpoint`, `faults`
+(injected for tests, as a hook), `run` (the `Trainer`: one run's steps in the order they
+happen, build, resume, fit, score, record, save).
 """
 
 from unetcap.train.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
@@ -33,7 +36,6 @@ from unetcap.train.model import (
     Network,
     add_l2,
     build_model,
-    build_network,
     configure_tensorflow,
     import_sm,
     kernel_variables,
@@ -43,10 +45,13 @@ from unetcap.train.model import (
     seed_dropout,
     soft_dice_loss,
 )
+from unetcap.train.network import BUILDERS, VERSIONS, build_network
 from unetcap.train.run import Trainer, train_run
 from unetcap.train.settings import Augment, Settings, run_seed
 
 __all__ = [
+    "BUILDERS",
+    "VERSIONS",
     "CHECKPOINT_DIR",
     "CHECKPOINT_FILE",
     "FAULT_ENV",

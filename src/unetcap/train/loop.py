@@ -19,7 +19,6 @@ import numpy as np
 from unetcap.scoring import Score
 from unetcap.train.checkpoint import write_checkpoint
 from unetcap.train.data import RunData, augment_batch, epoch_batches
-from unetcap.train.model import seed_dropout
 from unetcap.train.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,10 +63,11 @@ def train_epoch(train_step, data: RunData, settings: Settings, seed: int, epoch:
 
 
 def score(predict, x: np.ndarray, y: np.ndarray, batch_size: int) -> Score:
-    """BCE, soft Dice and global DICE of a set under the current weights."""
+    """BCE, soft Dice and global DICE of a set under the current weights (`predict`: a
+    network's, numpy in and out)."""
     result = Score()
     for start in range(0, len(x), batch_size):
-        result.add(y[start : start + batch_size], predict(x[start : start + batch_size]).numpy())
+        result.add(y[start : start + batch_size], predict(x[start : start + batch_size]))
     return result
 
 
@@ -111,14 +111,10 @@ class Hook:
 
 @dataclass
 class Loop:
-    """What `fit` works with: the compiled functions, the model and its optimizer, the data,
-    the run's folder and seed, and its hooks."""
+    """What `fit` works with: the network (any backend's: `model.Network`), the data, the
+    run's folder and seed, and its hooks."""
 
-    model: object
-    optimizer: object
-    train_step: object
-    predict: object
-    penalty: object  # () -> the current L2 penalty
+    net: object
     data: RunData
     settings: Settings
     seed: int
@@ -126,9 +122,7 @@ class Loop:
     hooks: tuple = field(default_factory=tuple)
 
     def set_lr(self, value: float) -> None:
-        import tensorflow as tf
-
-        tf.keras.backend.set_value(self.optimizer.learning_rate, value)
+        self.net.set_lr(value)
 
 
 def fit(loop: Loop, state: dict, best_weights, started: float):
@@ -145,8 +139,8 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
         lr_now = state["lr"]
         for hook in loop.hooks:
             hook.on_epoch_start(loop, epoch)
-        seed_dropout(loop.model, loop.seed, epoch)
-        loss, step_seconds, steps = train_epoch(loop.train_step, loop.data, s, loop.seed, epoch)
+        loop.net.seed_dropout(loop.seed, epoch)
+        loss, step_seconds, steps = train_epoch(loop.net.train_step, loop.data, s, loop.seed, epoch)
         first_step = first_step if first_step is not None else step_seconds
         row = {"epoch": epoch, "lr": lr_now, "loss": loss, "steps": steps}
         state["epoch"] = epoch
@@ -160,7 +154,7 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
         if not math.isfinite(val_loss):
             status, detail = "diverged", f"validation loss {val_loss} in epoch {epoch}"
             break
-        current = loop.model.get_weights()
+        current = loop.net.get_weights()
         best_weights = _early_stopping(loop, state, val_loss, current, best_weights)
         now = time.perf_counter()
         state["seconds_train"] += now - attempt_start
@@ -171,7 +165,7 @@ def fit(loop: Loop, state: dict, best_weights, started: float):
                 state,
                 current,
                 None if best_weights is current else best_weights,
-                loop.optimizer.get_weights(),
+                loop.net.optimizer_weights(),
             )
             last_checkpoint = time.perf_counter()
         for hook in loop.hooks:
@@ -185,8 +179,8 @@ def _validate(loop: Loop, state: dict, row: dict, t_epoch: float) -> float:
     `t_epoch`): the row completed, appended to the history and logged. Returns the loss that
     early stopping watches."""
     s = loop.settings
-    val = score(loop.predict, loop.data.x_val, loop.data.y_val, s.batch_size)
-    val_loss = validation_loss(val, s.loss, loop.penalty())
+    val = score(loop.net.predict, loop.data.x_val, loop.data.y_val, s.batch_size)
+    val_loss = validation_loss(val, s.loss, loop.net.penalty())
     row.update(val_loss=val_loss, val_dice=val.dice, val_bce=val.bce, seconds=time.perf_counter() - t_epoch)
     state["rows"].append(row)
     log.info(

@@ -299,17 +299,53 @@ def make_functions(
 class Network:
     """A run's network, ready to train: the model, its optimizer, the two compiled functions,
     how TensorFlow was set up (`configure_tensorflow`) and the seconds the set-up took
-    (`import`: TensorFlow and segmentation-models; `build`: model, optimizer, functions)."""
+    (`import`: TensorFlow and segmentation-models; `build`: model, optimizer, functions).
+
+    Its methods are what the loop and the trainer use, the same for every backend
+    (`pytorch.TorchNetwork` has them too): train_step(x, y) -> the batch loss; predict(x)
+    -> probabilities, numpy (n, S, S, 1); the weights and the optimizer's state as lists of
+    arrays; the learning rate; the dropout generators; the parameter count; the saved model."""
 
     model: object
     optimizer: object
     train_step: object
-    predict: object
+    compiled_predict: object
     setup: dict
     seconds: dict
+    backend = "tensorflow"
+    model_file = "model.keras"
+
+    def predict(self, x):
+        return self.compiled_predict(x).numpy()
 
     def penalty(self) -> float:
         return penalty(self.model)
+
+    def get_weights(self) -> list:
+        return self.model.get_weights()
+
+    def set_weights(self, weights: list) -> None:
+        self.model.set_weights(weights)
+
+    def optimizer_weights(self) -> list:
+        return self.optimizer.get_weights()
+
+    def set_optimizer_weights(self, weights: list) -> None:
+        self.optimizer.set_weights(weights)
+
+    def set_lr(self, value: float) -> None:
+        import tensorflow as tf
+
+        tf.keras.backend.set_value(self.optimizer.learning_rate, value)
+
+    def seed_dropout(self, seed: int, epoch: int) -> None:
+        seed_dropout(self.model, seed, epoch)
+
+    def count_params(self) -> int:
+        return int(self.model.count_params())
+
+    def save(self, path) -> None:
+        self.model.save(path)
 
 
 def build_network(backbone: str, image_size: int, lr: float, reg: float, seed: int, settings: Settings) -> Network:

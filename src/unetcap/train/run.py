@@ -22,12 +22,10 @@ from unetcap.train.checkpoint import CHECKPOINT_DIR, read_checkpoint
 from unetcap.train.data import load_run_data, segmentation_rows
 from unetcap.train.faults import FaultHook, faults, raise_injected_failure
 from unetcap.train.loop import Loop, fit, new_state, score, score_holdout
-from unetcap.train.model import build_network
+from unetcap.train.network import VERSIONS, build_network
 from unetcap.train.settings import Settings, run_seed
 
 log = logging.getLogger(__name__)
-
-VERSIONS = ("tensorflow", "tf_keras", "segmentation_models", "efficientnet", "numpy", "python")
 
 
 def train_run(
@@ -106,11 +104,12 @@ class Trainer:
         run, s = self.run, self.settings
         self.net = build_network(run["backbone"], self.data.image_size, run["lr"], run["reg"], run["seed"], s)
         self.seconds.update(self.net.seconds)
-        self.initial = self.net.model.get_weights()
+        self.initial = self.net.get_weights()
         setup = self.net.setup
         log.info(
-            "TensorFlow on %s, %d threads, op determinism %s, grappler %s (train) %s (predict), "
+            "%s on %s, %d threads, op determinism %s, grappler %s (train) %s (predict), "
             "precision %s, XLA %s, GPU memory growth %s, limit %s MB",
+            s.backend,
             device(),
             s.threads,
             *("on" if setup[k] else "off" for k in ("deterministic", "grappler_train", "grappler_predict")),
@@ -122,24 +121,10 @@ class Trainer:
 
     def resume(self) -> None:
         key = _resume_key(self.run, self.settings, self.data)
-        self.state, self.best_weights = _resume(
-            self.net.model, self.net.optimizer, self.checkpoint, key, self.run["lr"]
-        )
+        self.state, self.best_weights = _resume(self.net, self.checkpoint, key, self.run["lr"])
 
     def fit(self) -> None:
-        net = self.net
-        loop = Loop(
-            net.model,
-            net.optimizer,
-            net.train_step,
-            net.predict,
-            net.penalty,
-            self.data,
-            self.settings,
-            self.run["seed"],
-            self.checkpoint,
-            hooks=self.hooks,
-        )
+        loop = Loop(self.net, self.data, self.settings, self.run["seed"], self.checkpoint, hooks=self.hooks)
         self.status, self.detail, self.best_weights, first_step = fit(loop, self.state, self.best_weights, self.started)
         self.seconds["train"] = self.state["seconds_train"]
         self.seconds["first_step"] = first_step if first_step is not None else math.nan
@@ -147,7 +132,7 @@ class Trainer:
     def score(self) -> None:
         """Restore the best weights (the initial ones when no epoch completed) and score them."""
         predict, data, batch = self.net.predict, self.data, self.settings.batch_size
-        self.net.model.set_weights(self.best_weights if self.state["best_epoch"] else self.initial)
+        self.net.set_weights(self.best_weights if self.state["best_epoch"] else self.initial)
         t = time.perf_counter()
         self.scores = {
             "val": score(predict, data.x_val, data.y_val, batch),
@@ -184,7 +169,7 @@ class Trainer:
             "status": self.status,
             "epochs": state["epoch"],
             "best_epoch": state["best_epoch"],
-            "params": int(self.net.model.count_params()),
+            "params": self.net.count_params(),
             "n_images": self.data.counts(),
             "val": {"bce": val.bce, "dice": val.dice},
             "test": {"bce": test.bce, "dice": test.dice},
@@ -193,7 +178,7 @@ class Trainer:
             "provenance": {
                 "data_sha256": self.data.data_sha256,
                 "config_sha256": str(config_sha256),
-                "versions": versions(*VERSIONS),
+                "versions": versions(*VERSIONS[s.backend]),
                 "device": device(),
                 "host": host(),
             },
@@ -214,12 +199,13 @@ class Trainer:
         return self.result
 
     def save(self, metrics, history, segmentations=None) -> None:
-        """The run's files: model.keras (with `save_model`), segmentations.npz, history.csv,
-        then metrics.json last (its presence marks a finished run); the checkpoint is removed."""
+        """The run's files: the model (with `save_model`: model.keras, or model.pt for
+        pytorch), segmentations.npz, history.csv, then metrics.json last (its presence marks a
+        finished run); the checkpoint is removed."""
         s, run = self.settings, self.run
         if s.save_model:
-            with atomic_path(self.run_dir / "model.keras") as tmp:
-                self.net.model.save(tmp)
+            with atomic_path(self.run_dir / self.net.model_file) as tmp:
+                self.net.save(tmp)
         if segmentations is not None:
             _keep_segmentations(
                 segmentations, self.net.predict, self.data, s.keep_segmentations, run["config_seed"], run["size"]
@@ -253,16 +239,16 @@ def _resume_key(run: dict, s: Settings, data) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _resume(model, optimizer, folder: Path, key: str, lr: float):
+def _resume(net, folder: Path, key: str, lr: float):
     """(loop state, best weights so far): from the run's checkpoint when it has one made
-    with `key` (the model and optimizer then hold its weights), else a new state and None
-    (no best epoch yet)."""
+    with `key` (the network's model and optimizer then hold its weights), else a new state
+    and None (no best epoch yet)."""
     restored = read_checkpoint(folder, key)
     if not restored:
         return new_state(key, lr), None
     state, weights, best, optimizer_weights = restored
-    model.set_weights(weights)
-    optimizer.set_weights(optimizer_weights)
+    net.set_weights(weights)
+    net.set_optimizer_weights(optimizer_weights)
     state["resumed"] += 1
     log.info("resumed from %s after epoch %d (best epoch %d)", folder, state["epoch"], state["best_epoch"])
     return state, best if best is not None else weights
@@ -302,5 +288,5 @@ def _keep_segmentations(path, predict, data, count: int, seed: int, size: int) -
     position = {int(row): i for i, row in enumerate(data.test_rows)}
     where = np.array([position[int(row)] for row in rows], np.int64)
     x, y = data.x_test[where], data.y_test[where]
-    probability = predict(x).numpy() if len(rows) else np.zeros((0, *x.shape[1:]), np.float32)
+    probability = predict(x) if len(rows) else np.zeros((0, *x.shape[1:]), np.float32)
     write_run_segmentations(path, rows, y[..., 0], probability[..., 0])

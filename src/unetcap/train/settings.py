@@ -24,6 +24,7 @@ SCHEDULES = schema.allowed("train", "schedule")
 LOSSES = schema.allowed("train", "loss")
 GRAPPLER = schema.allowed("train", "grappler")
 PRECISIONS = schema.allowed("train", "precision")
+BACKENDS = schema.allowed("train", "backend")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Settings:
     precision: str
     jit: bool
     gpu_memory_mb: int | None
+    backend: str
 
     @classmethod
     def names(cls) -> list[str]:
@@ -110,6 +112,7 @@ class Settings:
             "steps_per_epoch",
             "precision",
             "jit",
+            "backend",
         )
         return {**{k: getattr(self, k) for k in kept}, "augment": dataclasses.asdict(self.augment)}
 

@@ -1,0 +1,157 @@
+"""The PyTorch backend (config `train.backend: pytorch`, unetcap.train.pytorch): the same
+U-Nets as segmentation-models' (parameter counts), the same losses and BatchNorm momentum,
+a run that is the same twice and resumes bit-identical after a hard kill, writes the same
+metrics.json fields as a TensorFlow run, and learns at the demo's settings."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_learning import DEMO, SIZE, demo_like_study  # noqa: F401 (the fixture, shared)
+from test_precision import demo_run
+from test_train import comparable, run_args, run_in_subprocess
+from tiny_store import TF_THREADS as THREADS
+from tiny_store import write_tiny_store
+
+from unetcap import UnetcapError, train
+from unetcap.study import BACKBONES
+from unetcap.train import pytorch
+
+# Parameters (Keras' count: BatchNorm statistics included) of a PyTorch U-Net against the
+# TensorFlow one of the same encoder at one input channel: equal for the VGGs and the
+# EfficientNets (unetcap.train.pytorch_encoders gives smp's EfficientNet segmentation-models'
+# features); the ResNets differ by at most this share, because segmentation-models' ResNets
+# (classification_models) are pre-activation ResNets, BatchNorm before each convolution,
+# and torchvision's, which smp uses, put it after: the same convolutions, BatchNorm layers
+# over other channel counts (resnet18: 771 fewer in PyTorch, resnet50: 15,101 more).
+PARAMS_TOLERANCE = {"resnet18": 1e-4, "resnet50": 1e-3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pinned_tensorflow():
+    train.configure_tensorflow(THREADS)  # before any TensorFlow build in this process
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """8 train, 8 val (fold 0) and 8 test images of 32 x 32 (tests/test_train.py's)."""
+    return write_tiny_store(tmp_path_factory.mktemp("store"), image_size=32, per_patient=4)
+
+
+def torch_args(store, run_dir, **settings):
+    return run_args(store, run_dir, backend="pytorch", **settings)
+
+
+@pytest.fixture(scope="module")
+def reference(store, tmp_path_factory):
+    """An uninterrupted efficientnetb0 run on PyTorch (drop-connect draws), 4 epochs."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    return train.train_run(**torch_args(store, run_dir)), run_dir
+
+
+def test_backend_is_a_setting_that_keys_the_checkpoint_and_jit_is_refused():
+    default = train.Settings.from_config()
+    assert default.backend == "tensorflow"
+    chosen = train.Settings.from_config(backend="pytorch", threads=THREADS)
+    assert chosen.resume_key() != default.resume_key() and chosen.resume_key()["backend"] == "pytorch"
+    with pytest.raises(UnetcapError, match="train.backend: 'jax'"):
+        train.Settings.from_config(backend="jax")
+    with pytest.raises(UnetcapError, match="train.jit"):
+        train.build_network("resnet18", 32, 1e-3, 0.0, 1, train.Settings.from_config(backend="pytorch", jit=True))
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_a_pytorch_unet_has_the_parameters_of_the_tensorflow_one(backbone):
+    tf_params = train.build_model(backbone, 32, 0.0, seed=1).count_params()
+    torch_params = pytorch.keras_params(pytorch.build_model(backbone, seed=1))
+    assert abs(torch_params / tf_params - 1) <= PARAMS_TOLERANCE.get(backbone, 0), (backbone, tf_params, torch_params)
+
+
+def test_losses_are_the_keras_ones_on_the_same_predictions():
+    import tensorflow as tf
+    import torch
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4, 1, 8, 8)).astype(np.float32)
+    y = (rng.random((4, 1, 8, 8)) > 0.6).astype(np.float32)
+    p = tf.sigmoid(logits)
+    bce = float(tf.keras.losses.BinaryCrossentropy()(y, p))
+    for loss, want in (("bce", bce), ("bce+dice", bce + float(train.soft_dice_loss(y, p)))):
+        got = float(pytorch.loss_of(torch.from_numpy(logits), torch.from_numpy(y), loss, 0.0, []))
+        assert got == pytest.approx(want, rel=1e-5), loss
+    weights = [torch.full((3, 3), 2.0)]
+    assert float(pytorch.loss_of(torch.zeros(1), torch.zeros(1), "bce", 0.1, weights)) == pytest.approx(
+        np.log(2) + 0.1 * 9 * 4
+    )
+
+
+@pytest.mark.parametrize("keras, torch_momentum", [(None, 0.01), (0.9, 0.1)])
+def test_batchnorm_momentum_is_keras_in_pytorchs_convention(keras, torch_momentum):
+    import torch
+
+    model = pytorch.build_model("resnet18", seed=1, batchnorm_momentum=keras)
+    momenta = [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(momenta) > 10 and momenta == pytest.approx([torch_momentum] * len(momenta))
+
+
+def test_the_penalty_covers_every_convolution_and_linear_kernel_depthwise_included():
+    import torch
+
+    model = pytorch.build_model("efficientnetb0", seed=1)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert any(m.groups > 1 for m in convs)  # EfficientNet's depthwise convolutions
+    assert len(pytorch.kernels(model)) == len(convs) + sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+
+
+@pytest.mark.slow
+def test_a_pytorch_run_writes_what_a_tensorflow_run_writes(store, reference, tmp_path):
+    metrics, run_dir = reference
+    assert metrics["status"] == "ok" and metrics["epochs"] == 4
+    assert metrics["train"]["backend"] == "pytorch" and metrics["train"]["deterministic"] is True
+    assert (
+        metrics["provenance"]["versions"]["torch"] and metrics["provenance"]["versions"]["segmentation_models_pytorch"]
+    )
+    tensorflow = train.train_run(**run_args(store, tmp_path / "tf", max_epochs=1))
+    assert tensorflow["train"]["backend"] == "tensorflow"
+
+    def fields(obj, prefix=""):
+        if not isinstance(obj, dict) or prefix.endswith("versions"):
+            return {prefix}
+        return set().union(*(fields(v, f"{prefix}.{k}") for k, v in obj.items()))
+
+    assert fields(metrics) == fields(tensorflow)
+    assert list(pd.read_csv(run_dir / "history.csv").columns) == list(pd.read_csv(tmp_path / "tf/history.csv").columns)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv", "metrics.json"]
+
+
+@pytest.mark.slow
+def test_a_pytorch_run_is_the_same_twice_and_resumes_as_if_uninterrupted(store, reference, tmp_path):
+    again = train.train_run(**torch_args(store, tmp_path / "again"))
+    assert comparable(again) == comparable(reference[0])
+    run_dir = tmp_path / "run"
+    args = torch_args(store, run_dir)
+    killed = run_in_subprocess(args, fault="exit_after_epoch:2")
+    assert killed.returncode == train.FAULT_EXIT_CODE, killed.stderr[-2000:]
+    resumed = train.train_run(**args)
+    assert resumed["train"]["resumed"] == 1
+    assert comparable(resumed) == comparable(reference[0])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run_dir / "history.csv").drop(columns="seconds"),
+        pd.read_csv(reference[1] / "history.csv").drop(columns="seconds"),
+    )
+
+
+@pytest.mark.slow
+def test_a_diverging_pytorch_run_keeps_its_initial_weights(store, tmp_path, monkeypatch):
+    monkeypatch.setenv(train.FAULT_ENV, "diverge_at_epoch:1")
+    metrics = train.train_run(**torch_args(store, tmp_path / "run", backbone="resnet18", max_epochs=2))
+    assert metrics["status"] == "diverged" and metrics["best_epoch"] == 0 and metrics["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_pytorch_at_the_demos_settings_learns_the_myocardium(demo_like_study, tmp_path):  # noqa: F811
+    metrics = demo_run(demo_like_study, tmp_path / "run", backend="pytorch", save_model=True)
+    assert metrics["status"] == "ok" and metrics["train"]["backend"] == "pytorch"
+    assert metrics["train"]["steps"] == DEMO["train"]["steps_per_epoch"] * DEMO["train"]["max_epochs"]
+    assert metrics["val"]["dice"] >= 0.5, metrics["val"]
+    assert metrics["test"]["dice"] >= 0.5, metrics["test"]
+    assert (tmp_path / "run" / "model.pt").stat().st_size > 4 * metrics["params"] * 0.9

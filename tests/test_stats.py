@@ -658,3 +658,19 @@ def test_the_figures_and_the_sample_size_curves_read_the_table_without_statsmode
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_backend_is_a_factor_when_the_table_holds_both_and_dropped_when_it_holds_one():
+    """A table of runs from both training backends (config train.backend): `Backend` in a
+    formula estimates the shift between them; with one backend the term is dropped with a
+    note, and a table made before the setting (no train_backend column) is TensorFlow's."""
+    metrics = synthetic.metrics_table(seed=4, **DEMO_GRID)
+    assert "train_backend" not in metrics.columns
+    assert set(model_frame(metrics).data["Backend"]) == {"tensorflow"}
+    shifted = metrics.assign(test_dice=metrics["test_dice"] + 0.05, train_backend="pytorch")
+    both = pd.concat([metrics.assign(train_backend="tensorflow"), shifted], ignore_index=True)
+    fit = fit_ols(model_frame(both).data, PAPER_OLS + " + Backend")
+    coef = coefficient_table(fit).set_index("term")
+    assert coef.loc["Backend[T.pytorch]", "estimate"] == pytest.approx(0.05, abs=1e-9)
+    one = fit_ols(model_frame(metrics).data, PAPER_OLS + " + Backend")
+    assert "Backend" not in one.formula and any("`Backend` dropped" in n for n in one.notes)

@@ -31,7 +31,7 @@ def split_formula(formula: str) -> tuple[str, list[str]]:
 
 
 def term_variables(term: str) -> list[str]:
-    """The formula variables (`ls`, `Family`, `Dataset`, `lr`, `reg`) a term uses."""
+    """The formula variables (`ls`, `Family`, `Dataset`, `lr`, `reg`, `Backend`) a term uses."""
     return [v for v in VARIABLES if re.search(rf"(?<![\w.]){v}(?![\w.])", term)]
 
 
@@ -40,7 +40,7 @@ def single_level(data: pd.DataFrame) -> dict[str, object]:
     return {v: data[v].iloc[0] for v in VARIABLES if data[v].nunique() <= 1}
 
 
-CATEGORICAL = ("ls", "Family")
+CATEGORICAL = ("ls", "Family", "Backend")
 
 
 def usable_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str], list[str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unetcap import UnetcapError
+from unetcap import UnetcapError, schema
 from unetcap.study import BACKBONES, FIGURE_ORDER
 
 METRICS = ("test_dice", "val_dice")  # every merged table has these
@@ -22,7 +22,7 @@ SCORED_ON = {
     "holdout_dice": "holdout pool: every sampled image of every holdout patient",
 }
 # The formula's variables, and the merged table's column each comes from.
-VARIABLES = {"ls": "depth", "Family": "family", "Dataset": "size", "lr": "lr", "reg": "reg"}
+VARIABLES = {"ls": "depth", "Family": "family", "Dataset": "size", "lr": "lr", "reg": "reg", "Backend": "train_backend"}
 REQUIRED = ("size", "backbone", "family", "depth", "lr", "reg", "fold", "status")
 # A run whose validation DICE ends below this learned nothing worth the name (docs/learning.md
 # §1: "all background" ends at 0): it stays in every model, as the paper's 1620 did, and every
@@ -84,9 +84,20 @@ class Frame:
     runs: str = ""  # runs used and left out, and why: the line every table carries
 
 
+def backend_column(metrics: pd.DataFrame) -> pd.Categorical:
+    """Each run's training backend (`train_backend`; tensorflow for tables made before the
+    backend was a setting), its levels in the schema's order so that the default,
+    tensorflow, is a formula's reference level."""
+    levels = schema.allowed("train", "backend")
+    if "train_backend" not in metrics.columns:
+        return pd.Categorical([levels[0]] * len(metrics), categories=levels)
+    return pd.Categorical(metrics["train_backend"].fillna(levels[0]).astype(str), categories=levels)
+
+
 def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
     """The frame every model is fitted on: `DICE` (the `metric` column), `ls` (depth),
-    `Family`, `Dataset` (size), `lr`, `reg`, plus `backbone`, `model` (the figures' short
+    `Family`, `Dataset` (size), `lr`, `reg`, `Backend` (a factor a formula may name when
+    the table holds runs of both training backends), plus `backbone`, `model` (the figures' short
     name), `size`, `fold`, `status`. Runs whose metric is not a finite number are left out
     (with a note); diverged runs with a finite DICE stay in, as in the paper's 1620."""
     if metric not in SCORED_ON:
@@ -103,6 +114,7 @@ def model_frame(metrics: pd.DataFrame, metric: str = "test_dice") -> Frame:
             "Dataset": metrics["size"].astype(float).to_numpy(),
             "lr": metrics["lr"].astype(float).to_numpy(),
             "reg": metrics["reg"].astype(float).to_numpy(),
+            "Backend": backend_column(metrics),
             "backbone": metrics["backbone"].astype(str).to_numpy(dtype=object),
             "size": metrics["size"].astype(int).to_numpy(),
             "fold": metrics["fold"].to_numpy(),

@@ -14,7 +14,10 @@ same bytes on any machine (tables and figures depend on the merged tables, not o
 - docs/learning/pilot.csv: `benchmarks/learning.py pilot` on the committed pilot
   (docs/learning_curve/pilot_partial/) against the committed reference study;
 - docs/bad_input/damage.md, damage.csv: `benchmarks/damage.py` (compared without its
-  timings and the source line, which change with every run).
+  timings and the source line, which change with every run);
+- docs/backends.md, docs/backends/parity.csv: `benchmarks/backends.py parity` on the
+  committed tables of the demo trained by each backend and the committed CPU step times
+  (docs/backends/metrics_*.csv, steps_cpu.csv, which training and timing made).
 
 Not rebuilt here, because training made them and training numerics on CPU differ between
 processors: docs/demo/ (the demo's figures, `snakemake --configfile config/demo.yaml`) and
@@ -111,6 +114,16 @@ def damage(work: Path) -> dict[Path, Path]:
     return {DOCS / "bad_input" / name: out / name for name in ("damage.md", "damage.csv")}
 
 
+def backends(work: Path) -> dict[Path, Path]:
+    """docs/backends.md and docs/backends/parity.csv from the committed tables of the demo
+    trained by each backend and the committed step times (benchmarks/backends.py parity)."""
+    run([sys.executable, str(ROOT / "benchmarks" / "backends.py"), "parity", "--out", str(work)], ROOT)
+    return {
+        DOCS / "backends.md": work / "backends.md",
+        DOCS / "backends" / "parity.csv": work / "backends" / "parity.csv",
+    }
+
+
 def comparable(path: Path) -> bytes:
     """What must not change in a generated file: all of it, except damage's timings, source and
     the site-packages folder in its warnings' file names."""
@@ -128,14 +141,18 @@ def comparable(path: Path) -> bytes:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare, write nothing; exit 1 when a file is stale")
-    parser.add_argument("parts", nargs="*", default=["showcase", "learning_curve", "pilot", "damage"])
+    parser.add_argument("parts", nargs="*", default=["showcase", "learning_curve", "pilot", "damage", "backends"])
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="docs-rebuild-") as tmp:
         built: dict[Path, Path] = {}
         for part in args.parts:
             work = Path(tmp) / part
             work.mkdir()
-            built |= study(part, work) if part in STUDIES else {"pilot": pilot, "damage": damage}[part](work)
+            built |= (
+                study(part, work)
+                if part in STUDIES
+                else {"pilot": pilot, "damage": damage, "backends": backends}[part](work)
+            )
         stale = [doc for doc, new in built.items() if not doc.is_file() or comparable(doc) != comparable(new)]
         for doc in stale:
             print(f"{'stale' if args.check else 'rewritten'}: {doc.relative_to(ROOT)}")

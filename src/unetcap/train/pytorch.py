@@ -22,6 +22,9 @@ What matches the TensorFlow path, and where it differs:
   rho 0.9 (PyTorch's alpha 0.99).
 - BatchNorm: Keras' momentum m is PyTorch's 1 - m; without `batchnorm_momentum` every layer
   gets Keras' default 0.99 (PyTorch 0.01), as the TensorFlow encoders have.
+- Initial weights: each library's own initialisers (Keras' VGG layers Glorot uniform,
+  torchvision's VGG and ResNet He normal, smp's decoder He uniform), drawn from the run's
+  seed; matching them layer by layer is not attempted (docs/backends.md).
 - Batches, augmentation, the plateau schedule, early stopping, checkpoints, the threshold
   and DICE are the loop's, shared. Dropout and drop-connect draw from torch's generator,
   reseeded at each epoch from (run seed, epoch) like the TensorFlow dropout layers.

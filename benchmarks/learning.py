@@ -231,12 +231,8 @@ def curve(
 
 def _evaluate(model, predict, train_mode, data, batch_size) -> dict:
     """Scores of the current weights; training-mode predictions leave the weights as they were."""
-    p_val = np.concatenate(
-        [predict(data.x_val[i : i + batch_size]) for i in range(0, len(data.x_val), batch_size)]
-    )
-    p_test = np.concatenate(
-        [predict(data.x_test[i : i + batch_size]) for i in range(0, len(data.x_test), batch_size)]
-    )
+    p_val = np.concatenate([predict(data.x_val[i : i + batch_size]) for i in range(0, len(data.x_val), batch_size)])
+    p_test = np.concatenate([predict(data.x_test[i : i + batch_size]) for i in range(0, len(data.x_test), batch_size)])
     weights = model.get_weights()  # training=True updates BatchNorm's moving statistics
     p_train_mode = np.concatenate(
         [train_mode(data.x_val[i : i + batch_size]).numpy() for i in range(0, len(data.x_val), batch_size)]

@@ -10,8 +10,8 @@ What matches the TensorFlow path, and where it differs:
   original (efficientnet-b0/b5, with its drop-connect) giving the decoder the features
   segmentation-models gives it (`pytorch_encoders`: smp's own would make a narrower
   decoder). Parameter counts (Keras' count: BatchNorm statistics included) at one input
-  channel, as tests/test_pytorch.py checks: equal for the VGGs; see PARAMS there for the
-  others and why they differ.
+  channel, as tests/test_pytorch.py checks: equal for the VGGs and EfficientNets, within
+  0.05 % for the ResNets (PARAMS_TOLERANCE there says why).
 - The loss: mean binary cross-entropy computed from the logits (PyTorch's stable form;
   Keras clips probabilities at 1e-7, which only matters for saturated pixels), plus the soft
   Dice loss of the batch with `loss: bce+dice` (the same formula), plus the L2 penalty
@@ -55,9 +55,9 @@ import numpy as np
 from unetcap import UnetcapError
 from unetcap.study import BACKBONES
 from unetcap.train import pytorch_encoders
+from unetcap.train.model import SMOOTH
 from unetcap.train.settings import LOSSES, Settings, derived_seed
 
-SMOOTH = 1.0  # of the soft Dice loss, as model.SMOOTH
 KERAS_BN_MOMENTUM = 0.99  # the TensorFlow encoders' BatchNormalization default
 KERAS_EPSILON = 1e-7  # Keras optimizers' epsilon
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import run as bench  # noqa: E402  benchmarks/run.py: the probe's build and timings
+from plan import training_settings  # noqa: E402  benchmarks/plan.py
 
 from unetcap.analysis.formula import PAPER_OLS  # noqa: E402
 from unetcap.analysis.linear import coefficient_table, fit_ols  # noqa: E402
@@ -45,8 +45,9 @@ STEPS = 20  # timed steps per probe, after the first
 
 
 def demo_settings() -> tuple[dict, dict]:
-    demo = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    return demo, {k: v for k, v in demo["train"].items() if k not in ("mem_mb", "runtime", "gpus")}
+    """config/demo.yaml and its training settings (the planner's reading of them)."""
+    demo = bench.load_config("demo.yaml")
+    return demo, training_settings(demo)
 
 
 def probe(spec: dict) -> None:

@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 from test_learning import DEMO, SIZE, demo_like_study  # noqa: F401 (the fixture, shared)
 from test_precision import demo_run
-from test_train import comparable, run_args, run_in_subprocess
+from test_train import comparable, pinned_tensorflow, run_args, run_in_subprocess, store  # noqa: F401 (fixtures, shared)
 from tiny_store import TF_THREADS as THREADS
-from tiny_store import write_tiny_store
 
 from unetcap import UnetcapError, train
 from unetcap.study import BACKBONES
@@ -26,23 +25,12 @@ from unetcap.train import pytorch
 PARAMS_TOLERANCE = {"resnet18": 1e-4, "resnet50": 1e-3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def pinned_tensorflow():
-    train.configure_tensorflow(THREADS)  # before any TensorFlow build in this process
+def torch_args(tiny_store, run_dir, **settings):
+    return run_args(tiny_store, run_dir, backend="pytorch", **settings)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """8 train, 8 val (fold 0) and 8 test images of 32 x 32 (tests/test_train.py's)."""
-    return write_tiny_store(tmp_path_factory.mktemp("store"), image_size=32, per_patient=4)
-
-
-def torch_args(store, run_dir, **settings):
-    return run_args(store, run_dir, backend="pytorch", **settings)
-
-
-@pytest.fixture(scope="module")
-def reference(store, tmp_path_factory):
+def reference(store, tmp_path_factory):  # noqa: F811
     """An uninterrupted efficientnetb0 run on PyTorch (drop-connect draws), 4 epochs."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     return train.train_run(**torch_args(store, run_dir)), run_dir
@@ -103,7 +91,7 @@ def test_the_penalty_covers_every_convolution_and_linear_kernel_depthwise_includ
 
 
 @pytest.mark.slow
-def test_a_pytorch_run_writes_what_a_tensorflow_run_writes(store, reference, tmp_path):
+def test_a_pytorch_run_writes_what_a_tensorflow_run_writes(store, reference, tmp_path):  # noqa: F811
     metrics, run_dir = reference
     assert metrics["status"] == "ok" and metrics["epochs"] == 4
     assert metrics["train"]["backend"] == "pytorch" and metrics["train"]["deterministic"] is True
@@ -124,7 +112,7 @@ def test_a_pytorch_run_writes_what_a_tensorflow_run_writes(store, reference, tmp
 
 
 @pytest.mark.slow
-def test_a_pytorch_run_is_the_same_twice_and_resumes_as_if_uninterrupted(store, reference, tmp_path):
+def test_a_pytorch_run_is_the_same_twice_and_resumes_as_if_uninterrupted(store, reference, tmp_path):  # noqa: F811
     again = train.train_run(**torch_args(store, tmp_path / "again"))
     assert comparable(again) == comparable(reference[0])
     run_dir = tmp_path / "run"
@@ -141,7 +129,7 @@ def test_a_pytorch_run_is_the_same_twice_and_resumes_as_if_uninterrupted(store, 
 
 
 @pytest.mark.slow
-def test_a_diverging_pytorch_run_keeps_its_initial_weights(store, tmp_path, monkeypatch):
+def test_a_diverging_pytorch_run_keeps_its_initial_weights(store, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv(train.FAULT_ENV, "diverge_at_epoch:1")
     metrics = train.train_run(**torch_args(store, tmp_path / "run", backbone="resnet18", max_epochs=2))
     assert metrics["status"] == "diverged" and metrics["best_epoch"] == 0 and metrics["epochs"] == 1

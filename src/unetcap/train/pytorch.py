@@ -56,17 +56,10 @@ from unetcap import UnetcapError
 from unetcap.study import BACKBONES
 from unetcap.train import pytorch_encoders
 from unetcap.train.model import SMOOTH
-from unetcap.train.settings import LOSSES, Settings, derived_seed
+from unetcap.train.settings import Settings, derived_seed
 
 KERAS_BN_MOMENTUM = 0.99  # the TensorFlow encoders' BatchNormalization default
 KERAS_EPSILON = 1e-7  # Keras optimizers' epsilon
-
-ENCODERS = pytorch_encoders.ENCODERS  # the study's backbone -> smp's encoder
-
-
-def import_smp():
-    """segmentation_models_pytorch, ready to build the study's U-Nets (`pytorch_encoders`)."""
-    return pytorch_encoders.import_smp()
 
 
 def configure_torch(threads: int, gpu_memory_mb: int | None = None) -> dict:
@@ -109,11 +102,13 @@ def build_model(backbone: str, seed: int, batchnorm_momentum: float | None = Non
     momentum `batchnorm_momentum` (None: 0.99) in PyTorch's convention (1 - m)."""
     import torch
 
-    smp = import_smp()
+    smp = pytorch_encoders.import_smp()
     if backbone not in BACKBONES:
         raise UnetcapError(f"backbone {backbone!r} is not one of {list(BACKBONES)}")
     torch.manual_seed(seed)
-    model = smp.Unet(ENCODERS[backbone], encoder_weights=None, in_channels=1, classes=1, activation=None)
+    model = smp.Unet(
+        pytorch_encoders.ENCODERS[backbone], encoder_weights=None, in_channels=1, classes=1, activation=None
+    )
     momentum = KERAS_BN_MOMENTUM if batchnorm_momentum is None else batchnorm_momentum
     for layer in model.modules():
         if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
@@ -183,12 +178,10 @@ class TorchNetwork:
         import torch
 
         s = settings
-        if s.loss not in LOSSES:
-            raise UnetcapError(f"train.loss {s.loss!r} is not one of {list(LOSSES)}")
         if s.jit:
             raise UnetcapError("train.jit (XLA) is TensorFlow's: set it to false with train.backend pytorch")
         started = time.perf_counter()
-        import_smp()
+        pytorch_encoders.import_smp()
         self.setup = configure_torch(s.threads, s.gpu_memory_mb)
         self.device = "cuda" if self.setup["gpu"] else "cpu"
         self.seconds = {"import": time.perf_counter() - started}

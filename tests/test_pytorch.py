@@ -20,8 +20,9 @@ from unetcap.train import pytorch
 # EfficientNets (unetcap.train.pytorch_encoders gives smp's EfficientNet segmentation-models'
 # features); the ResNets differ by at most this share, because segmentation-models' ResNets
 # (classification_models) are pre-activation ResNets, BatchNorm before each convolution,
-# and torchvision's, which smp uses, put it after: the same convolutions, BatchNorm layers
-# over other channel counts (resnet18: 771 fewer in PyTorch, resnet50: 15,101 more).
+# and torchvision's, which smp uses, put it after: BatchNorm layers over other channel
+# counts, and in resnet18 one 1x1 shortcut convolution that only segmentation-models' has
+# (resnet18: 771 fewer in PyTorch, resnet50: 15,101 more).
 PARAMS_TOLERANCE = {"resnet18": 1e-4, "resnet50": 1e-3}
 
 
@@ -81,13 +82,22 @@ def test_batchnorm_momentum_is_keras_in_pytorchs_convention(keras, torch_momentu
     assert len(momenta) > 10 and momenta == pytest.approx([torch_momentum] * len(momenta))
 
 
-def test_the_penalty_covers_every_convolution_and_linear_kernel_depthwise_included():
+@pytest.mark.parametrize("backbone", ["efficientnetb0", "vgg16"])
+def test_the_penalty_covers_the_kernels_keras_regularizes_depthwise_included(backbone):
+    """The L2 penalty's weights are those of TensorFlow's U-Net (unetcap.train.add_l2): as
+    many kernels, as many numbers. (The ResNets differ by one 1x1 shortcut convolution that
+    segmentation-models' ResNet18 has in its first stage.)"""
     import torch
 
-    model = pytorch.build_model("efficientnetb0", seed=1)
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert any(m.groups > 1 for m in convs)  # EfficientNet's depthwise convolutions
-    assert len(pytorch.kernels(model)) == len(convs) + sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    model = pytorch.build_model(backbone, seed=1)
+    weights = pytorch.kernels(model)
+    keras = [v for _, _, v in train.kernel_variables(train.build_model(backbone, 32, 0.0, seed=1))]
+    assert len(weights) == len(keras)
+    assert sum(w.numel() for w in weights) == sum(int(v.shape.num_elements()) for v in keras)
+    if backbone == "efficientnetb0":  # its depthwise convolutions are in
+        penalised = {id(w) for w in weights}
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert any(m.groups > 1 and id(m.weight) in penalised for m in convs)
 
 
 @pytest.mark.slow
